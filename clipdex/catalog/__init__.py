@@ -1,0 +1,1 @@
+"""The SQL catalog: the source of truth for what exists and what state it is in."""

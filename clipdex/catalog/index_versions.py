@@ -1,0 +1,82 @@
+"""Index versions: which collection holds which model's vectors, and which one is live."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from clipdex.catalog.models import IndexVersion
+from clipdex.encoder import ModelIdentity
+
+log = logging.getLogger(__name__)
+
+
+class ModelMismatch(RuntimeError):
+    """The configured model is not the one the live index was built with."""
+
+
+def collection_name(identity: ModelIdentity) -> str:
+    fingerprint = json.dumps(
+        [identity.architecture, identity.pretrained, identity.preprocess, identity.dim],
+        sort_keys=True,
+    )
+    slug = re.sub(r"[^a-z0-9]+", "-", identity.architecture.lower()).strip("-")[:48]
+    return f"clipdex-{slug}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:10]}"
+
+
+def active_index(session: Session) -> IndexVersion | None:
+    return session.scalars(select(IndexVersion).where(IndexVersion.active.is_(True))).first()
+
+
+def identity_of(version: IndexVersion) -> ModelIdentity:
+    return ModelIdentity(
+        architecture=version.architecture,
+        pretrained=version.pretrained,
+        open_clip_version=version.open_clip_version,
+        preprocess=dict(version.preprocess),
+        dim=version.dim,
+    )
+
+
+def ensure_active_index(session: Session, identity: ModelIdentity) -> IndexVersion:
+    """Return the live index for this model, creating it on first use; refuse another model."""
+    live = active_index(session)
+    if live is None:
+        live = IndexVersion(
+            collection=collection_name(identity),
+            architecture=identity.architecture,
+            pretrained=identity.pretrained,
+            open_clip_version=identity.open_clip_version,
+            preprocess=identity.preprocess,
+            dim=identity.dim,
+            active=True,
+        )
+        session.add(live)
+        session.commit()
+        return live
+    stored = identity_of(live)
+    differences = [
+        name
+        for name in ("architecture", "pretrained", "preprocess", "dim")
+        if getattr(stored, name) != getattr(identity, name)
+    ]
+    if differences:
+        raise ModelMismatch(
+            f"the live index {live.collection!r} was built with {stored.label}, but the "
+            f"configured model is {identity.label} (differs in: {', '.join(differences)}). "
+            "Vectors of two models are never mixed: set CLIPDEX_MODEL/CLIPDEX_PRETRAINED back, "
+            "or use a fresh CLIPDEX_HOME for the new model."
+        )
+    if stored.open_clip_version != identity.open_clip_version:
+        log.warning(
+            "index %s was built with open_clip %s, now running %s",
+            live.collection,
+            stored.open_clip_version,
+            identity.open_clip_version,
+        )
+    return live

@@ -1,0 +1,243 @@
+"""The ``clipdex`` command. An entry point: the one place (with the HTTP and Celery apps) that
+wires kernel, ingest and search together. Heavy imports happen inside commands so that
+``clipdex --help`` stays instant."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from clipdex.runtime import Runtime
+
+app = typer.Typer(
+    help="CLIP retrieval: ingest image libraries, search them with words or images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def main() -> None:
+    app()
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"clipdex: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@contextmanager
+def _runtime() -> Iterator[Runtime]:
+    """Open the kernel, turning every expected failure into one clear line and exit code 2."""
+    from clipdex.catalog.index_versions import ModelMismatch
+    from clipdex.encoder import ModelUnavailable
+    from clipdex.images import ImageRejected
+    from clipdex.runtime import NoIndexYet, open_runtime
+    from clipdex.settings import load_settings
+    from clipdex.store.base import StoreError
+    from search.engine import BadQuery
+
+    try:
+        runtime = open_runtime(load_settings())
+    except (StoreError, OSError) as error:
+        _fail(str(error))
+    try:
+        yield runtime
+    except (ModelUnavailable, ModelMismatch, StoreError, NoIndexYet, BadQuery) as error:
+        _fail(str(error))
+    except ImageRejected as error:
+        _fail(f"cannot use that image: {error.reason}")
+    except FileNotFoundError as error:
+        _fail(str(error))
+    finally:
+        runtime.close()
+
+
+def _note_random_weights(runtime: Runtime) -> None:
+    identity = runtime.encoder.identity
+    if identity.random_weights:
+        typer.echo(f"clipdex: note: model is {identity.label}", err=True)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files to ingest.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Scan folders, encode new images, and bring the index in line with what is on disk."""
+    from clipdex.cli_progress import TerminalProgress, wants_bar
+    from ingest.run import ingest as run_ingest
+
+    with _runtime() as runtime:
+        if wants_bar(json_output):
+            with TerminalProgress() as bar:
+                report = run_ingest(runtime, paths, bar)
+        else:
+            report = run_ingest(runtime, paths)
+    if json_output:
+        _print_json(report.as_dict())
+        return
+    typer.echo(
+        f"{report.scanned} scanned: {report.new} new, {report.modified} modified, "
+        f"{report.unchanged} unchanged, {report.moved} moved, {report.duplicates} duplicates; "
+        f"{report.encoded} encoded, {report.reused} reused, {report.failed} failed, "
+        f"{report.removed} removed in {report.seconds:.1f}s  [{report.model}]"
+    )
+    if report.failed:
+        typer.echo("see `clipdex failures` for the reasons", err=True)
+
+
+def _parse_date(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"{name} must be an ISO date such as 2024-06-30 or 2024-06-30T18:00, got {value!r}")
+
+
+@app.command()
+def search(
+    text: Annotated[str | None, typer.Argument(help="What to look for, in words.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Find images similar to this one.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many hits.")] = 10,
+    offset: Annotated[int, typer.Option(help="Skip this many hits (paging).")] = 0,
+    folder: Annotated[Path | None, typer.Option(help="Only images under this folder.")] = None,
+    formats: Annotated[
+        list[str] | None, typer.Option("--format", help="Only these formats (JPEG, PNG...).")
+    ] = None,
+    min_width: Annotated[int | None, typer.Option(help="Minimum width in pixels.")] = None,
+    min_height: Annotated[int | None, typer.Option(help="Minimum height in pixels.")] = None,
+    taken_after: Annotated[str | None, typer.Option(help="EXIF date taken, from (ISO).")] = None,
+    taken_before: Annotated[str | None, typer.Option(help="EXIF date taken, before (ISO).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Search the library with words (TEXT) or with an image (--image)."""
+    from clipdex.store.base import SearchFilter
+    from search.engine import SearchService
+
+    if (text is None) == (image is None):
+        _fail("give either TEXT or --image PATH")
+    filters = SearchFilter(
+        folder=str(folder.expanduser().resolve()) if folder else None,
+        formats=tuple(f.upper() for f in formats or ()),
+        min_width=min_width,
+        min_height=min_height,
+        taken_after=_parse_date(taken_after, "--taken-after"),
+        taken_before=_parse_date(taken_before, "--taken-before"),
+    )
+    with _runtime() as runtime:
+        service = SearchService(runtime)
+        query: Callable[[], Any]
+        if image is not None:
+            query = lambda: service.image(image, limit, offset, filters)  # noqa: E731
+        else:
+            query = lambda: service.text(text or "", limit, offset, filters)  # noqa: E731
+        hits = query()
+        _note_random_weights(runtime)
+    if json_output:
+        _print_json([hit.as_dict() for hit in hits])
+        return
+    if not hits:
+        typer.echo("no matches")
+    for rank, hit in enumerate(hits, start=offset + 1):
+        typer.echo(f"{rank:4d}  {hit.score:.4f}  {hit.path}")
+
+
+@app.command()
+def embed(
+    images: Annotated[
+        list[Path] | None, typer.Option("--image", help="Image file(s) to embed.")
+    ] = None,
+    texts: Annotated[list[str] | None, typer.Option("--text", help="Text(s) to embed.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Print raw, L2-normalized model embeddings (no prompt templates)."""
+    import numpy as np
+
+    from clipdex.images import ImageRejected, decode_file
+    from clipdex.preprocess import to_model_input
+
+    if not images and not texts:
+        _fail("give --image PATH and/or --text TEXT")
+    results: list[dict[str, Any]] = []
+    with _runtime() as runtime:
+        encoder = runtime.encoder
+        for path in images or []:
+            try:
+                decoded = decode_file(path, runtime.decode_limits())
+            except ImageRejected as rejected:
+                results.append({"input": str(path), "error": rejected.reason})
+                continue
+            pixels = to_model_input(decoded.image, encoder.preprocess)
+            vector = encoder.encode_images(pixels[np.newaxis])[0]
+            results.append({"input": str(path), "vector": vector.tolist()})
+        if texts:
+            for text, vector in zip(texts, encoder.encode_texts(texts), strict=True):
+                results.append({"input": text, "vector": vector.tolist()})
+        _note_random_weights(runtime)
+    if json_output:
+        _print_json(results)
+    else:
+        for row in results:
+            shown = row.get("error") or f"[{len(row['vector'])}-d] " + " ".join(
+                f"{x:+.4f}" for x in row["vector"][:6]
+            )
+            typer.echo(f"{row['input']}: {shown}")
+    if any("error" in row for row in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def failures(json_output: JsonOption = False) -> None:
+    """List every file that could not be indexed, with the stage and the reason."""
+    from sqlalchemy import select
+
+    from clipdex.catalog.models import Failure
+
+    with _runtime() as runtime, runtime.sessions() as session:
+        rows = session.scalars(select(Failure).order_by(Failure.path)).all()
+    listed = [
+        {"path": r.path, "stage": r.stage, "reason": r.reason, "attempts": r.attempts} for r in rows
+    ]
+    if json_output:
+        _print_json(listed)
+        return
+    for row in listed:
+        typer.echo(f"{row['path']}\t{row['stage']}\t{row['reason']}")
+    typer.echo(f"{len(listed)} failed", err=True)
+
+
+@app.command()
+def status(json_output: JsonOption = False) -> None:
+    """Catalog counts by state, points in the live index, and the index's model identity."""
+    from clipdex.status import collect_status
+
+    with _runtime() as runtime:
+        report = collect_status(runtime)
+    if json_output:
+        _print_json(report)
+        return
+    model = report["model"]
+    typer.echo(f"home:      {report['home']}")
+    typer.echo(f"store:     {report['store']}")
+    typer.echo(f"model:     {model['label'] if model else '(nothing ingested yet)'}")
+    typer.echo(f"assets:    {report['assets']}  paths: {report['paths']}")
+    typer.echo("states:    " + ", ".join(f"{k} {v}" for k, v in report["states"].items()))
+    typer.echo(f"points:    {report['points']}")
+    typer.echo(f"failures:  {report['failures']}")

@@ -1,0 +1,281 @@
+"""CLIP encoders behind one small typed interface.
+
+``OpenClipEncoder`` loads an open_clip model once, lazily, under a lock. Images arrive as uint8
+NHWC arrays from :mod:`clipdex.preprocess`; scaling and normalization happen on the device.
+Every vector leaves L2-normalized float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from clipdex.preprocess import PreprocessConfig
+from clipdex.settings import Settings
+
+TINY_MODEL = "clipdex-tiny"
+RANDOM_WEIGHTS = "random"
+_RANDOM_SEED = 0
+_CONFIG_DIR = Path(__file__).with_name("model_configs")
+
+Vectors = NDArray[np.float32]
+
+
+class ModelUnavailable(RuntimeError):
+    """The model or its weights cannot be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """Everything that makes two vectors comparable. Stored with each index version."""
+
+    architecture: str
+    pretrained: str
+    open_clip_version: str
+    preprocess: dict[str, Any] = field(hash=False)
+    dim: int
+
+    @property
+    def random_weights(self) -> bool:
+        return self.pretrained == RANDOM_WEIGHTS
+
+    @property
+    def label(self) -> str:
+        if self.random_weights:
+            return f"{self.architecture} (RANDOM WEIGHTS - test model, rankings are meaningless)"
+        return f"{self.architecture} ({self.pretrained})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "architecture": self.architecture,
+            "pretrained": self.pretrained,
+            "open_clip_version": self.open_clip_version,
+            "preprocess": self.preprocess,
+            "dim": self.dim,
+            "random_weights": self.random_weights,
+            "label": self.label,
+        }
+
+
+class Encoder(Protocol):
+    """What ingest and search need from a model. Fakes implement this in unit tests."""
+
+    @property
+    def identity(self) -> ModelIdentity: ...
+
+    @property
+    def preprocess(self) -> PreprocessConfig: ...
+
+    def encode_images(self, pixels: NDArray[np.uint8]) -> Vectors:
+        """(N, H, W, 3) uint8 from :func:`clipdex.preprocess.to_model_input` -> (N, dim)."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> Vectors: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    model: str
+    pretrained: str
+    device: str = "auto"
+    precision: str = "fp32"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelSpec:
+        return cls(settings.model, settings.pretrained, settings.device, settings.precision)
+
+
+def register_builtin_configs(open_clip: Any) -> None:
+    if TINY_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+class OpenClipEncoder:
+    """The real encoder. Construction is cheap; the model loads on first use."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self._spec = spec
+        self._lock = threading.Lock()
+        self._loaded: _Loaded | None = None
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self._load().identity
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return self._load().preprocess
+
+    def encode_images(self, pixels: NDArray[np.uint8]) -> Vectors:
+        return self._load().encode_images(pixels)
+
+    def encode_texts(self, texts: Sequence[str]) -> Vectors:
+        return self._load().encode_texts(texts)
+
+    def _load(self) -> _Loaded:
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    self._loaded = _Loaded.create(self._spec)
+        return self._loaded
+
+
+class _Loaded:
+    """A loaded model with its tokenizer, device and normalization constants."""
+
+    def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: Any) -> None:
+        import torch
+
+        from clipdex.torch_compat import import_open_clip
+
+        self._torch = torch
+        self._model = model
+        self._tokenizer = tokenizer
+        self._device = device
+        self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.precision)
+        self.preprocess = PreprocessConfig.from_open_clip(model.visual.preprocess_cfg)
+        self._mean = torch.tensor(self.preprocess.mean, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.preprocess.std, device=device).view(1, 3, 1, 1)
+        is_tiny = spec.model == TINY_MODEL
+        pretrained = (
+            RANDOM_WEIGHTS if is_tiny or spec.pretrained == RANDOM_WEIGHTS else spec.pretrained
+        )
+        self.identity = ModelIdentity(
+            architecture=spec.model,
+            pretrained=pretrained,
+            open_clip_version=str(import_open_clip().__version__),
+            preprocess=self.preprocess.as_dict(),
+            dim=int(model.text_projection.shape[1])
+            if _has_text_projection(model)
+            else int(model.encode_text(tokenizer(["x"]).to(device)).shape[-1]),
+        )
+
+    @classmethod
+    def create(cls, spec: ModelSpec) -> _Loaded:
+        import torch
+
+        from clipdex.torch_compat import import_open_clip
+
+        open_clip = import_open_clip()
+        register_builtin_configs(open_clip)
+        device = torch.device(_resolve_device(spec.device))
+        if spec.model not in open_clip.list_models() and not spec.model.startswith("hf-hub:"):
+            raise ModelUnavailable(
+                f"unknown model architecture {spec.model!r}; "
+                "set CLIPDEX_MODEL to one of open_clip.list_models() (e.g. ViT-B-32)"
+            )
+        model = _create_model(open_clip, spec, device)
+        model.eval()
+        tokenizer = open_clip.get_tokenizer(spec.model)
+        return cls(model, tokenizer, spec, device)
+
+    def encode_images(self, pixels: NDArray[np.uint8]) -> Vectors:
+        torch = self._torch
+        if pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"expected (N, H, W, 3) uint8 pixels, got shape {pixels.shape}")
+        with torch.inference_mode(), self._autocast():
+            batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self._device)
+            # Same float ops, in the same order, as torchvision ToTensor + Normalize.
+            images = batch.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+            images = images.sub(self._mean).div(self._std)
+            features = self._model.encode_image(images)
+        return _normalized(features)
+
+    def encode_texts(self, texts: Sequence[str]) -> Vectors:
+        torch = self._torch
+        with torch.inference_mode(), self._autocast():
+            tokens = self._tokenizer(list(texts)).to(self._device)
+            features = self._model.encode_text(tokens)
+        return _normalized(features)
+
+    def _autocast(self) -> Any:
+        if self._autocast_dtype is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return self._torch.autocast(self._device.type, dtype=self._autocast_dtype)
+
+
+def _has_text_projection(model: Any) -> bool:
+    projection = getattr(model, "text_projection", None)
+    return projection is not None and hasattr(projection, "shape") and len(projection.shape) == 2
+
+
+def _normalized(features: Any) -> Vectors:
+    array = features.float().cpu().numpy().astype(np.float32, copy=False)
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return np.asarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _create_model(open_clip: Any, spec: ModelSpec, device: Any) -> Any:
+    import torch
+
+    if spec.model == TINY_MODEL or spec.pretrained == RANDOM_WEIGHTS:
+        # open_clip logs "initialized randomly" on the root logger; here that is the intent.
+        root_logger = logging.getLogger()
+        level = root_logger.level
+        root_logger.setLevel(logging.ERROR)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_RANDOM_SEED)
+                return open_clip.create_model(spec.model, pretrained=None, device=device)
+        finally:
+            root_logger.setLevel(level)
+    if spec.pretrained.startswith("hf-hub:"):
+        return _with_clear_error(
+            spec, lambda: open_clip.create_model(spec.pretrained, device=device)
+        )
+    path = Path(spec.pretrained).expanduser()
+    if path.suffix or "/" in spec.pretrained:
+        if not path.is_file():
+            raise ModelUnavailable(
+                f"CLIPDEX_PRETRAINED points at {str(path)!r}, which is not a file. "
+                f"Give the path of an open_clip checkpoint for {spec.model}."
+            )
+        return _with_clear_error(
+            spec,
+            lambda: open_clip.create_model(
+                spec.model, pretrained=str(path), device=device, require_pretrained=True
+            ),
+        )
+    return _with_clear_error(
+        spec,
+        lambda: open_clip.create_model(
+            spec.model, pretrained=spec.pretrained, device=device, require_pretrained=True
+        ),
+    )
+
+
+def _with_clear_error(spec: ModelSpec, create: Any) -> Any:
+    try:
+        return create()
+    except ModelUnavailable:
+        raise
+    except Exception as error:
+        raise ModelUnavailable(
+            f"could not load weights {spec.pretrained!r} for model {spec.model!r}: {error}\n"
+            "If this machine cannot download them, fetch the open_clip checkpoint on a machine "
+            "that can (e.g. open_clip_pytorch_model.bin from the model's Hugging Face repo) and "
+            "set CLIPDEX_PRETRAINED=/path/to/that/file, keeping CLIPDEX_MODEL at "
+            f"{spec.model!r}. For an offline smoke run use CLIPDEX_MODEL={TINY_MODEL} "
+            "(random weights, results meaningless)."
+        ) from error

@@ -1,0 +1,236 @@
+"""Safe image decoding: one untrusted file in, one upright RGB picture (or a clear reason) out.
+
+The rules (GUIDE §5): a byte cap before reading, a format allow-list (never EPS/PDF, which hand
+the bytes to Ghostscript), decompression-bomb warnings escalated to errors, a pixel ceiling,
+the first frame only, EXIF orientation applied, and every exotic mode brought to RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# Pillow opener names (JPEG also opens MPO). Everything else, EPS above all, is refused.
+ALLOWED_FORMATS: Final = (
+    *("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP", "DIB", "AVIF", "HEIF", "JPEG2000"),
+    *("ICO", "ICNS", "PPM", "TGA", "QOI", "PCX", "SGI", "DDS", "PSD"),
+)
+
+# Extensions the folder scanner treats as images; content decides the real format.
+IMAGE_EXTENSIONS: Final = frozenset(
+    {
+        *(".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff"),
+        *(".bmp", ".dib", ".avif", ".heic", ".heif", ".hif", ".jp2", ".j2k", ".jpf", ".jpx"),
+        *(".ico", ".icns", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".qoi", ".pcx", ".sgi"),
+        *(".rgb", ".dds", ".psd", ".mpo"),
+    }
+)
+
+STAGE_READ: Final = "read"
+STAGE_DECODE: Final = "decode"
+
+_WHITE = (255, 255, 255)
+_EXIF_IFD: Final = 0x8769
+_DATETIME_ORIGINAL: Final = 36867
+
+
+class ImageRejected(Exception):
+    """This file cannot become a picture. ``stage`` and ``reason`` go to the failures table."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    max_file_bytes: int
+    max_image_pixels: int
+    # Shortest side (pixels) that JPEG DCT scaling must keep; 0 disables draft().
+    draft_min_side: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """An upright RGB picture and what we learned about the file while decoding it."""
+
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+    taken_at: datetime | None
+
+
+_configured = False
+
+
+def configure_pillow(max_image_pixels: int) -> None:
+    """Process-wide Pillow policy. Idempotent; call before decoding in a new process.
+
+    ``warnings.catch_warnings`` is not thread-safe, so the bomb-warning escalation is a global
+    filter installed once instead of a per-call context.
+    """
+    global _configured
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if not _configured:
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow's UserWarnings about odd-but-decodable files ("Corrupt EXIF data", "Tag data
+        # larger than file") would flood a bulk run; the outcome per file is what we record.
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        _configured = True
+
+
+def _openers() -> tuple[str, ...]:
+    """The allowed formats this Pillow can open (naming a missing one raises KeyError)."""
+    Image.init()
+    return tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
+
+
+def read_limited(path: Path, max_file_bytes: int) -> bytes:
+    """Read a whole file, refusing one over the byte cap before reading it."""
+    try:
+        size = path.stat().st_size
+        if size > max_file_bytes:
+            raise ImageRejected(STAGE_READ, f"file is {size} bytes, over the {max_file_bytes} cap")
+        with path.open("rb") as handle:
+            data = handle.read(max_file_bytes + 1)
+    except OSError as error:
+        raise ImageRejected(STAGE_READ, f"cannot read file: {error.strerror or error}") from error
+    if len(data) > max_file_bytes:
+        raise ImageRejected(STAGE_READ, f"file grew past the {max_file_bytes} byte cap")
+    return data
+
+
+def decode_file(path: Path, limits: DecodeLimits) -> DecodedImage:
+    return decode_bytes(read_limited(path, limits.max_file_bytes), limits)
+
+
+def decode_bytes(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    """Decode untrusted bytes into an upright RGB image, or raise :class:`ImageRejected`."""
+    if len(data) > limits.max_file_bytes:
+        raise ImageRejected(STAGE_READ, f"{len(data)} bytes, over the {limits.max_file_bytes} cap")
+    try:
+        return _decode(data, limits)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageRejected(STAGE_DECODE, f"decompression bomb: {error}") from error
+    except UnidentifiedImageError as error:
+        raise ImageRejected(STAGE_DECODE, "not an image in an allowed format") from error
+    except ValueError as error:
+        if "too large" in str(error):  # PNG text chunks that expand without bound
+            raise ImageRejected(STAGE_DECODE, f"decompression bomb: {error}") from error
+        raise ImageRejected(STAGE_DECODE, f"corrupt image: {error}") from error
+    except (OSError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as error:
+        raise ImageRejected(STAGE_DECODE, f"corrupt image: {error}") from error
+    except MemoryError as error:
+        raise ImageRejected(STAGE_DECODE, "image needs too much memory to decode") from error
+
+
+def _decode(data: bytes, limits: DecodeLimits) -> DecodedImage:
+    image = Image.open(io.BytesIO(data), formats=_openers())
+    file_format = image.format or "UNKNOWN"
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise ImageRejected(STAGE_DECODE, f"image has no pixels ({width}x{height})")
+    if width * height > limits.max_image_pixels:
+        raise ImageRejected(
+            STAGE_DECODE,
+            f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the "
+            f"ceiling of {limits.max_image_pixels}",
+        )
+    if file_format in ("JPEG", "MPO") and limits.draft_min_side:
+        _apply_draft(image, limits.draft_min_side)
+    image.load()  # first frame only: we never seek
+    taken_at = _taken_at(image)
+    upright = _upright(image)
+    rgb = to_rgb(upright)
+    return DecodedImage(rgb, file_format, width, height, taken_at)
+
+
+def _apply_draft(image: Image.Image, min_side: int) -> None:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is far larger than needed."""
+    width, height = image.size
+    scale = min_side / min(width, height)
+    if scale >= 0.5:
+        return
+    image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # corrupt EXIF must not cost the picture; it is only left unrotated
+        return image
+
+
+def _taken_at(image: Image.Image) -> datetime | None:
+    try:
+        raw = image.getexif().get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL)
+    except Exception:  # unreadable EXIF: the date is optional metadata
+        return None
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.strptime(raw.strip().rstrip("\x00"), "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Bring any Pillow mode to 8-bit RGB; transparency is flattened onto white."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _high_depth_to_rgb(image)
+    if mode == "LAB":
+        return _lab_to_rgb(image)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, _WHITE)
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float images: scale the value range to 0..255."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        scaled = array / 257.0
+    else:
+        finite = array[np.isfinite(array)]
+        low = float(finite.min()) if finite.size else 0.0
+        high = float(finite.max()) if finite.size else 0.0
+        if image.mode == "I" and low >= 0 and high <= 255:
+            scaled = array
+        else:
+            scaled = (array - low) * (255.0 / (high - low)) if high > low else array * 0
+    gray = np.nan_to_num(scaled).clip(0, 255).round().astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def _lab_to_rgb(image: Image.Image) -> Image.Image:
+    from PIL import ImageCms
+
+    transform = ImageCms.buildTransformFromOpenProfiles(
+        ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+    )
+    converted = ImageCms.applyTransform(image, transform)
+    assert converted is not None  # applyTransform returns None only when inPlace=True
+    return converted

@@ -1,0 +1,52 @@
+"""What `clipdex status` reports; read from the catalog and the store, never the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from clipdex.catalog.index_versions import active_index, identity_of
+from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location
+from clipdex.runtime import Runtime
+
+
+def collect_status(runtime: Runtime) -> dict[str, Any]:
+    with runtime.sessions() as session:
+        version = active_index(session)
+        states = dict.fromkeys(AssetState.ALL, 0)
+        if version is not None:
+            query = (
+                select(AssetIndexState.state, func.count())
+                .where(AssetIndexState.index_version_id == version.id)
+                .group_by(AssetIndexState.state)
+            )
+            states.update({state: count for state, count in session.execute(query).tuples()})
+        assets = session.scalar(select(func.count()).select_from(Asset)) or 0
+        paths = (
+            session.scalar(
+                select(func.count()).select_from(Location).where(Location.missing.is_(False))
+            )
+            or 0
+        )
+        failures = session.scalar(select(func.count()).select_from(Failure)) or 0
+    points = 0
+    model = None
+    collection = None
+    if version is not None:
+        _, index = runtime.existing_index()
+        points = index.count()
+        model = identity_of(version).as_dict()
+        collection = version.collection
+    return {
+        "home": str(runtime.settings.home),
+        "store": runtime.store.kind,
+        "collection": collection,
+        "model": model,
+        "assets": assets,
+        "paths": paths,
+        "states": states,
+        **states,
+        "points": points,
+        "failures": failures,
+    }

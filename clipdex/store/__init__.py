@@ -1,0 +1,23 @@
+"""Vector store adapter: one small interface over Qdrant Edge (embedded) and qdrant-client."""
+
+from clipdex.store.base import (
+    PointRecord,
+    SearchFilter,
+    StoredHit,
+    StoreError,
+    StoreLocked,
+    VectorIndex,
+    VectorStore,
+)
+from clipdex.store.factory import open_store
+
+__all__ = [
+    "PointRecord",
+    "SearchFilter",
+    "StoreError",
+    "StoreLocked",
+    "StoredHit",
+    "VectorIndex",
+    "VectorStore",
+    "open_store",
+]

@@ -1,0 +1,224 @@
+"""Embedded default: Qdrant Edge, Qdrant's own in-process engine, one shard per collection.
+
+Chosen by measurement over qdrant-client's local mode (pure Python, brute force): see
+``bench/store_bench.py`` and the README for the figures.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import qdrant_edge as qe
+from numpy.typing import NDArray
+
+from clipdex.store.base import (
+    DATETIME_FIELDS,
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    Payload,
+    PointRecord,
+    SearchFilter,
+    StoredHit,
+    StoreError,
+    StoreLocked,
+    rfc3339,
+)
+
+_SCROLL_PAGE = 1024
+
+
+class EdgeStore:
+    """Collections live in ``root/<name>``. One process at a time, enforced by a lock file."""
+
+    kind = "embedded"
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _take_lock(root)
+        self._open: dict[str, EdgeIndex] = {}
+
+    def open_index(self, name: str, dim: int) -> EdgeIndex:
+        if name in self._open:
+            return self._open[name]
+        path = self._root / name
+        try:
+            created = not (path.is_dir() and any(path.iterdir()))
+            if created:
+                config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine))
+                shard = qe.EdgeShard.create(str(path), config)
+            else:
+                shard = qe.EdgeShard.load(str(path))
+        except Exception as error:
+            if "WouldBlock" in str(error):
+                raise StoreLocked(_locked_message(self._root)) from error
+            raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
+        index = EdgeIndex(name, dim, shard)
+        if created:
+            index.create_payload_indexes()
+        self._open[name] = index
+        return index
+
+    def drop_index(self, name: str) -> None:
+        index = self._open.pop(name, None)
+        if index is not None:
+            index.close()
+        shutil.rmtree(self._root / name, ignore_errors=True)
+
+    def close(self) -> None:
+        for index in self._open.values():
+            index.close()
+        self._open.clear()
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+
+def _take_lock(root: Path) -> IO[str]:
+    handle = (root / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StoreLocked(_locked_message(root, holder)) from error
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _locked_message(root: Path, holder: str = "another process") -> str:
+    return (
+        f"the embedded vector store at {root} is in use by process {holder}. The embedded store "
+        "allows one process at a time; stop the other process, or run a Qdrant server and set "
+        "CLIPDEX_QDRANT_URL (see docker-compose.yml) so that several processes can share it."
+    )
+
+
+class EdgeIndex:
+    def __init__(self, name: str, dim: int, shard: qe.EdgeShard) -> None:
+        self.name = name
+        self.dim = dim
+        self._shard = shard
+
+    def create_payload_indexes(self) -> None:
+        kinds = (
+            [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
+            + [(f, qe.PayloadSchemaType.Integer) for f in INTEGER_FIELDS]
+            + [(f, qe.PayloadSchemaType.Datetime) for f in DATETIME_FIELDS]
+        )
+        for field_name, schema in kinds:
+            self._shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+
+    def upsert(self, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        batch = [qe.Point(p.id, _as_list(p.vector, self.dim), p.payload) for p in points]
+        self._shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    def set_payloads(self, payloads: Mapping[str, Payload]) -> None:
+        for point_id, payload in payloads.items():
+            self._shard.update(qe.UpdateOperation.overwrite_payload([point_id], payload))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def search(
+        self,
+        vector: NDArray[np.float32],
+        limit: int,
+        offset: int = 0,
+        search_filter: SearchFilter | None = None,
+        exact: bool = False,
+        with_vectors: bool = False,
+    ) -> list[StoredHit]:
+        request = qe.QueryRequest(
+            limit=limit,
+            offset=offset or None,
+            query=qe.Query.Nearest(_as_list(vector, self.dim)),
+            with_payload=True,
+            with_vector=with_vectors,
+            filter=_edge_filter(search_filter),
+            params=qe.SearchParams(exact=exact),
+        )
+        return [_hit(p.id, p.score, p.payload, p.vector) for p in self._shard.query(request)]
+
+    def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
+        if not ids:
+            return []
+        records = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        return [_hit(r.id, 1.0, r.payload, r.vector) for r in records]
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        records = self._shard.retrieve(list(ids), with_payload=False, with_vector=False)
+        return {str(r.id) for r in records}
+
+    def count(self) -> int:
+        return int(self._shard.count(qe.CountRequest(exact=True)))
+
+    def iter_ids(self) -> Iterator[str]:
+        offset: Any = None
+        while True:
+            records, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=False)
+            )
+            yield from (str(r.id) for r in records)
+            if offset is None:
+                return
+
+    def optimize(self) -> None:
+        self._shard.optimize()
+
+    def close(self) -> None:
+        self._shard.flush()
+        self._shard.close()
+
+
+def _as_list(vector: NDArray[np.float32], dim: int) -> list[float]:
+    if vector.shape != (dim,):
+        raise StoreError(f"vector has shape {vector.shape}, the collection holds {dim}-d vectors")
+    return [float(x) for x in vector]
+
+
+def _hit(point_id: Any, score: float, payload: Any, vector: Any) -> StoredHit:
+    array = None if vector is None else np.asarray(vector, dtype=np.float32)
+    return StoredHit(str(point_id), float(score), dict(payload or {}), array)
+
+
+def _edge_filter(search_filter: SearchFilter | None) -> qe.Filter | None:
+    if search_filter is None or search_filter.empty:
+        return None
+    must: list[Any] = []
+    if search_filter.folder:
+        must.append(qe.FieldCondition("folders", match=qe.MatchValue(search_filter.folder)))
+    if search_filter.formats:
+        must.append(qe.FieldCondition("format", match=qe.MatchAny(list(search_filter.formats))))
+    if search_filter.min_width is not None:
+        must.append(qe.FieldCondition("width", range=qe.RangeFloat(gte=search_filter.min_width)))
+    if search_filter.min_height is not None:
+        must.append(qe.FieldCondition("height", range=qe.RangeFloat(gte=search_filter.min_height)))
+    if search_filter.taken_after is not None or search_filter.taken_before is not None:
+        after, before = search_filter.taken_after, search_filter.taken_before
+        must.append(
+            qe.FieldCondition(
+                "taken_at",
+                range=qe.RangeDateTime(
+                    gte=rfc3339(after) if after else None, lt=rfc3339(before) if before else None
+                ),
+            )
+        )
+    if search_filter.ids:
+        must.append(qe.HasIdCondition(set(search_filter.ids)))
+    return qe.Filter(must=must)

@@ -1,0 +1,29 @@
+"""Choose the store from settings: a server URL, else the embedded on-disk default."""
+
+from __future__ import annotations
+
+from clipdex.settings import Settings
+from clipdex.store.base import VectorStore
+
+MEMORY = ":memory:"
+
+
+def open_store(settings: Settings, location: str | None = None) -> VectorStore:
+    """``location=":memory:"`` gives an in-memory qdrant-client store (tests)."""
+    if location == MEMORY:
+        from qdrant_client import QdrantClient
+
+        from clipdex.store.qdrant import QdrantStore
+
+        return QdrantStore(QdrantClient(location=MEMORY), kind="memory")
+    if settings.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        from clipdex.store.qdrant import QdrantStore
+
+        api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        client = QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=30)
+        return QdrantStore(client, kind="server")
+    from clipdex.store.edge import EdgeStore
+
+    return EdgeStore(settings.store_path)

@@ -1,0 +1,1 @@
+"""Bulk ingest: sources, scanning + dedup, the batch pipeline."""

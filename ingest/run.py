@@ -1,0 +1,216 @@
+"""One ingest run: scan the roots, register changes, remove what vanished, encode what is new."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from clipdex.catalog.batching import chunked
+from clipdex.catalog.models import (
+    Asset,
+    AssetIndexState,
+    AssetState,
+    Failure,
+    IngestRun,
+    Location,
+    utcnow,
+)
+from clipdex.runtime import Runtime
+from clipdex.store.base import VectorIndex
+from ingest.payload import payloads_for
+from ingest.pipeline import Pipeline, StageTimes, WorkItem
+from ingest.register import register
+from ingest.scan import FoundFile, ScanTally, normalize_roots, scan
+
+
+class Progress(Protocol):
+    """What the run reports while it works; the CLI draws a bar from it."""
+
+    def phase(self, name: str, total: int) -> None: ...
+
+    def advance(self, count: int) -> None: ...
+
+
+class _Silent:
+    def phase(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class IngestReport:
+    scanned: int = 0
+    new: int = 0
+    modified: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    duplicates: int = 0
+    encoded: int = 0
+    reused: int = 0  # pending assets whose point was already stored (a resumed run)
+    failed: int = 0
+    removed: int = 0
+    ignored: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    model: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def ingest(
+    runtime: Runtime, paths: Sequence[Path], progress: Progress | None = None
+) -> IngestReport:
+    progress = progress or _Silent()
+    started = time.perf_counter()
+    roots = normalize_roots(list(paths))
+    version, index = runtime.live_index()
+    report = IngestReport(model=runtime.encoder.identity.label)
+    with runtime.sessions() as session:
+        run = IngestRun(roots=[str(r) for r in roots])
+        session.add(run)
+        session.commit()
+        run_id = run.id
+
+    tally = ScanTally()
+    found: list[FoundFile] = [item for root in roots for item in scan(root, tally)]
+    report.scanned, report.ignored, report.skipped = len(found), tally.ignored, tally.skipped
+
+    with runtime.sessions() as session:
+        progress.phase("hashing", len(found))
+        registered = register(
+            session, version.id, roots, found, runtime.settings.decode_workers, progress.advance
+        )
+        for path, reason in [*tally.unreadable, *registered.failed_read]:
+            _record_read_failure(session, path, reason)
+        report.removed = _remove_orphans(session, version.id, index, registered.orphaned)
+        _refresh_payloads(session, version.id, index, registered.touched)
+        session.commit()
+    for name in ("new", "modified", "unchanged", "moved", "duplicates"):
+        setattr(report, name, getattr(registered, name))
+    report.failed += len(tally.unreadable) + len(registered.failed_read)
+
+    with runtime.sessions() as session:
+        work = pending_work(session, version.id)
+        adopted = _adopt_stored(session, version.id, index, work)
+        session.commit()
+    report.reused = len(adopted)
+    work = [item for item in work if item.asset_id not in adopted]
+
+    progress.phase("encoding", len(work))
+    pipeline = Pipeline(
+        runtime.encoder,
+        index,
+        runtime.sessions,
+        version.id,
+        runtime.decode_limits(),
+        runtime.settings.batch_size,
+        runtime.settings.decode_workers,
+    )
+    outcome = pipeline.run(work, progress.advance)
+    report.encoded = outcome.encoded
+    report.failed += outcome.failed
+    report.seconds = round(time.perf_counter() - started, 3)
+    _finish_run(runtime, run_id, report, outcome.times)
+    return report
+
+
+def pending_work(session: Session, version_id: int) -> list[WorkItem]:
+    """Every pending asset of this index with a live path, one path each."""
+    query = (
+        select(Asset.id, Asset.sha256, Location.path)
+        .join(AssetIndexState, AssetIndexState.asset_id == Asset.id)
+        .join(Location, Location.asset_id == Asset.id)
+        .where(
+            AssetIndexState.index_version_id == version_id,
+            AssetIndexState.state == AssetState.PENDING,
+            Location.missing.is_(False),
+        )
+        .order_by(Location.path)
+    )
+    items: dict[str, WorkItem] = {}
+    for asset_id, sha256, path in session.execute(query):
+        items.setdefault(asset_id, WorkItem(asset_id, sha256, path))
+    return list(items.values())
+
+
+def _adopt_stored(
+    session: Session, version_id: int, index: VectorIndex, work: list[WorkItem]
+) -> set[str]:
+    """A run killed after the upsert but before the catalog commit left points behind:
+    the vector depends only on the bytes, so mark those indexed instead of encoding again."""
+    stored: set[str] = set()
+    for chunk in chunked(item.asset_id for item in work):
+        stored |= index.existing_ids(chunk)
+    for chunk in chunked(stored):
+        session.execute(
+            update(AssetIndexState)
+            .where(
+                AssetIndexState.index_version_id == version_id,
+                AssetIndexState.asset_id.in_(chunk),
+            )
+            .values(state=AssetState.INDEXED, updated_at=utcnow())
+        )
+    index.set_payloads(payloads_for(session, stored))
+    return stored
+
+
+def _remove_orphans(
+    session: Session, version_id: int, index: VectorIndex, orphaned: set[str]
+) -> int:
+    """Assets with no live path leave the index; the asset row stays as content history."""
+    if not orphaned:
+        return 0
+    for chunk in chunked(sorted(orphaned)):
+        index.delete(chunk)
+        session.execute(
+            delete(AssetIndexState).where(
+                AssetIndexState.index_version_id == version_id,
+                AssetIndexState.asset_id.in_(chunk),
+            )
+        )
+    return len(orphaned)
+
+
+def _refresh_payloads(
+    session: Session, version_id: int, index: VectorIndex, touched: set[str]
+) -> None:
+    """Moves and new duplicate paths change an indexed point's payload, not its vector."""
+    for chunk in chunked(sorted(touched)):
+        indexed = session.scalars(
+            select(AssetIndexState.asset_id).where(
+                AssetIndexState.index_version_id == version_id,
+                AssetIndexState.state == AssetState.INDEXED,
+                AssetIndexState.asset_id.in_(chunk),
+            )
+        )
+        index.set_payloads(payloads_for(session, indexed))
+
+
+def _record_read_failure(session: Session, path: str, reason: str) -> None:
+    row = session.scalars(select(Failure).where(Failure.path == path)).first()
+    if row is None:
+        session.add(Failure(path=path, stage="read", reason=reason))
+    else:
+        row.stage, row.reason = "read", reason
+        row.attempts += 1
+        row.last_failed_at = utcnow()
+
+
+def _finish_run(runtime: Runtime, run_id: int, report: IngestReport, times: StageTimes) -> None:
+    with runtime.sessions() as session:
+        run = session.get(IngestRun, run_id)
+        if run is not None:
+            run.status = "done"
+            run.finished_at = utcnow()
+            run.seconds = report.seconds
+            run.counts = {**report.as_dict(), "stage_seconds": asdict(times)}
+            session.commit()

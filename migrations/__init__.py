@@ -1,0 +1,1 @@
+"""Alembic migrations for the clipdex catalog (a package so installs ship it)."""
