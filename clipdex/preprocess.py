@@ -88,6 +88,8 @@ def to_model_input(image: Image.Image, config: PreprocessConfig) -> NDArray[np.u
             new_h, new_w = _shortest_edge_size(image, target_h)
         else:
             new_h, new_w = _keep_ratio_size(image, config.size, longest=False)
+            # open_clip builds ResizeKeepRatio here without passing the interpolation.
+            resample = Image.Resampling.BICUBIC
         image = _resize(image, new_h, new_w, resample)
         image = _center_crop_or_pad(image, config.size, 0)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)

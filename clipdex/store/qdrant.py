@@ -32,6 +32,8 @@ class QdrantStore:
     def __init__(self, client: QdrantClient, kind: str) -> None:
         self._client = client
         self.kind = kind
+        # Local mode is brute force: payload indexes and search params do nothing there.
+        self._server = kind == "server"
 
     def open_index(self, name: str, dim: int) -> QdrantIndex:
         if not self._client.collection_exists(name):
@@ -43,14 +45,14 @@ class QdrantStore:
                 + [(f, models.PayloadSchemaType.INTEGER) for f in INTEGER_FIELDS]
                 + [(f, models.PayloadSchemaType.DATETIME) for f in DATETIME_FIELDS]
             )
-            for field_name, schema in schemas:
+            for field_name, schema in schemas if self._server else []:
                 self._client.create_payload_index(name, field_name, schema, wait=True)
         else:
             existing = self._client.get_collection(name).config.params.vectors
             size = getattr(existing, "size", None)
             if size is not None and size != dim:
                 raise StoreError(f"collection {name!r} holds {size}-d vectors, not {dim}-d")
-        return QdrantIndex(self._client, name, dim)
+        return QdrantIndex(self._client, name, dim, self._server)
 
     def drop_index(self, name: str) -> None:
         if self._client.collection_exists(name):
@@ -61,10 +63,11 @@ class QdrantStore:
 
 
 class QdrantIndex:
-    def __init__(self, client: QdrantClient, name: str, dim: int) -> None:
+    def __init__(self, client: QdrantClient, name: str, dim: int, server: bool) -> None:
         self._client = client
         self.name = name
         self.dim = dim
+        self._server = server
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
@@ -98,7 +101,7 @@ class QdrantIndex:
             limit=limit,
             offset=offset or None,
             query_filter=_qdrant_filter(search_filter),
-            search_params=models.SearchParams(exact=exact),
+            search_params=models.SearchParams(exact=exact) if self._server else None,
             with_payload=True,
             with_vectors=with_vectors,
         )

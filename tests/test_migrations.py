@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from clipdex.catalog.db import make_engine
+from clipdex.catalog.migrate import alembic_config, upgrade_to_head
+from clipdex.catalog.models import Base
+
+TABLES = {
+    "assets", "locations", "index_versions", "asset_index_states", "failures", "ingest_runs",
+}  # fmt: skip
+
+
+def check_upgrade(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        upgrade_to_head(engine)
+        assert set(inspect(engine).get_table_names()) >= TABLES
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, Base.metadata) == []
+        upgrade_to_head(engine)  # a second upgrade is a no-op
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.unit
+def test_single_head() -> None:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1
+
+
+@pytest.mark.unit
+def test_sqlite_upgrade_from_empty_has_no_drift(tmp_path: Path) -> None:
+    check_upgrade(f"sqlite:///{tmp_path / 'catalog.db'}")
+
+
+@pytest.mark.unit
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+    engine.dispose()
+
+
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = f"clipdex_mig_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.services
+def test_postgres_upgrade_from_empty_has_no_drift(fresh_postgres: str) -> None:
+    check_upgrade(fresh_postgres)

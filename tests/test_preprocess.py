@@ -1,0 +1,79 @@
+"""Our PIL+numpy preprocessing must equal open_clip's own transform, bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from clipdex.preprocess import PreprocessConfig, to_model_input
+from clipdex.torch_compat import import_open_clip
+
+pytestmark = pytest.mark.tiny_real
+
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def ours(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
+    array = to_model_input(image, config).copy()
+    pixels = torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    return pixels.to(torch.float32).div(255).sub(mean).div(std)
+
+
+def theirs(image: Image.Image, config: PreprocessConfig) -> torch.Tensor:
+    open_clip = import_open_clip()
+    transform = open_clip.image_transform(
+        config.size,
+        is_train=False,
+        mean=config.mean,
+        std=config.std,
+        resize_mode=config.resize_mode,
+        interpolation=config.interpolation,
+        fill_color=config.fill_color,
+    )
+    result: torch.Tensor = transform(image)
+    return result
+
+
+def noise_image(width: int, height: int, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    width=st.integers(1, 700),
+    height=st.integers(1, 700),
+    mode=st.sampled_from(["shortest", "squash", "longest"]),
+    interpolation=st.sampled_from(["bicubic", "bilinear"]),
+    size=st.sampled_from([(224, 224), (64, 96)]),
+)
+def test_matches_open_clip_for_any_size(
+    width: int, height: int, mode: str, interpolation: str, size: tuple[int, int]
+) -> None:
+    config = PreprocessConfig(size, MEAN, STD, interpolation, mode, fill_color=0)
+    image = noise_image(width, height)
+    assert torch.equal(ours(image, config), theirs(image, config))
+
+
+def test_matches_open_clip_on_real_photos(photos: Path) -> None:
+    config = PreprocessConfig((224, 224), MEAN, STD)
+    for path in sorted(photos.glob("*.jpg"))[:10]:
+        image = Image.open(path).convert("RGB")
+        assert torch.equal(ours(image, config), theirs(image, config)), path.name
+
+
+def test_config_is_read_from_open_clip_preprocess_cfg() -> None:
+    config = PreprocessConfig.from_open_clip(
+        {"size": 224, "mean": MEAN, "std": STD, "interpolation": "random", "resize_mode": None}
+    )
+    assert config.size == (224, 224) and config.interpolation == "bicubic"
+    assert config.resize_mode == "shortest"

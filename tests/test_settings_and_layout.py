@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipdex.settings import load_settings
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.unit
+
+
+def test_settings_read_the_clipdex_prefix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CLIPDEX_HOME", str(tmp_path))
+    monkeypatch.setenv("CLIPDEX_BATCH_SIZE", "7")
+    monkeypatch.setenv("CLIPDEX_PRETRAINED", "/models/ckpt.bin")
+    settings = load_settings()
+    assert settings.home == tmp_path.resolve()
+    assert settings.batch_size == 7 and settings.pretrained == "/models/ckpt.bin"
+    assert settings.model == "ViT-B-32"
+    assert settings.catalog_url == f"sqlite:///{tmp_path.resolve() / 'catalog.db'}"
+    assert settings.store_path == tmp_path.resolve() / "store"
+
+
+def test_explicit_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPDEX_MODEL", "RN50")
+    assert load_settings(model="ViT-L-14").model == "ViT-L-14"
+
+
+def test_invalid_settings_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIPDEX_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="batch_size"):
+        load_settings()
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_kernel_imports_no_subsystem() -> None:
+    """GUIDE §2: clipdex/ never imports ingest/search/workers; only entry points wire them."""
+    entry_points = {"cli.py", "__main__.py"}
+    offenders = {
+        str(path.relative_to(REPO)): sorted(_imports(path) & {"ingest", "search", "workers"})
+        for path in (REPO / "clipdex").rglob("*.py")
+        if path.name not in entry_points and _imports(path) & {"ingest", "search", "workers"}
+    }
+    assert offenders == {}
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom clipdex.cli import app\n"
+        "result = CliRunner().invoke(app, ['search', '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in ('torch', 'open_clip', 'qdrant_edge') if m in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"
