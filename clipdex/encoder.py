@@ -181,7 +181,7 @@ class _Loaded:
         if pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError(f"expected (N, H, W, 3) uint8 pixels, got shape {pixels.shape}")
         with torch.inference_mode(), self._autocast():
-            batch = torch.from_numpy(np.ascontiguousarray(pixels)).to(self._device)
+            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(self._device)
             # Same float ops, in the same order, as torchvision ToTensor + Normalize.
             images = batch.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
             images = images.sub(self._mean).div(self._std)

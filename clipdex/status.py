@@ -21,7 +21,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
                 .where(AssetIndexState.index_version_id == version.id)
                 .group_by(AssetIndexState.state)
             )
-            states.update({state: count for state, count in session.execute(query).tuples()})
+            states.update({state: count for state, count in session.execute(query)})
         assets = session.scalar(select(func.count()).select_from(Asset)) or 0
         paths = (
             session.scalar(
