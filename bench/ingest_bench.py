@@ -1,0 +1,138 @@
+"""Ingest throughput, stage by stage, measured side by side in one run.
+
+    .venv/bin/python bench/ingest_bench.py [--model ViT-B-32] [--batch-size 32] [--large 24]
+
+Prints, for the same model and batch size: decode+preprocess img/s, encode-only img/s, upsert
+points/s and end-to-end `ingest` img/s, on the COCO photos of ../shared/corpus/photos and on
+~12 MP JPEGs derived from them (upscaled + noise). Without downloadable weights the model runs
+with random weights: the arithmetic, and so the speed, is the same as the pretrained model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipdex.encoder import ModelSpec, OpenClipEncoder
+from clipdex.ids import sha256_of_file
+from clipdex.runtime import open_runtime
+from clipdex.settings import load_settings
+from clipdex.store.base import PointRecord
+from clipdex.store.edge import EdgeStore
+from ingest.pipeline import WorkItem, prepare
+from ingest.run import ingest
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
+
+
+def derive_large(photos: list[Path], target: Path, count: int) -> list[Path]:
+    """~12 MP camera-like JPEGs: upscale a real photo to 4000x3000 and add sensor-like noise."""
+    target.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    made = []
+    for index in range(count):
+        with Image.open(photos[index % len(photos)]) as source:
+            big = np.asarray(source.convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC))
+        noisy = np.clip(big + rng.normal(0, 6, big.shape), 0, 255).astype(np.uint8)
+        path = target / f"large-{index:03d}.jpg"
+        Image.fromarray(noisy).save(path, quality=92)
+        made.append(path)
+    return made
+
+
+def rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:8.1f}/s ({count} in {seconds:.2f}s)"
+
+
+def measure(name: str, files: list[Path], model: str, batch: int, workers: int) -> dict[str, float]:
+    home = Path(tempfile.mkdtemp(prefix="clipdex-bench-"))
+    settings = load_settings(
+        home=home, model=model, pretrained="random", batch_size=batch, decode_workers=workers
+    )
+    encoder = OpenClipEncoder(ModelSpec.from_settings(settings))
+    runtime = open_runtime(settings, encoder=encoder)
+    limits, config = runtime.decode_limits(), encoder.preprocess
+    items = [WorkItem(str(p), sha256_of_file(p), str(p)) for p in files]
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        prepared = list(pool.map(lambda item: prepare(item, limits, config), items))
+    decode_s = time.perf_counter() - started
+    pixels = np.stack([p.pixels for p in prepared if p.pixels is not None])
+
+    encoder.encode_images(pixels[:batch])  # warm-up: first call pays allocator setup
+    started = time.perf_counter()
+    vectors = [encoder.encode_images(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
+    encode_s = time.perf_counter() - started
+
+    store = EdgeStore(home / "upsert-bench")
+    index = store.open_index("bench", vectors[0].shape[1])
+    flat = np.concatenate(vectors)
+    repeats = max(1, 20_000 // len(flat))
+    records = [
+        PointRecord(f"00000000-0000-0000-0000-{i:012d}", flat[i % len(flat)], {"path": str(i)})
+        for i in range(len(flat) * repeats)
+    ]
+    started = time.perf_counter()
+    for i in range(0, len(records), 256):
+        index.upsert(records[i : i + 256])
+    upsert_s = time.perf_counter() - started
+    store.close()
+
+    started = time.perf_counter()
+    report = ingest(runtime, [files[0].parent])
+    end_to_end_s = time.perf_counter() - started
+    runtime.close()
+    shutil.rmtree(home, ignore_errors=True)
+    assert report.encoded == len(files), report
+
+    encode_rate = len(pixels) / encode_s
+    e2e_rate = len(files) / end_to_end_s
+    print(f"\n[{name}] {len(files)} images, model {model}, batch {batch}, {workers} decode threads")
+    print(f"  decode+preprocess  {rate(len(files), decode_s)}")
+    print(f"  encode only        {rate(len(pixels), encode_s)}")
+    print(f"  upsert (embedded)  {rate(len(records), upsert_s)}")
+    print(f"  end-to-end ingest  {rate(len(files), end_to_end_s)}")
+    print(f"  end-to-end / encode-only = {e2e_rate / encode_rate:.1%}")
+    return {"encode": encode_rate, "e2e": e2e_rate}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--large", type=int, default=24, help="how many ~12 MP JPEGs to derive")
+    args = parser.parse_args()
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    if not photos:
+        raise SystemExit(f"no photos at {PHOTOS}")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, device cpu; model weights random (same FLOPs as pretrained)"
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="clipdex-bench-data-"))
+    try:
+        coco = scratch / "coco"
+        shutil.copytree(PHOTOS, coco, ignore=shutil.ignore_patterns("*.tsv"))
+        measure(
+            "COCO photos", sorted(coco.glob("*.jpg")), args.model, args.batch_size, args.workers
+        )
+        large = derive_large(photos, scratch / "large", args.large)
+        measure("12 MP JPEGs", large, args.model, args.batch_size, args.workers)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
