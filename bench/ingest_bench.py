@@ -35,6 +35,19 @@ REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "corpus" / "photos"
 
 
+def derive_variants(photos: list[Path], target: Path, variants: int) -> list[Path]:
+    """Distinct files at COCO size: each photo re-saved at several JPEG qualities."""
+    target.mkdir(parents=True)
+    made = []
+    for photo in photos:
+        with Image.open(photo) as image:
+            for quality in range(95, 95 - 5 * variants, -5):
+                path = target / f"{photo.stem}-q{quality}.jpg"
+                image.save(path, quality=quality)
+                made.append(path)
+    return made
+
+
 def derive_large(photos: list[Path], target: Path, count: int) -> list[Path]:
     """~12 MP camera-like JPEGs: upscale a real photo to 4000x3000 and add sensor-like noise."""
     target.mkdir(parents=True)
@@ -103,7 +116,16 @@ def measure(name: str, files: list[Path], model: str, batch: int, workers: int) 
     print(f"  encode only        {rate(len(pixels), encode_s)}")
     print(f"  upsert (embedded)  {rate(len(records), upsert_s)}")
     print(f"  end-to-end ingest  {rate(len(files), end_to_end_s)}")
+    decode_rate = len(files) / decode_s
+    # Decode and encode share the same cores: with perfect overlap and no idle cycles, a run
+    # cannot beat doing both stages' CPU work back to back.
+    shared_cpu_bound = 1 / (1 / decode_rate + 1 / encode_rate)
     print(f"  end-to-end / encode-only = {e2e_rate / encode_rate:.1%}")
+    print(
+        f"  shared-CPU bound 1/(1/decode + 1/encode) = {shared_cpu_bound:.1f}/s "
+        f"= {shared_cpu_bound / encode_rate:.1%} of encode-only; measured end-to-end reaches "
+        f"{e2e_rate / shared_cpu_bound:.0%} of it"
+    )
     return {"encode": encode_rate, "e2e": e2e_rate}
 
 
@@ -112,7 +134,8 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--large", type=int, default=24, help="how many ~12 MP JPEGs to derive")
+    parser.add_argument("--variants", type=int, default=4, help="distinct re-saves per photo")
+    parser.add_argument("--large", type=int, default=64, help="how many ~12 MP JPEGs to derive")
     args = parser.parse_args()
     photos = sorted(PHOTOS.glob("*.jpg"))
     if not photos:
@@ -123,11 +146,8 @@ def main() -> None:
     )
     scratch = Path(tempfile.mkdtemp(prefix="clipdex-bench-data-"))
     try:
-        coco = scratch / "coco"
-        shutil.copytree(PHOTOS, coco, ignore=shutil.ignore_patterns("*.tsv"))
-        measure(
-            "COCO photos", sorted(coco.glob("*.jpg")), args.model, args.batch_size, args.workers
-        )
+        coco = derive_variants(photos, scratch / "coco", args.variants)
+        measure("COCO photos", coco, args.model, args.batch_size, args.workers)
         large = derive_large(photos, scratch / "large", args.large)
         measure("12 MP JPEGs", large, args.model, args.batch_size, args.workers)
     finally:
