@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,18 @@ def test_symlinks_are_not_followed_and_special_files_skipped(
 def test_a_missing_root_is_a_clear_error(runtime: Runtime, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         ingest(runtime, [tmp_path / "nope"])
+
+
+def test_date_taken_filters(runtime: Runtime, library: Path) -> None:
+    for year, name in ((2015, "old.jpg"), (2023, "new.jpg")):
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[36867] = f"{year}:05:01 09:00:00"
+        Image.new("RGB", (320, 240), (year % 255, 80, 160)).save(library / name, exif=exif)
+    ingest(runtime, [library])
+    service = SearchService(runtime)
+    after = SearchFilter(taken_after=datetime(2020, 1, 1))
+    before = SearchFilter(taken_before=datetime(2020, 1, 1))
+    assert [Path(h.path or "").name for h in service.text("x", 50, filters=after)] == ["new.jpg"]
+    assert [Path(h.path or "").name for h in service.text("x", 50, filters=before)] == ["old.jpg"]
+    hit = service.text("x", 50, filters=after)[0]
+    assert hit.taken_at == "2023-05-01T09:00:00Z" and (hit.width, hit.height) == (320, 240)
