@@ -5,7 +5,7 @@ wires kernel, ingest and search together. Heavy imports happen inside commands s
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -48,7 +48,9 @@ def _runtime() -> Iterator[Runtime]:
     from clipdex.runtime import NoIndexYet, open_runtime
     from clipdex.settings import load_settings
     from clipdex.store.base import StoreError
-    from search.engine import BadQuery
+    from search.engine import UnknownAsset
+    from search.query import BadQuery
+    from search.texts import UnknownTextSet
 
     try:
         runtime = open_runtime(load_settings())
@@ -56,7 +58,10 @@ def _runtime() -> Iterator[Runtime]:
         _fail(str(error))
     try:
         yield runtime
-    except (ModelUnavailable, ModelMismatch, StoreError, NoIndexYet, BadQuery) as error:
+    except (
+        ModelUnavailable, ModelMismatch, StoreError, NoIndexYet, BadQuery, UnknownAsset,
+        UnknownTextSet,
+    ) as error:  # fmt: skip
         _fail(str(error))
     except ImageRejected as error:
         _fail(f"cannot use that image: {error.reason}")
@@ -130,6 +135,7 @@ def search(
     """Search the library with words (TEXT) or with an image (--image)."""
     from clipdex.store.base import SearchFilter
     from search.engine import SearchService
+    from search.query import SearchOptions
 
     if (text is None) == (image is None):
         _fail("give either TEXT or --image PATH")
@@ -141,14 +147,13 @@ def search(
         taken_after=_parse_date(taken_after, "--taken-after"),
         taken_before=_parse_date(taken_before, "--taken-before"),
     )
+    options = SearchOptions(limit=limit, offset=offset, filters=filters)
     with _runtime() as runtime:
         service = SearchService(runtime)
-        query: Callable[[], Any]
         if image is not None:
-            query = lambda: service.image(image, limit, offset, filters)  # noqa: E731
+            hits = service.image(image, options)
         else:
-            query = lambda: service.text(text or "", limit, offset, filters)  # noqa: E731
-        hits = query()
+            hits = service.text(text or "", options)
         _note_random_weights(runtime)
     if json_output:
         _print_json([hit.as_dict() for hit in hits])

@@ -79,6 +79,11 @@ class Encoder(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> Vectors: ...
 
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature (exp of logit_scale): softmax(scale * cosine)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
@@ -119,6 +124,10 @@ class OpenClipEncoder:
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
         return self._load().encode_texts(texts)
 
+    @property
+    def logit_scale(self) -> float:
+        return self._load().logit_scale
+
     def _load(self) -> _Loaded:
         if self._loaded is None:
             with self._lock:
@@ -141,6 +150,7 @@ class _Loaded:
         self._device = device
         self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.precision)
         self.preprocess = PreprocessConfig.from_open_clip(model.visual.preprocess_cfg)
+        self.logit_scale = float(model.logit_scale.detach().exp().reshape(-1)[0])
         self._mean = torch.tensor(self.preprocess.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.preprocess.std, device=device).view(1, 3, 1, 1)
         is_tiny = spec.model == TINY_MODEL

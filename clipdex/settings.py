@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -40,6 +41,42 @@ class Settings(BaseSettings):
     draft_factor: float = Field(default=2.0, ge=1.0)
 
     search_max_limit: int = Field(default=1000, ge=1)
+    text_cache_size: int = Field(default=4096, ge=0)
+    # Zero-shot classification: label vector = mean of these prompts, renormalized.
+    classify_templates: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["a photo of a {}."]
+    )
+
+    # HTTP API. Keys are comma-separated; when none are set the API is open (loopback only).
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8700, ge=1, le=65535)
+    api_read_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_write_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Server-side paths a query may name; empty means none.
+    allowed_image_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+
+    @field_validator(
+        "api_read_keys", "api_write_keys", "cors_origins", "allowed_image_roots",
+        "classify_templates", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _list_from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """From the environment: a JSON list, or comma-separated text (templates: '|')."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        separator = "|" if info.field_name == "classify_templates" else ","
+        return [item.strip() for item in value.split(separator) if item.strip()]
+
+    @field_validator("classify_templates", mode="after")
+    @classmethod
+    def _templates_have_a_slot(cls, value: list[str]) -> list[str]:
+        if not value or any("{}" not in template for template in value):
+            raise ValueError("every classify template needs a {} slot for the label")
+        return value
 
     @field_validator("home", mode="after")
     @classmethod

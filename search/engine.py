@@ -1,22 +1,37 @@
-"""Text -> image and image -> image search over the live index. Scores are cosine similarities."""
+"""The in-process search API. The CLI, the HTTP API and the Python client share its names.
+
+Every query becomes one unit vector: the normalized weighted sum of its normalized terms.
+Scores are cosine similarities.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy import select
 
+from clipdex.catalog.models import Asset, AssetIndexState, Location
 from clipdex.images import decode_bytes, decode_file
 from clipdex.preprocess import to_model_input
 from clipdex.runtime import Runtime
-from clipdex.store.base import SearchFilter, StoredHit
+from clipdex.store.base import StoredHit
+from search.postprocess import CUTOFF_WINDOW, adaptive_threshold, collapse_near_duplicates
+from search.query import BadQuery, SearchOptions, Term, parse_terms, path_term
+from search.text_cache import TextVectorCache
+from search.texts import TextHit, search_texts
+
+MAX_LABELS = 1000
+MAX_TEMPLATES = 32
+_COLLAPSE_OVERFETCH = 4
 
 
-class BadQuery(ValueError):
-    """The caller asked for something invalid; the message says what."""
+class UnknownAsset(LookupError):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,47 +61,214 @@ class Hit:
         return asdict(self)
 
 
-class SearchService:
-    """The in-process search API. The CLI and (later) the HTTP API call exactly this."""
+@dataclass(frozen=True, slots=True)
+class AssetInfo:
+    id: str
+    paths: list[str]
+    format: str | None
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    bytes: int
+    sha256: str
+    state: str | None
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    label: str
+    probability: float
+    score: float  # cosine between the image and the label's prompt ensemble
+
+
+class SearchService:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
+        self._texts = TextVectorCache(runtime.encoder, runtime.settings.text_cache_size)
 
-    def text(
-        self, query: str, limit: int = 10, offset: int = 0, filters: SearchFilter | None = None
-    ) -> list[Hit]:
-        if not query.strip():
-            raise BadQuery("the query text is empty")
-        vector = self._runtime.encoder.encode_texts([query])[0]
-        return self.vector(vector, limit, offset, filters)
+    @property
+    def text_cache(self) -> TextVectorCache:
+        return self._texts
 
-    def image(
-        self,
-        image: Path | bytes,
-        limit: int = 10,
-        offset: int = 0,
-        filters: SearchFilter | None = None,
-    ) -> list[Hit]:
-        limits = self._runtime.decode_limits()
-        decoded = (
-            decode_file(image, limits) if isinstance(image, Path) else decode_bytes(image, limits)
+    # -- queries --------------------------------------------------------------------------
+
+    def text(self, query: str, options: SearchOptions | None = None) -> list[Hit]:
+        """``beach +sunset -people`` style text query."""
+        return self.search(parse_terms(query), options)
+
+    def image(self, image: Path | bytes, options: SearchOptions | None = None) -> list[Hit]:
+        term = Term("image", image) if isinstance(image, bytes) else Term("path", str(image))
+        return self._search_vector(self._term_vector(term, trusted_path=True), options)
+
+    def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
+        """More like this: the asset's own vector, without the asset itself."""
+        options = options or SearchOptions()
+        vector = self.asset_vector(asset_id)
+        widened = SearchOptions(
+            limit=options.offset + options.limit + 1,
+            offset=0,
+            filters=options.filters,
+            min_score=options.min_score,
+            adaptive_cutoff=options.adaptive_cutoff,
+            collapse_duplicates=options.collapse_duplicates,
         )
-        pixels = to_model_input(decoded.image, self._runtime.encoder.preprocess)
-        vector = self._runtime.encoder.encode_images(pixels[np.newaxis])[0]
-        return self.vector(vector, limit, offset, filters)
+        hits = [hit for hit in self._search_vector(vector, widened) if hit.id != asset_id]
+        return hits[options.offset : options.offset + options.limit]
 
-    def vector(
-        self,
-        vector: NDArray[np.float32],
-        limit: int = 10,
-        offset: int = 0,
-        filters: SearchFilter | None = None,
-    ) -> list[Hit]:
+    def search(self, terms: Sequence[Term], options: SearchOptions | None = None) -> list[Hit]:
+        return self._search_vector(self.query_vector(terms), options)
+
+    def query_vector(self, terms: Sequence[Term]) -> NDArray[np.float32]:
+        if not terms:
+            raise BadQuery("a query needs at least one term")
+        if not any(term.weight > 0 for term in terms):
+            raise BadQuery("a query needs at least one positive term")
+        texts = [str(t.value) for t in terms if t.kind == "text"]
+        text_vectors = iter(self._texts.encode(texts)) if texts else iter(())
+        total = np.zeros(self._dim(), dtype=np.float64)
+        for term in terms:
+            vector = next(text_vectors) if term.kind == "text" else self._term_vector(term)
+            total += term.weight * vector.astype(np.float64)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-9:
+            raise BadQuery("the weighted terms cancel out; the query has no direction")
+        return (total / norm).astype(np.float32)
+
+    def texts_for_image(
+        self, set_name: str, image: Path | bytes | None = None, asset_id: str | None = None,
+        limit: int = 5,
+    ) -> list[TextHit]:  # fmt: skip
+        """Image -> text: the best captions or labels of a named text set."""
+        self._check_limit(limit, 0)
+        vector = self._image_or_asset(image, asset_id)
+        return search_texts(self._runtime, set_name, vector, limit)
+
+    def classify(
+        self, labels: Sequence[str], image: Path | bytes | None = None,
+        asset_id: str | None = None, templates: Sequence[str] | None = None,
+    ) -> list[LabelScore]:  # fmt: skip
+        """Zero-shot: softmax(logit_scale * cosine) over prompt-ensemble label vectors."""
+        labels = [label.strip() for label in labels]
+        if not 1 <= len(labels) <= MAX_LABELS or not all(labels):
+            raise BadQuery(f"give between 1 and {MAX_LABELS} non-empty labels")
+        if len(set(labels)) != len(labels):
+            raise BadQuery("labels must be distinct")
+        templates = list(templates or self._runtime.settings.classify_templates)
+        if not 1 <= len(templates) <= MAX_TEMPLATES or any("{}" not in t for t in templates):
+            raise BadQuery(f"give 1 to {MAX_TEMPLATES} templates, each with a {{}} slot")
+        image_vector = self._image_or_asset(image, asset_id)
+        prompts = [template.replace("{}", label) for label in labels for template in templates]
+        per_prompt = self._texts.encode(prompts).reshape(len(labels), len(templates), -1)
+        label_vectors = per_prompt.mean(axis=1)
+        label_vectors /= np.linalg.norm(label_vectors, axis=1, keepdims=True)
+        cosines = label_vectors @ image_vector
+        logits = self._runtime.encoder.logit_scale * cosines.astype(np.float64)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        ranked = sorted(zip(labels, probabilities, cosines, strict=True), key=lambda r: -r[1])
+        return [LabelScore(label, float(p), float(c)) for label, p, c in ranked]
+
+    # -- assets ---------------------------------------------------------------------------
+
+    def asset(self, asset_id: str) -> AssetInfo:
+        version, _ = self._runtime.existing_index()
+        with self._runtime.sessions() as session:
+            asset = session.get(Asset, asset_id)
+            if asset is None:
+                raise UnknownAsset(f"no asset with id {asset_id}")
+            paths = session.scalars(
+                select(Location.path)
+                .where(Location.asset_id == asset_id, Location.missing.is_(False))
+                .order_by(Location.path)
+            ).all()
+            state = session.scalars(
+                select(AssetIndexState.state).where(
+                    AssetIndexState.asset_id == asset_id,
+                    AssetIndexState.index_version_id == version.id,
+                )
+            ).first()
+        taken = asset.taken_at.strftime("%Y-%m-%dT%H:%M:%SZ") if asset.taken_at else None
+        return AssetInfo(
+            asset.id, list(paths), asset.format, asset.width, asset.height, taken,
+            asset.size_bytes, asset.sha256, state,
+        )  # fmt: skip
+
+    def asset_vector(self, asset_id: str) -> NDArray[np.float32]:
+        _, index = self._runtime.live_index()
+        stored = index.retrieve([asset_id], with_vectors=True)
+        if not stored or stored[0].vector is None:
+            raise UnknownAsset(f"no indexed asset with id {asset_id}")
+        return stored[0].vector
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _dim(self) -> int:
+        return self._runtime.live_index()[0].dim
+
+    def _image_or_asset(self, image: Path | bytes | None, asset_id: str | None) -> NDArray[Any]:
+        if (image is None) == (asset_id is None):
+            raise BadQuery("give either an image or an asset id")
+        if asset_id is not None:
+            return self.asset_vector(asset_id)
+        term = Term("image", image) if isinstance(image, bytes) else Term("path", str(image))
+        return self._term_vector(term, trusted_path=True)
+
+    def _term_vector(self, term: Term, trusted_path: bool = False) -> NDArray[np.float32]:
+        if term.kind == "text":
+            return np.asarray(self._texts.encode([str(term.value)])[0], dtype=np.float32)
+        if term.kind == "asset":
+            return self.asset_vector(str(term.value))
+        limits = self._runtime.decode_limits()
+        if term.kind == "image":
+            if not isinstance(term.value, bytes):
+                raise BadQuery("an image term carries the image's bytes")
+            decoded = decode_bytes(term.value, limits)
+        else:
+            path = Path(str(term.value))
+            if not trusted_path:
+                path = path_term(str(term.value), self._runtime.settings.allowed_image_roots)
+            decoded = decode_file(path, limits)
+        pixels = to_model_input(decoded.image, self._runtime.encoder.preprocess)
+        encoded = self._runtime.encoder.encode_images(pixels[np.newaxis])
+        return np.asarray(encoded[0], dtype=np.float32)
+
+    def _check_limit(self, limit: int, offset: int) -> None:
         maximum = self._runtime.settings.search_max_limit
         if not 1 <= limit <= maximum:
             raise BadQuery(f"limit must be between 1 and {maximum}, got {limit}")
-        if offset < 0:
-            raise BadQuery(f"offset must be 0 or more, got {offset}")
+        if not 0 <= offset <= 100_000:
+            raise BadQuery(f"offset must be between 0 and 100000, got {offset}")
+
+    def _search_vector(
+        self, vector: NDArray[np.float32], options: SearchOptions | None
+    ) -> list[Hit]:
+        options = options or SearchOptions()
+        self._check_limit(options.limit, options.offset)
         _, index = self._runtime.live_index()
-        stored = index.search(vector, limit=limit, offset=offset, search_filter=filters)
-        return [Hit.from_stored(hit) for hit in stored]
+        refine = options.adaptive_cutoff or options.collapse_duplicates is not None
+        if not refine:
+            stored = index.search(vector, options.limit, options.offset, options.filters)
+            return [
+                Hit.from_stored(hit)
+                for hit in stored
+                if options.min_score is None or hit.score >= options.min_score
+            ]
+        # Refinements look at the ranked prefix, so fetch it from the top and slice after.
+        wanted = options.offset + options.limit
+        fetch = max(wanted, CUTOFF_WINDOW if options.adaptive_cutoff else 0)
+        if options.collapse_duplicates is not None:
+            fetch = max(fetch, wanted * _COLLAPSE_OVERFETCH)
+        stored = index.search(
+            vector, fetch, 0, options.filters,
+            with_vectors=options.collapse_duplicates is not None,
+        )  # fmt: skip
+        floor = options.min_score if options.min_score is not None else -1.0
+        if options.adaptive_cutoff:
+            floor = max(floor, adaptive_threshold([h.score for h in stored[:CUTOFF_WINDOW]]))
+        stored = [hit for hit in stored if hit.score >= floor]
+        if options.collapse_duplicates is not None:
+            stored = collapse_near_duplicates(stored, options.collapse_duplicates)
+        return [Hit.from_stored(hit) for hit in stored[options.offset : wanted]]

@@ -32,6 +32,10 @@ class FakeEncoder:
     def preprocess(self) -> PreprocessConfig:
         return FAKE_PREPROCESS
 
+    @property
+    def logit_scale(self) -> float:
+        return 100.0
+
     def encode_images(self, pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
         self.images_encoded += len(pixels)
         count = len(pixels)

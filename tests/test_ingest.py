@@ -17,6 +17,7 @@ from clipdex.store.base import SearchFilter
 from ingest import register as register_module
 from ingest.run import ingest
 from search.engine import SearchService
+from search.query import SearchOptions
 from tests.fakes import FakeEncoder
 
 pytestmark = pytest.mark.unit
@@ -38,7 +39,7 @@ def test_first_run_indexes_everything_and_search_finds_it(
     assert (report.scanned, report.new, report.encoded, report.failed) == (8, 8, 8, 0)
     assert points(runtime) == 8 and fake_encoder.images_encoded == 8
     photo = sorted(library.rglob("*.jpg"))[0]
-    hits = SearchService(runtime).image(photo, limit=3)
+    hits = SearchService(runtime).image(photo, SearchOptions(limit=3))
     assert hits[0].path == str(photo) and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
@@ -79,7 +80,9 @@ def test_copy_move_modify_delete(
     assert fake_encoder.images_encoded == 9
     assert points(runtime) == 7  # 8 - deleted - old version of edited + new version
 
-    by_path = {hit.path: hit for hit in SearchService(runtime).text("anything", limit=50)}
+    by_path = {
+        hit.path: hit for hit in SearchService(runtime).text("anything", SearchOptions(limit=50))
+    }
     assert str(move_target) in by_path and str(moved) not in by_path
     assert str(deleted) not in by_path
     first_id = by_path[str(copied)].id
@@ -98,7 +101,7 @@ def test_folder_filter_follows_a_move(runtime: Runtime, library: Path) -> None:
     photo.rename(target)
     ingest(runtime, [library])
     hits = SearchService(runtime).image(
-        target, limit=5, filters=SearchFilter(folder=str(target.parent))
+        target, SearchOptions(limit=5, filters=SearchFilter(folder=str(target.parent)))
     )
     assert [hit.path for hit in hits] == [str(target)]
 
@@ -135,7 +138,8 @@ def test_symlinks_are_not_followed_and_special_files_skipped(
     report = ingest(runtime, [library])
     assert report.scanned == 8 and report.skipped == 3
     assert all(
-        "secret" not in (hit.path or "") for hit in SearchService(runtime).text("x", limit=50)
+        "secret" not in (hit.path or "")
+        for hit in SearchService(runtime).text("x", SearchOptions(limit=50))
     )
 
 
@@ -153,7 +157,11 @@ def test_date_taken_filters(runtime: Runtime, library: Path) -> None:
     service = SearchService(runtime)
     after = SearchFilter(taken_after=datetime(2020, 1, 1))
     before = SearchFilter(taken_before=datetime(2020, 1, 1))
-    assert [Path(h.path or "").name for h in service.text("x", 50, filters=after)] == ["new.jpg"]
-    assert [Path(h.path or "").name for h in service.text("x", 50, filters=before)] == ["old.jpg"]
-    hit = service.text("x", 50, filters=after)[0]
+    assert [
+        Path(h.path or "").name for h in service.text("x", SearchOptions(50, filters=after))
+    ] == ["new.jpg"]
+    assert [
+        Path(h.path or "").name for h in service.text("x", SearchOptions(50, filters=before))
+    ] == ["old.jpg"]
+    hit = service.text("x", SearchOptions(50, filters=after))[0]
     assert hit.taken_at == "2023-05-01T09:00:00Z" and (hit.width, hit.height) == (320, 240)

@@ -15,6 +15,7 @@ from clipdex.runtime import open_runtime
 from clipdex.settings import load_settings
 from ingest.run import ingest
 from search.engine import SearchService
+from search.query import SearchOptions
 from tests.fakes import FakeEncoder
 
 pytestmark = pytest.mark.services
@@ -48,7 +49,7 @@ def test_ingest_move_and_search_on_postgres(
         shutil.move(photo, moved)
         second = ingest(runtime, [library])
         assert (second.moved, second.encoded, second.unchanged) == (1, 0, 7)
-        hits = SearchService(runtime).image(moved, limit=1)
+        hits = SearchService(runtime).image(moved, SearchOptions(limit=1))
         assert hits[0].path == str(moved)
     finally:
         runtime.close()

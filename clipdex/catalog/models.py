@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -133,3 +134,19 @@ class IngestRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class TextSet(Base):
+    """A named collection of texts (captions, labels) encoded by one index version's model."""
+
+    __tablename__ = "text_sets"
+    __table_args__ = (UniqueConstraint("name", "index_version_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    index_version_id: Mapped[int] = mapped_column(
+        ForeignKey("index_versions.id", ondelete="CASCADE")
+    )
+    collection: Mapped[str] = mapped_column(String(200), unique=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
