@@ -130,9 +130,14 @@ def search(
     min_height: Annotated[int | None, typer.Option(help="Minimum height in pixels.")] = None,
     taken_after: Annotated[str | None, typer.Option(help="EXIF date taken, from (ISO).")] = None,
     taken_before: Annotated[str | None, typer.Option(help="EXIF date taken, before (ISO).")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop hits below this cosine.")] = None,
+    cutoff: Annotated[bool, typer.Option(help="Stop where the scores drop off.")] = False,
+    collapse: Annotated[
+        float | None, typer.Option(help="Collapse hits closer than this cosine (e.g. 0.95).")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Search the library with words (TEXT) or with an image (--image)."""
+    """Search with words (TEXT, e.g. 'beach +sunset -people') or with an image (--image)."""
     from clipdex.store.base import SearchFilter
     from search.engine import SearchService
     from search.query import SearchOptions
@@ -147,7 +152,10 @@ def search(
         taken_after=_parse_date(taken_after, "--taken-after"),
         taken_before=_parse_date(taken_before, "--taken-before"),
     )
-    options = SearchOptions(limit=limit, offset=offset, filters=filters)
+    options = SearchOptions(
+        limit=limit, offset=offset, filters=filters, min_score=min_score, adaptive_cutoff=cutoff,
+        collapse_duplicates=collapse,
+    )  # fmt: skip
     with _runtime() as runtime:
         service = SearchService(runtime)
         if image is not None:
@@ -155,6 +163,10 @@ def search(
         else:
             hits = service.text(text or "", options)
         _note_random_weights(runtime)
+    _print_hits(hits, offset, json_output)
+
+
+def _print_hits(hits: list[Any], offset: int, json_output: bool) -> None:
     if json_output:
         _print_json([hit.as_dict() for hit in hits])
         return
@@ -162,6 +174,141 @@ def search(
         typer.echo("no matches")
     for rank, hit in enumerate(hits, start=offset + 1):
         typer.echo(f"{rank:4d}  {hit.score:.4f}  {hit.path}")
+
+
+@app.command()
+def similar(
+    asset_id: Annotated[str, typer.Argument(help="An asset id from search results.")],
+    limit: Annotated[int, typer.Option(help="How many hits.")] = 10,
+    offset: Annotated[int, typer.Option(help="Skip this many hits (paging).")] = 0,
+    json_output: JsonOption = False,
+) -> None:
+    """More like this: images similar to an indexed asset."""
+    from search.engine import SearchService
+    from search.query import SearchOptions
+
+    with _runtime() as runtime:
+        hits = SearchService(runtime).similar(asset_id, SearchOptions(limit=limit, offset=offset))
+    _print_hits(hits, offset, json_output)
+
+
+@app.command()
+def asset(
+    asset_id: Annotated[str, typer.Argument(help="An asset id.")],
+    json_output: JsonOption = False,
+) -> None:
+    """What the catalog knows about one asset: paths, format, size, state."""
+    from search.engine import SearchService
+
+    with _runtime() as runtime:
+        info = SearchService(runtime).asset(asset_id)
+    if json_output:
+        _print_json(info.as_dict())
+        return
+    for key, value in info.as_dict().items():
+        typer.echo(f"{key:>9}: {value}")
+
+
+@app.command()
+def classify(
+    labels: Annotated[list[str], typer.Argument(help="Candidate labels.")],
+    image: Annotated[Path | None, typer.Option("--image", help="Image file.")] = None,
+    asset_id: Annotated[str | None, typer.Option("--asset", help="Indexed asset id.")] = None,
+    templates: Annotated[
+        list[str] | None, typer.Option("--template", help="Prompt with a {} slot (repeatable).")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Zero-shot classification of an image against labels."""
+    from search.engine import SearchService
+
+    with _runtime() as runtime:
+        scores = SearchService(runtime).classify(
+            labels, image=image, asset_id=asset_id, templates=templates
+        )
+        _note_random_weights(runtime)
+    if json_output:
+        _print_json(
+            [{"label": s.label, "probability": s.probability, "score": s.score} for s in scores]
+        )
+        return
+    for score in scores:
+        typer.echo(f"{score.probability:7.2%}  {score.score:.4f}  {score.label}")
+
+
+texts_app = typer.Typer(help="Named text sets (captions, labels) for image -> text search.")
+app.add_typer(texts_app, name="texts")
+
+
+@texts_app.command("add")
+def texts_add(
+    name: Annotated[str, typer.Argument(help="Set name (letters, digits, - _ .).")],
+    file: Annotated[Path, typer.Argument(help="A text file, one text per line.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Encode every line of FILE into the text set NAME."""
+    from search.texts import add_texts
+
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        _fail(f"cannot read {file}: {error}")
+    with _runtime() as runtime:
+        info = add_texts(runtime, name, lines)
+    if json_output:
+        _print_json({"name": info.name, "count": info.count})
+    else:
+        typer.echo(f"{info.name}: {info.count} texts")
+
+
+@texts_app.command("list")
+def texts_list(json_output: JsonOption = False) -> None:
+    """The text sets of the live index."""
+    from search.texts import list_text_sets
+
+    with _runtime() as runtime:
+        sets = list_text_sets(runtime)
+    if json_output:
+        _print_json([{"name": s.name, "count": s.count} for s in sets])
+        return
+    for text_set in sets:
+        typer.echo(f"{text_set.name}\t{text_set.count}")
+
+
+@texts_app.command("search")
+def texts_search(
+    name: Annotated[str, typer.Argument(help="Text set name.")],
+    image: Annotated[Path | None, typer.Option("--image", help="Image file.")] = None,
+    asset_id: Annotated[str | None, typer.Option("--asset", help="Indexed asset id.")] = None,
+    limit: Annotated[int, typer.Option(help="How many texts.")] = 5,
+    json_output: JsonOption = False,
+) -> None:
+    """Image -> text: the texts of NAME that best describe an image."""
+    from search.engine import SearchService
+
+    with _runtime() as runtime:
+        hits = SearchService(runtime).texts_for_image(name, image, asset_id, limit)
+    if json_output:
+        _print_json([{"text": h.text, "score": h.score} for h in hits])
+        return
+    for hit in hits:
+        typer.echo(f"{hit.score:.4f}  {hit.text}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8700).")] = None,
+) -> None:
+    """Run the HTTP API and the results page (OpenAPI at /docs)."""
+    import uvicorn
+
+    from clipdex.settings import load_settings
+    from search.api.app import create_app
+
+    settings = load_settings()
+    app_ = create_app(settings, preload=True)
+    uvicorn.run(app_, host=host or settings.api_host, port=port or settings.api_port)
 
 
 @app.command()

@@ -6,6 +6,7 @@ Scores are cosine similarities.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,14 @@ _COLLAPSE_OVERFETCH = 4
 
 class UnknownAsset(LookupError):
     pass
+
+
+def _checked_id(asset_id: str) -> str:
+    """Asset ids are UUIDs; anything else cannot name an asset (and must not reach the store)."""
+    try:
+        return str(uuid.UUID(asset_id))
+    except ValueError:
+        raise UnknownAsset(f"no asset with id {asset_id!r} (asset ids are UUIDs)") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +115,7 @@ class SearchService:
     def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
         """More like this: the asset's own vector, without the asset itself."""
         options = options or SearchOptions()
+        asset_id = _checked_id(asset_id)
         vector = self.asset_vector(asset_id)
         widened = SearchOptions(
             limit=options.offset + options.limit + 1,
@@ -174,6 +184,7 @@ class SearchService:
     # -- assets ---------------------------------------------------------------------------
 
     def asset(self, asset_id: str) -> AssetInfo:
+        asset_id = _checked_id(asset_id)
         version, _ = self._runtime.existing_index()
         with self._runtime.sessions() as session:
             asset = session.get(Asset, asset_id)
@@ -197,6 +208,7 @@ class SearchService:
         )  # fmt: skip
 
     def asset_vector(self, asset_id: str) -> NDArray[np.float32]:
+        asset_id = _checked_id(asset_id)
         _, index = self._runtime.live_index()
         stored = index.retrieve([asset_id], with_vectors=True)
         if not stored or stored[0].vector is None:

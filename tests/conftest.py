@@ -97,3 +97,19 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
     env.update({"CLIPDEX_HOME": str(home), "CLIPDEX_MODEL": "clipdex-tiny", "HF_HUB_OFFLINE": "1"})
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def random_vit_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ViT-B-32 with seeded random weights saved as an open_clip checkpoint file."""
+    import torch
+
+    from clipdex.torch_compat import import_open_clip
+
+    open_clip = import_open_clip()
+    with torch.random.fork_rng():
+        torch.manual_seed(1234)
+        model = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = tmp_path_factory.mktemp("weights") / "vit-b-32-random.pt"
+    torch.save(model.state_dict(), path)
+    return path

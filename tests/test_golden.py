@@ -20,16 +20,6 @@ pytestmark = pytest.mark.golden
 TEXTS = ["a dog on the beach", "two people riding bicycles in the snow"]
 
 
-@pytest.fixture(scope="module")
-def random_vit_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    open_clip = import_open_clip()
-    torch.manual_seed(1234)
-    model = open_clip.create_model("ViT-B-32", pretrained=None)
-    path = tmp_path_factory.mktemp("weights") / "vit-b-32-random.pt"
-    torch.save(model.state_dict(), path)
-    return path
-
-
 def reference_vectors(checkpoint: Path, images: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     open_clip = import_open_clip()
     model, _, preprocess = open_clip.create_model_and_transforms(

@@ -1,0 +1,1 @@
+"""The versioned HTTP API (FastAPI). ``create_app`` is an entry point that wires the kernel."""

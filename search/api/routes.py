@@ -1,0 +1,271 @@
+"""The /v1 endpoints. Handlers are sync (``def``): search is CPU-bound, so Starlette runs them
+in its thread pool."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+
+from clipdex.images import decode_file
+from clipdex.store.base import SearchFilter
+from search.api.auth import Read, Write
+from search.api.metrics import render
+from search.api.schemas import (
+    AssetOut,
+    ClassifyIn,
+    ClassifyOut,
+    ErrorOut,
+    FiltersIn,
+    HealthOut,
+    HitOut,
+    LabelOut,
+    SearchIn,
+    SearchOut,
+    TextHitOut,
+    TextSearchIn,
+    TextSetIn,
+    TextSetOut,
+)
+from search.engine import Hit, SearchService, UnknownAsset
+from search.query import BadQuery, SearchOptions, Term, parse_terms, path_term
+from search.texts import add_texts, list_text_sets
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 503)
+}
+router = APIRouter(responses=ERRORS)
+
+
+def _service(request: Request) -> SearchService:
+    service: SearchService = request.app.state.service
+    return service
+
+
+def _model(request: Request) -> str:
+    return str(request.app.state.runtime.encoder.identity.label)
+
+
+def _decode_b64(value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadQuery("image must be base64-encoded bytes") from error
+
+
+def _filters(body: FiltersIn) -> SearchFilter:
+    return SearchFilter(
+        folder=body.folder,
+        formats=tuple(f.upper() for f in body.formats),
+        min_width=body.min_width,
+        min_height=body.min_height,
+        taken_after=body.taken_after,
+        taken_before=body.taken_before,
+    )
+
+
+def _out(hits: list[Hit], options: SearchOptions, request: Request) -> SearchOut:
+    return SearchOut(
+        hits=[HitOut(**hit.as_dict()) for hit in hits],
+        limit=options.limit,
+        offset=options.offset,
+        model=_model(request),
+    )
+
+
+def _terms(request: Request, body: SearchIn) -> list[Term]:
+    if body.query is not None:
+        return parse_terms(body.query)
+    roots = request.app.state.settings.allowed_image_roots
+    terms: list[Term] = []
+    for term in body.terms or []:
+        if term.text is not None:
+            terms.append(Term("text", term.text, term.weight))
+        elif term.image is not None:
+            terms.append(Term("image", _decode_b64(term.image), term.weight))
+        elif term.asset is not None:
+            terms.append(Term("asset", term.asset, term.weight))
+        elif term.path is not None:
+            terms.append(Term("path", str(path_term(term.path, roots)), term.weight))
+    return terms
+
+
+def _options(body: SearchIn) -> SearchOptions:
+    return SearchOptions(
+        limit=body.limit,
+        offset=body.offset,
+        filters=_filters(body.filters),
+        min_score=body.min_score,
+        adaptive_cutoff=body.adaptive_cutoff,
+        collapse_duplicates=body.collapse_duplicates,
+    )
+
+
+@router.post("/v1/search", response_model=SearchOut, dependencies=[Read], tags=["search"])
+def search_post(request: Request, body: SearchIn) -> SearchOut:
+    """Text, image, asset and mixed weighted queries, with negatives."""
+    options = _options(body)
+    return _out(_service(request).search(_terms(request, body), options), options, request)
+
+
+@router.get("/v1/search", response_model=SearchOut, dependencies=[Read], tags=["search"])
+def search_get(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=1000, description="beach +sunset -people")],
+    limit: Annotated[int, Query(ge=1)] = 10,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    folder: Annotated[str | None, Query(max_length=4096)] = None,
+    format: Annotated[list[str] | None, Query(max_length=20)] = None,
+    min_width: Annotated[int | None, Query(ge=0)] = None,
+    min_height: Annotated[int | None, Query(ge=0)] = None,
+    taken_after: datetime | None = None,
+    taken_before: datetime | None = None,
+    min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    cutoff: bool = False,
+    collapse: Annotated[float | None, Query(gt=0, le=1)] = None,
+) -> SearchOut:
+    body = SearchIn(
+        query=q, limit=limit, offset=offset, min_score=min_score, adaptive_cutoff=cutoff,
+        collapse_duplicates=collapse,
+        filters=FiltersIn(
+            folder=folder, formats=format or [], min_width=min_width, min_height=min_height,
+            taken_after=taken_after, taken_before=taken_before,
+        ),
+    )  # fmt: skip
+    return search_post(request, body)
+
+
+@router.post("/v1/search/image", response_model=SearchOut, dependencies=[Read], tags=["search"])
+def search_image(
+    request: Request,
+    file: Annotated[UploadFile, File(description="the query image")],
+    limit: Annotated[int, Form(ge=1)] = 10,
+    offset: Annotated[int, Form(ge=0, le=100_000)] = 0,
+    folder: Annotated[str | None, Form(max_length=4096)] = None,
+    min_score: Annotated[float | None, Form(ge=-1, le=1)] = None,
+) -> SearchOut:
+    options = SearchOptions(
+        limit=limit, offset=offset, filters=SearchFilter(folder=folder), min_score=min_score
+    )
+    data = file.file.read()
+    return _out(_service(request).image(data, options), options, request)
+
+
+@router.get("/v1/assets/{asset_id}", response_model=AssetOut, dependencies=[Read], tags=["assets"])
+def get_asset(request: Request, asset_id: str) -> AssetOut:
+    return AssetOut(**_service(request).asset(asset_id).as_dict())
+
+
+@router.get(
+    "/v1/assets/{asset_id}/similar", response_model=SearchOut, dependencies=[Read], tags=["assets"]
+)
+def similar(
+    request: Request,
+    asset_id: str,
+    limit: Annotated[int, Query(ge=1)] = 10,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+) -> SearchOut:
+    """More like this."""
+    options = SearchOptions(limit=limit, offset=offset, min_score=min_score)
+    return _out(_service(request).similar(asset_id, options), options, request)
+
+
+@router.get(
+    "/v1/assets/{asset_id}/thumbnail",
+    dependencies=[Read],
+    tags=["assets"],
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def thumbnail(
+    request: Request, asset_id: str, size: Annotated[int, Query(ge=16, le=1024)] = 256
+) -> Response:
+    service = _service(request)
+    info = service.asset(asset_id)
+    limits = request.app.state.runtime.decode_limits()
+    for path in info.paths:
+        if Path(path).is_file():
+            image = decode_file(Path(path), limits).image
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            image.save(buffer, "JPEG", quality=85)
+            return Response(
+                buffer.getvalue(), media_type="image/jpeg",
+                headers={"Cache-Control": "private, max-age=3600"},
+            )  # fmt: skip
+    raise UnknownAsset(f"no readable file for asset {asset_id}")
+
+
+@router.post("/v1/classify", response_model=ClassifyOut, dependencies=[Read], tags=["classify"])
+def classify(request: Request, body: ClassifyIn) -> ClassifyOut:
+    """Zero-shot classification against labels, with prompt templates ("a photo of a {}.")."""
+    image = _decode_b64(body.image) if body.image is not None else None
+    scores = _service(request).classify(
+        body.labels, image=image, asset_id=body.asset, templates=body.templates
+    )
+    return ClassifyOut(
+        labels=[LabelOut(label=s.label, probability=s.probability, score=s.score) for s in scores],
+        model=_model(request),
+    )
+
+
+@router.get("/v1/texts", response_model=list[TextSetOut], dependencies=[Read], tags=["texts"])
+def text_sets(request: Request) -> list[TextSetOut]:
+    sets = list_text_sets(request.app.state.runtime)
+    return [TextSetOut(name=s.name, count=s.count) for s in sets]
+
+
+@router.post("/v1/texts", response_model=TextSetOut, dependencies=[Write], tags=["texts"])
+def add_text_set(request: Request, body: TextSetIn) -> TextSetOut:
+    """Add texts (captions, a label list) to a named set, for image -> text search."""
+    info = add_texts(request.app.state.runtime, body.name, body.texts)
+    return TextSetOut(name=info.name, count=info.count)
+
+
+@router.post(
+    "/v1/texts/{name}/search", response_model=list[TextHitOut], dependencies=[Read], tags=["texts"]
+)
+def search_texts(request: Request, name: str, body: TextSearchIn) -> list[TextHitOut]:
+    """Image -> text: the texts of a set that best describe an image."""
+    image = _decode_b64(body.image) if body.image is not None else None
+    hits = _service(request).texts_for_image(
+        name, image=image, asset_id=body.asset, limit=body.limit
+    )
+    return [TextHitOut(text=h.text, score=h.score) for h in hits]
+
+
+@router.get("/healthz", response_model=HealthOut, tags=["ops"])
+def healthz() -> HealthOut:
+    return HealthOut(status="ok")
+
+
+@router.get(
+    "/readyz", response_model=HealthOut, tags=["ops"], responses={503: {"model": HealthOut}}
+)
+def readyz(request: Request) -> HealthOut | JSONResponse:
+    try:
+        _, index = request.app.state.runtime.existing_index()
+        index.count()
+    except Exception as error:  # readiness reports, it never raises
+        body = HealthOut(status="not ready", detail=str(error))
+        return JSONResponse(body.model_dump(), status_code=503)
+    return HealthOut(status="ok")
+
+
+@router.get("/metrics", tags=["ops"], response_class=Response)
+def metrics(request: Request) -> Response:
+    return Response(render(request.app.state.registry), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/", include_in_schema=False, response_class=HTMLResponse)
+def page() -> HTMLResponse:
+    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))

@@ -1,0 +1,175 @@
+"""A Python client for the HTTP API, with the in-process ``SearchService`` method names.
+
+client = ClipdexClient("http://127.0.0.1:8700", api_key="...")
+hits = client.text("a dog on the beach", SearchOptions(limit=5))
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from search.engine import AssetInfo, Hit, LabelScore
+from search.query import SearchOptions, Term
+from search.texts import TextHit, TextSetInfo
+
+
+class ClipdexError(RuntimeError):
+    """The server refused a request; ``status`` is the HTTP status, the message its detail."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class ClipdexClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.Client(
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> ClipdexClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- the same names as SearchService -----------------------------------------------------
+
+    def text(self, query: str, options: SearchOptions | None = None) -> list[Hit]:
+        return self._search({"query": query}, options)
+
+    def search(self, terms: Sequence[Term], options: SearchOptions | None = None) -> list[Hit]:
+        return self._search({"terms": [_term(t) for t in terms]}, options)
+
+    def image(self, image: Path | bytes, options: SearchOptions | None = None) -> list[Hit]:
+        options = options or SearchOptions()
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        form: dict[str, Any] = {"limit": options.limit, "offset": options.offset}
+        if options.filters.folder:
+            form["folder"] = options.filters.folder
+        if options.min_score is not None:
+            form["min_score"] = options.min_score
+        body = self._call("POST", "/v1/search/image", data=form, files={"file": ("query", data)})
+        return [Hit(**hit) for hit in body["hits"]]
+
+    def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
+        options = options or SearchOptions()
+        params: dict[str, Any] = {"limit": options.limit, "offset": options.offset}
+        if options.min_score is not None:
+            params["min_score"] = options.min_score
+        body = self._call("GET", f"/v1/assets/{asset_id}/similar", params=params)
+        return [Hit(**hit) for hit in body["hits"]]
+
+    def asset(self, asset_id: str) -> AssetInfo:
+        return AssetInfo(**self._call("GET", f"/v1/assets/{asset_id}"))
+
+    def classify(
+        self, labels: Sequence[str], image: Path | bytes | None = None,
+        asset_id: str | None = None, templates: Sequence[str] | None = None,
+    ) -> list[LabelScore]:  # fmt: skip
+        body: dict[str, Any] = {"labels": list(labels), **_image_or_asset(image, asset_id)}
+        if templates is not None:
+            body["templates"] = list(templates)
+        answer = self._call("POST", "/v1/classify", json=body)
+        return [LabelScore(**row) for row in answer["labels"]]
+
+    def texts_for_image(
+        self, set_name: str, image: Path | bytes | None = None, asset_id: str | None = None,
+        limit: int = 5,
+    ) -> list[TextHit]:  # fmt: skip
+        body = {"limit": limit, **_image_or_asset(image, asset_id)}
+        return [
+            TextHit(**row) for row in self._call("POST", f"/v1/texts/{set_name}/search", json=body)
+        ]
+
+    def add_texts(self, name: str, texts: Sequence[str]) -> TextSetInfo:
+        return TextSetInfo(
+            **self._call("POST", "/v1/texts", json={"name": name, "texts": list(texts)})
+        )
+
+    def text_sets(self) -> list[TextSetInfo]:
+        return [TextSetInfo(**row) for row in self._call("GET", "/v1/texts")]
+
+    def thumbnail(self, asset_id: str, size: int = 256) -> bytes:
+        response = self._request("GET", f"/v1/assets/{asset_id}/thumbnail", params={"size": size})
+        return response.content
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _search(self, query: dict[str, Any], options: SearchOptions | None) -> list[Hit]:
+        options = options or SearchOptions()
+        filters = options.filters
+        body = {
+            **query,
+            "limit": options.limit,
+            "offset": options.offset,
+            "min_score": options.min_score,
+            "adaptive_cutoff": options.adaptive_cutoff,
+            "collapse_duplicates": options.collapse_duplicates,
+            "filters": {
+                "folder": filters.folder,
+                "formats": list(filters.formats),
+                "min_width": filters.min_width,
+                "min_height": filters.min_height,
+                "taken_after": filters.taken_after.isoformat() if filters.taken_after else None,
+                "taken_before": filters.taken_before.isoformat() if filters.taken_before else None,
+            },
+        }
+        return [Hit(**hit) for hit in self._call("POST", "/v1/search", json=body)["hits"]]
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self._request(method, url, **kwargs).json()
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException as error:
+            raise ClipdexError(408, f"no answer from {self._http.base_url} in time") from error
+        except httpx.TransportError as error:
+            raise ClipdexError(503, f"cannot reach {self._http.base_url}: {error}") from error
+        if response.is_error:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ClipdexError(response.status_code, str(detail))
+        return response
+
+
+def _term(term: Term) -> dict[str, Any]:
+    if term.kind == "image":
+        value: Any = base64.b64encode(term.value if isinstance(term.value, bytes) else b"").decode()
+    else:
+        value = term.value
+    return {term.kind: value, "weight": term.weight}
+
+
+def _image_or_asset(image: Path | bytes | None, asset_id: str | None) -> dict[str, str]:
+    if asset_id is not None:
+        return {"asset": asset_id}
+    if image is None:
+        return {}
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    return {"image": base64.b64encode(data).decode()}

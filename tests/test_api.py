@@ -1,0 +1,206 @@
+"""The HTTP API as a client sees it: results, paging, errors, keys, limits."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydantic import SecretStr
+
+from clipdex.runtime import Runtime, open_runtime
+from clipdex.settings import Settings
+from ingest.run import ingest
+from search.api.app import create_app
+from tests.fakes import FakeEncoder
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def indexed(runtime: Runtime, library: Path) -> Runtime:
+    ingest(runtime, [library])
+    return runtime
+
+
+@pytest.fixture
+def client(indexed: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(indexed.settings, indexed)) as test_client:
+        yield test_client
+
+
+def jpeg_bytes(colour: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_text_search_get_and_post_agree(client: TestClient) -> None:
+    got = client.get("/v1/search", params={"q": "a dog", "limit": 5})
+    posted = client.post("/v1/search", json={"query": "a dog", "limit": 5})
+    assert got.status_code == posted.status_code == 200
+    assert got.json()["hits"] == posted.json()["hits"]
+    hit = got.json()["hits"][0]
+    assert set(hit) == {"id", "score", "path", "width", "height", "format", "taken_at"}
+    assert hit["format"] == "JPEG" and hit["width"] > 0
+
+
+def test_paging_is_a_stable_split_of_the_ranking(client: TestClient) -> None:
+    top = client.get("/v1/search", params={"q": "x", "limit": 6}).json()["hits"]
+    first = client.get("/v1/search", params={"q": "x", "limit": 3}).json()["hits"]
+    second = client.get("/v1/search", params={"q": "x", "limit": 3, "offset": 3}).json()["hits"]
+    assert [h["id"] for h in first + second] == [h["id"] for h in top]
+
+
+def test_image_upload_finds_the_same_picture_first(client: TestClient, library: Path) -> None:
+    photo = sorted(library.rglob("*.jpg"))[2]
+    response = client.post(
+        "/v1/search/image", files={"file": ("q.jpg", photo.read_bytes())}, data={"limit": "3"}
+    )
+    assert response.status_code == 200
+    assert response.json()["hits"][0]["path"] == str(photo)
+
+
+def test_asset_similar_and_thumbnail(client: TestClient, library: Path) -> None:
+    top = client.get("/v1/search", params={"q": "x", "limit": 1}).json()["hits"][0]
+    asset = client.get(f"/v1/assets/{top['id']}").json()
+    assert asset["paths"] == [top["path"]] and asset["state"] == "indexed"
+    similar = client.get(f"/v1/assets/{top['id']}/similar", params={"limit": 3}).json()["hits"]
+    assert len(similar) == 3 and top["id"] not in {h["id"] for h in similar}
+    thumb = client.get(f"/v1/assets/{top['id']}/thumbnail", params={"size": 64})
+    assert thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) == 64
+
+
+def test_mixed_weighted_terms_with_a_negative(client: TestClient, library: Path) -> None:
+    photos = sorted(library.rglob("*.jpg"))
+    hits = client.post(
+        "/v1/search",
+        json={
+            "terms": [
+                {"image": base64.b64encode(photos[0].read_bytes()).decode(), "weight": 1},
+                {"text": "people", "weight": -0.5},
+            ],
+            "limit": 8,
+        },
+    ).json()["hits"]
+    assert hits[0]["path"] == str(photos[0])
+
+
+def test_classify_and_texts(client: TestClient) -> None:
+    asset_id = client.get("/v1/search", params={"q": "x", "limit": 1}).json()["hits"][0]["id"]
+    result = client.post("/v1/classify", json={"asset": asset_id, "labels": ["dog", "cat", "car"]})
+    assert result.status_code == 200
+    probabilities = [row["probability"] for row in result.json()["labels"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+
+    added = client.post(
+        "/v1/texts", json={"name": "captions", "texts": ["a dog", "a cat", "a dog"]}
+    )
+    assert added.json() == {"name": "captions", "count": 2}
+    assert client.get("/v1/texts").json() == [{"name": "captions", "count": 2}]
+    texts = client.post("/v1/texts/captions/search", json={"asset": asset_id, "limit": 2}).json()
+    assert sorted(t["text"] for t in texts) == ["a cat", "a dog"]
+
+
+def test_ops_endpoints_and_page(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok", "detail": None}
+    assert client.get("/readyz").status_code == 200
+    client.get("/v1/search", params={"q": "cached query"})
+    client.get("/v1/search", params={"q": "cached query"})
+    metrics = client.get("/metrics").text
+    assert 'clipdex_text_cache_total{result="hit"}' in metrics
+    assert 'clipdex_http_requests_total{method="GET",route="/v1/search",status="200"}' in metrics
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>clipdex</title>" in page.text
+    assert (
+        "access-control-allow-origin"
+        not in client.get("/healthz", headers={"Origin": "https://evil.example"}).headers
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "status", "message"),
+    [
+        ("get", "/v1/search", {"params": {"q": "x", "limit": 0}}, 422, ""),
+        ("get", "/v1/search", {"params": {"q": "x", "limit": 5000}}, 422, "limit must be"),
+        ("get", "/v1/search", {"params": {"q": "-people"}}, 422, "positive term"),
+        ("post", "/v1/search", {"json": {"query": "x", "terms": [{"text": "y"}]}}, 422, ""),
+        ("post", "/v1/search", {"json": {"terms": [{"image": "not base64!"}]}}, 422, "base64"),
+        ("get", "/v1/assets/nope", {}, 404, "no asset"),
+        ("get", "/v1/assets/nope/similar", {}, 404, "asset ids are UUIDs"),
+        ("get", f"/v1/assets/{uuid.UUID(int=7)}/similar", {}, 404, "no indexed asset"),
+        (
+            "post",
+            "/v1/texts/none/search",
+            {"json": {"image": base64.b64encode(jpeg_bytes()).decode()}},
+            404,
+            "no text set",
+        ),
+        (
+            "post",
+            "/v1/search/image",
+            {"files": {"file": ("a.txt", b"hello")}},
+            415,
+            "unsupported image",
+        ),
+        (
+            "post",
+            "/v1/search",
+            {"json": {"terms": [{"path": "/etc/passwd"}]}},
+            422,
+            "allowed image roots",
+        ),
+    ],
+)
+def test_client_mistakes_are_4xx_with_a_message(
+    client: TestClient, method: str, url: str, kwargs: dict[str, object], status: int, message: str
+) -> None:
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == status, response.text
+    assert message in str(response.json()["detail"])
+
+
+def test_oversized_upload_is_refused_from_its_declared_length(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_upload_bytes": 10_000})
+    runtime = open_runtime(small, encoder=FakeEncoder())
+    try:
+        with TestClient(create_app(small, runtime)) as client:
+            response = client.post(
+                "/v1/search/image", content=b"x" * 20_000,
+                headers={"content-type": "multipart/form-data; boundary=b"},
+            )  # fmt: skip
+        assert response.status_code == 413
+        assert "Too Large" in response.text
+    finally:
+        runtime.close()
+
+
+def test_api_keys_have_read_and_write_scopes(indexed: Runtime) -> None:
+    keyed = indexed.settings.model_copy(
+        update={"api_read_keys": [SecretStr("r-key")], "api_write_keys": [SecretStr("w-key")]}
+    )
+    with TestClient(create_app(keyed, indexed)) as client:
+        assert client.get("/v1/search", params={"q": "x"}).status_code == 401
+        assert (
+            client.get("/v1/search", params={"q": "x"}, headers={"X-API-Key": "bad"}).status_code
+            == 403
+        )
+        assert (
+            client.get("/v1/search", params={"q": "x"}, headers={"X-API-Key": "r-key"}).status_code
+            == 200
+        )
+        body = {"name": "labels", "texts": ["a"]}
+        assert (
+            client.post("/v1/texts", json=body, headers={"X-API-Key": "r-key"}).status_code == 403
+        )
+        assert (
+            client.post("/v1/texts", json=body, headers={"X-API-Key": "w-key"}).status_code == 200
+        )
+        assert client.get("/healthz").status_code == 200  # probes need no key
