@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from clipdex.catalog.index_versions import ModelMismatch
 from clipdex.encoder import ModelUnavailable
@@ -80,6 +81,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadQuery)
     async def bad_query(_: Request, error: BadQuery) -> JSONResponse:
         return _error(422, str(error))
+
+    @app.exception_handler(ValidationError)
+    async def invalid(_: Request, error: ValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return _error(422, problems or "invalid request")
 
     @app.exception_handler(ImageRejected)
     async def bad_image(_: Request, error: ImageRejected) -> JSONResponse:
