@@ -29,5 +29,6 @@ test: lint
 	$(VENV)/python -m pytest
 
 bench: install
-	$(VENV)/python bench/ingest_bench.py
-	$(VENV)/python bench/store_bench.py
+	$(VENV)/python -m bench.ingest_bench
+	$(VENV)/python -m bench.store_bench
+	$(VENV)/python -m bench.http_bench

@@ -1,6 +1,6 @@
 """Ingest throughput, stage by stage, measured side by side in one run.
 
-    .venv/bin/python bench/ingest_bench.py [--model ViT-B-32] [--batch-size 32] [--large 24]
+    .venv/bin/python -m bench.ingest_bench [--model ViT-B-32] [--batch-size 32] [--large 24]
 
 Prints, for the same model and batch size: decode+preprocess img/s, encode-only img/s, upsert
 points/s and end-to-end `ingest` img/s, on the COCO photos of ../shared/corpus/photos and on

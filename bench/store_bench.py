@@ -1,6 +1,6 @@
 """The embedded store at scale: upsert rate, reopen time, search latency.
 
-    .venv/bin/python bench/store_bench.py [--points 100000] [--local-points 5000]
+    .venv/bin/python -m bench.store_bench [--points 100000] [--local-points 5000]
 
 Qdrant Edge (the embedded default) with 512-d synthetic points and clipdex's real payload
 shape, then qdrant-client local mode on a smaller set for comparison (it is pure-Python brute

@@ -296,6 +296,19 @@ def texts_search(
 
 
 @app.command()
+def optimize() -> None:
+    """Build the embedded store's HNSW index: searches drop from a full scan (~16 ms at 100k
+    points) to ~1 ms. It takes minutes at 100k points on a small CPU; a server builds its own."""
+    import time
+
+    with _runtime() as runtime:
+        _, index = runtime.existing_index()
+        started = time.perf_counter()
+        index.optimize()
+        typer.echo(f"optimized {index.count()} points in {time.perf_counter() - started:.1f}s")
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8700).")] = None,

@@ -11,5 +11,13 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check -c cons
 # torchvision without its dependency list: unpinned, it would upgrade torch.
 "${PIP[@]}" --no-deps torchvision==0.28.0
 "${PIP[@]}" -e '.[dev]'
+# The results-page test drives Debian's Chromium through Playwright (no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "warning: install Debian's chromium package for the results-page test" >&2
+    fi
+fi
 .venv/bin/python -c "import torch; from clipdex.torch_compat import import_open_clip; \
 import_open_clip(); print('clipdex installed: torch', torch.__version__)"

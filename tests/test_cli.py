@@ -129,3 +129,12 @@ def test_a_different_model_on_the_same_home_is_refused(ingested: tuple[Path, Pat
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 2 and "Vectors of two models are never mixed" in result.stderr
+
+
+def test_optimize_keeps_search_answers(ingested: tuple[Path, Path]) -> None:
+    home, _ = ingested
+    before = json.loads(clipdex(home, "search", "boats", "--limit", "5", "--json").stdout)
+    result = clipdex(home, "optimize")
+    assert result.returncode == 0 and "optimized" in result.stdout
+    after = json.loads(clipdex(home, "search", "boats", "--limit", "5", "--json").stdout)
+    assert [h["id"] for h in after] == [h["id"] for h in before]
