@@ -92,6 +92,26 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+@pytest.fixture
+def fresh_postgres(postgres_url: str) -> Iterator[str]:
+    """The URL of a new, empty database on the machine's PostgreSQL, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = f"clipdex_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def cli_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPDEX_")}
     env.update({"CLIPDEX_HOME": str(home), "CLIPDEX_MODEL": "clipdex-tiny", "HF_HUB_OFFLINE": "1"})

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from clipdex.runtime import open_runtime
 from clipdex.settings import load_settings
@@ -21,24 +17,10 @@ from tests.fakes import FakeEncoder
 pytestmark = pytest.mark.services
 
 
-@pytest.fixture
-def catalog_url(postgres_url: str) -> Iterator[str]:
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    name = f"clipdex_cat_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def test_ingest_move_and_search_on_postgres(
-    catalog_url: str, library: Path, tmp_path: Path
+    fresh_postgres: str, library: Path, tmp_path: Path
 ) -> None:
-    settings = load_settings(home=tmp_path / "home", database_url=catalog_url, batch_size=4)
+    settings = load_settings(home=tmp_path / "home", database_url=fresh_postgres, batch_size=4)
     runtime = open_runtime(settings, encoder=FakeEncoder())
     try:
         first = ingest(runtime, [library])
