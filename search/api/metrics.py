@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.engine import SearchService
 
@@ -28,6 +29,35 @@ class _CacheCollector(Collector):
         yield family
 
 
+class _Observe:
+    """Pure ASGI (not BaseHTTPMiddleware, whose task group would wrap body-limit errors)."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+        self._app = app
+        self._requests = requests
+        self._latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self._latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            self._requests.labels(scope["method"], route, str(status)).inc()
+
+
 def install_metrics(app: FastAPI) -> CollectorRegistry:
     registry = CollectorRegistry()
     requests = Counter(
@@ -38,18 +68,7 @@ def install_metrics(app: FastAPI) -> CollectorRegistry:
         registry=registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )  # fmt: skip
     registry.register(_CacheCollector(app))
-
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        latency.labels(request.method, route).observe(time.perf_counter() - started)
-        requests.labels(request.method, route, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(_Observe, requests=requests, latency=latency)
     return registry
 
 
