@@ -80,18 +80,35 @@ def _note_random_weights(runtime: Runtime) -> None:
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Folders or files to ingest.")],
+    wait: Annotated[
+        bool, typer.Option(help="With CLIPDEX_BROKER_URL: wait until workers are done.")
+    ] = True,
     json_output: JsonOption = False,
 ) -> None:
-    """Scan folders, encode new images, and bring the index in line with what is on disk."""
+    """Scan folders, encode new images, and bring the index in line with what is on disk.
+
+    With CLIPDEX_BROKER_URL set, the work is registered in the catalog and sent to workers
+    (`clipdex worker`) in batches; the command shows progress until they are done."""
     from clipdex.cli_progress import TerminalProgress, wants_bar
     from ingest.run import ingest as run_ingest
 
     with _runtime() as runtime:
+        dispatch = None
+        if runtime.settings.broker_url:
+            from workers.app import make_celery, sender
+
+            dispatch = sender(make_celery(runtime.settings))
         if wants_bar(json_output):
             with TerminalProgress() as bar:
-                report = run_ingest(runtime, paths, bar)
+                report = run_ingest(runtime, paths, bar, dispatch)
+                if dispatch is not None and wait:
+                    _wait_for_workers(runtime, bar)
         else:
-            report = run_ingest(runtime, paths)
+            report = run_ingest(runtime, paths, dispatch=dispatch)
+            if dispatch is not None and wait:
+                _wait_for_workers(runtime, None)
+        if dispatch is not None and wait:
+            _count_outcome(runtime, report)
     if json_output:
         _print_json(report.as_dict())
         return
@@ -103,6 +120,46 @@ def ingest(
     )
     if report.failed:
         typer.echo("see `clipdex failures` for the reasons", err=True)
+
+
+def _open_counts(runtime: Runtime) -> dict[str, int]:
+    from clipdex.status import collect_status
+
+    states: dict[str, int] = collect_status(runtime, count_points=False)["states"]
+    return states
+
+
+def _wait_for_workers(runtime: Runtime, bar: Any) -> None:
+    """Poll the catalog until nothing is pending, queued or processing."""
+    import time
+
+    from ingest.queueing import reconcile
+    from workers.app import make_celery, sender
+
+    first = _open_counts(runtime)
+    total = first["pending"] + first["queued"] + first["processing"]
+    if bar is not None:
+        bar.phase("workers", total)
+    left = total
+    last_progress = time.monotonic()
+    while left:
+        time.sleep(1.0)
+        counts = _open_counts(runtime)
+        now_left = counts["pending"] + counts["queued"] + counts["processing"]
+        if bar is not None and now_left < left:
+            bar.advance(left - now_left)
+        if now_left < left:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > runtime.settings.reconcile_after_seconds:
+            reconcile(runtime, sender(make_celery(runtime.settings)))
+            last_progress = time.monotonic()
+        left = now_left
+
+
+def _count_outcome(runtime: Runtime, report: Any) -> None:
+    counts = _open_counts(runtime)
+    report.encoded = report.queued - counts["failed"] if report.queued else 0
+    report.failed = counts["failed"]
 
 
 def _parse_date(value: str | None, name: str) -> datetime | None:
@@ -293,6 +350,51 @@ def texts_search(
         return
     for hit in hits:
         typer.echo(f"{hit.score:.4f}  {hit.text}")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Pool processes (one per GPU).")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """Run a Celery worker that encodes batches from CLIPDEX_BROKER_URL (model loaded once per
+    pool process, after fork)."""
+    from clipdex.settings import load_settings
+    from workers.app import QUEUE, make_celery
+
+    settings = load_settings()
+    try:
+        celery_app = make_celery(settings)
+    except ValueError as error:
+        _fail(str(error))
+    celery_app.worker_main(
+        ["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--loglevel={loglevel}",
+         "-Q", QUEUE, "--without-gossip", "--without-mingle"]
+    )  # fmt: skip
+
+
+@app.command()
+def reconcile(
+    older_than: Annotated[
+        float | None, typer.Option(help="Seconds; default CLIPDEX_RECONCILE_AFTER_SECONDS.")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Send again the work stuck in queued/processing (after a broker lost its queue)."""
+    from datetime import timedelta
+
+    from ingest.queueing import reconcile as run_reconcile
+    from workers.app import make_celery, sender
+
+    with _runtime() as runtime:
+        if not runtime.settings.broker_url:
+            _fail("set CLIPDEX_BROKER_URL: reconcile re-enqueues work for workers")
+        age = timedelta(seconds=older_than) if older_than is not None else None
+        count = run_reconcile(runtime, sender(make_celery(runtime.settings)), age)
+    if json_output:
+        _print_json({"requeued": count})
+    else:
+        typer.echo(f"requeued {count} assets")
 
 
 @app.command()

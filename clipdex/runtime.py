@@ -26,10 +26,30 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    store: VectorStore
     encoder: Encoder
+    _store: VectorStore | None = None
     _index: VectorIndex | None = field(default=None, init=False)
     _version: IndexVersion | None = field(default=None, init=False)
+
+    @property
+    def store(self) -> VectorStore:
+        """Opened on first use: an enqueue-only process never takes the embedded store's lock."""
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    @property
+    def store_kind(self) -> str:
+        if self._store is not None:
+            return self._store.kind
+        return "server" if self.settings.qdrant_url else "embedded"
+
+    def live_version(self) -> IndexVersion:
+        """The live index version for the configured model (loads the model, not the store)."""
+        if self._version is None:
+            with self.sessions() as session:
+                self._version = ensure_active_index(session, self.encoder.identity)
+        return self._version
 
     def decode_limits(self) -> DecodeLimits:
         side = self.encoder.preprocess.shortest_side
@@ -41,12 +61,10 @@ class Runtime:
 
     def live_index(self) -> tuple[IndexVersion, VectorIndex]:
         """The live index for the configured model, created on first use (loads the model)."""
-        if self._index is None or self._version is None:
-            with self.sessions() as session:
-                version = ensure_active_index(session, self.encoder.identity)
-            self._version = version
+        version = self.live_version()
+        if self._index is None:
             self._index = self.store.open_index(version.collection, version.dim)
-        return self._version, self._index
+        return version, self._index
 
     def existing_index(self) -> tuple[IndexVersion, VectorIndex]:
         """The live index without loading the model; raises :class:`NoIndexYet`."""
@@ -61,7 +79,10 @@ class Runtime:
         return version, self._index
 
     def close(self) -> None:
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+            self._index = None
         self.engine.dispose()
 
 
@@ -70,7 +91,7 @@ def open_runtime(
     encoder: Encoder | None = None,
     store: VectorStore | None = None,
 ) -> Runtime:
-    """Upgrade the catalog, open the store; the encoder loads lazily on first use."""
+    """Upgrade the catalog; the store opens and the encoder loads on first use."""
     configure_pillow(settings.max_image_pixels)
     engine = make_engine(settings.catalog_url)
     upgrade_to_head(engine)
@@ -78,7 +99,7 @@ def open_runtime(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
-        store=store if store is not None else open_store(settings),
+        _store=store,
         encoder=encoder
         if encoder is not None
         else OpenClipEncoder(ModelSpec.from_settings(settings)),

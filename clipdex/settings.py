@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     # JPEG DCT scaling (Pillow draft) keeps the shortest side at least this many times the
     # model input, so quality at the model's resolution is unaffected.
     draft_factor: float = Field(default=2.0, ge=1.0)
+
+    # Distributed ingest (Celery on Redis). Unset: ingest encodes inline.
+    broker_url: str | None = None
+    task_soft_time_limit: int = Field(default=600, ge=1)
+    task_time_limit: int = Field(default=660, ge=1)
+    # Redis redelivers a task not acked within this; it must exceed the hard time limit.
+    visibility_timeout: int = Field(default=3600, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    reconcile_after_seconds: int = Field(default=900, ge=1)
 
     search_max_limit: int = Field(default=1000, ge=1)
     text_cache_size: int = Field(default=4096, ge=0)
@@ -77,6 +86,18 @@ class Settings(BaseSettings):
         if not value or any("{}" not in template for template in value):
             raise ValueError("every classify template needs a {} slot for the label")
         return value
+
+    @model_validator(mode="after")
+    def _time_limits_nest(self) -> Settings:
+        if not (
+            self.task_soft_time_limit < self.task_time_limit < self.visibility_timeout
+            and self.task_time_limit < self.reconcile_after_seconds
+        ):
+            raise ValueError(
+                "need task_soft_time_limit < task_time_limit < visibility_timeout and "
+                "task_time_limit < reconcile_after_seconds, or running tasks get redelivered"
+            )
+        return self
 
     @field_validator("home", mode="after")
     @classmethod

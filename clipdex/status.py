@@ -11,7 +11,7 @@ from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Failure, 
 from clipdex.runtime import Runtime
 
 
-def collect_status(runtime: Runtime) -> dict[str, Any]:
+def collect_status(runtime: Runtime, count_points: bool = True) -> dict[str, Any]:
     with runtime.sessions() as session:
         version = active_index(session)
         states = dict.fromkeys(AssetState.ALL, 0)
@@ -34,13 +34,13 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
     model = None
     collection = None
     if version is not None:
-        _, index = runtime.existing_index()
-        points = index.count()
         model = identity_of(version).as_dict()
         collection = version.collection
+        if count_points:
+            points = runtime.existing_index()[1].count()
     return {
         "home": str(runtime.settings.home),
-        "store": runtime.store.kind,
+        "store": runtime.store_kind,
         "collection": collection,
         "model": model,
         "assets": assets,

@@ -180,7 +180,7 @@ def _set_state(session: Session, version_id: int, ids: Iterable[str], state: str
         .where(
             AssetIndexState.index_version_id == version_id, AssetIndexState.asset_id.in_(id_list)
         )
-        .values(state=state, attempts=AssetIndexState.attempts + 1, updated_at=utcnow())
+        .values(state=state, updated_at=utcnow())
     )
 
 

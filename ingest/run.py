@@ -25,6 +25,7 @@ from clipdex.runtime import Runtime
 from clipdex.store.base import VectorIndex
 from ingest.payload import payloads_for
 from ingest.pipeline import Pipeline, StageTimes, WorkItem
+from ingest.queueing import SendBatch, enqueue_pending
 from ingest.register import register
 from ingest.scan import FoundFile, ScanTally, normalize_roots, scan
 
@@ -55,6 +56,7 @@ class IngestReport:
     duplicates: int = 0
     encoded: int = 0
     reused: int = 0  # pending assets whose point was already stored (a resumed run)
+    queued: int = 0  # sent to workers (distributed ingest)
     failed: int = 0
     removed: int = 0
     ignored: int = 0
@@ -67,12 +69,16 @@ class IngestReport:
 
 
 def ingest(
-    runtime: Runtime, paths: Sequence[Path], progress: Progress | None = None
+    runtime: Runtime,
+    paths: Sequence[Path],
+    progress: Progress | None = None,
+    dispatch: SendBatch | None = None,
 ) -> IngestReport:
+    """Scan and register; then encode inline, or with ``dispatch`` hand batches to workers."""
     progress = progress or _Silent()
     started = time.perf_counter()
     roots = normalize_roots(list(paths))
-    version, index = runtime.live_index()
+    version = runtime.live_version()
     report = IngestReport(model=runtime.encoder.identity.label)
     with runtime.sessions() as session:
         run = IngestRun(roots=[str(r) for r in roots])
@@ -91,13 +97,20 @@ def ingest(
         )
         for path, reason in [*tally.unreadable, *registered.failed_read]:
             _record_read_failure(session, path, reason)
-        report.removed = _remove_orphans(session, version.id, index, registered.orphaned)
-        _refresh_payloads(session, version.id, index, registered.touched)
+        report.removed = _remove_orphans(session, runtime, registered.orphaned)
+        _refresh_payloads(session, runtime, registered.touched)
         session.commit()
     for name in ("new", "modified", "unchanged", "moved", "duplicates"):
         setattr(report, name, getattr(registered, name))
     report.failed += len(tally.unreadable) + len(registered.failed_read)
 
+    if dispatch is not None:
+        report.queued = enqueue_pending(runtime, dispatch)
+        report.seconds = round(time.perf_counter() - started, 3)
+        _finish_run(runtime, run_id, report, StageTimes())
+        return report
+
+    _, index = runtime.live_index()
     with runtime.sessions() as session:
         work = pending_work(session, version.id)
         adopted = _adopt_stored(session, version.id, index, work)
@@ -163,12 +176,11 @@ def _adopt_stored(
     return stored
 
 
-def _remove_orphans(
-    session: Session, version_id: int, index: VectorIndex, orphaned: set[str]
-) -> int:
+def _remove_orphans(session: Session, runtime: Runtime, orphaned: set[str]) -> int:
     """Assets with no live path leave the index; the asset row stays as content history."""
     if not orphaned:
         return 0
+    version_id, index = runtime.live_version().id, runtime.live_index()[1]
     for chunk in chunked(sorted(orphaned)):
         index.delete(chunk)
         session.execute(
@@ -180,10 +192,9 @@ def _remove_orphans(
     return len(orphaned)
 
 
-def _refresh_payloads(
-    session: Session, version_id: int, index: VectorIndex, touched: set[str]
-) -> None:
+def _refresh_payloads(session: Session, runtime: Runtime, touched: set[str]) -> None:
     """Moves and new duplicate paths change an indexed point's payload, not its vector."""
+    version_id = runtime.live_version().id
     for chunk in chunked(sorted(touched)):
         indexed = session.scalars(
             select(AssetIndexState.asset_id).where(
@@ -191,8 +202,9 @@ def _refresh_payloads(
                 AssetIndexState.state == AssetState.INDEXED,
                 AssetIndexState.asset_id.in_(chunk),
             )
-        )
-        index.set_payloads(payloads_for(session, indexed))
+        ).all()
+        if indexed:  # opens the store only when an indexed point's paths changed
+            runtime.live_index()[1].set_payloads(payloads_for(session, indexed))
 
 
 def _record_read_failure(session: Session, path: str, reason: str) -> None:

@@ -1,0 +1,87 @@
+"""The outbox: work is committed to the catalog as ``queued`` before it is sent to the broker,
+and the reconciler sends again whatever stayed queued or processing past a deadline. A broker
+that loses its queue (Redis restarted empty) therefore loses nothing that was accepted."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from clipdex.catalog.batching import chunked
+from clipdex.catalog.models import AssetIndexState, AssetState, Location, utcnow
+from clipdex.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SendBatch = Callable[[int, list[str]], None]  # (index version id, asset ids)
+
+
+def enqueue_pending(runtime: Runtime, send: SendBatch) -> int:
+    """Mark every pending asset with a live path as queued (committed), then send batches."""
+    version = runtime.live_version()
+    with runtime.sessions() as session:
+        ids = sorted(
+            set(
+                session.scalars(
+                    select(AssetIndexState.asset_id)
+                    .join(Location, Location.asset_id == AssetIndexState.asset_id)
+                    .where(
+                        AssetIndexState.index_version_id == version.id,
+                        AssetIndexState.state == AssetState.PENDING,
+                        Location.missing.is_(False),
+                    )
+                )
+            )
+        )
+        _mark_queued(session, version.id, ids)
+        session.commit()
+    _send_all(send, version.id, ids, runtime.settings.batch_size)
+    return len(ids)
+
+
+def reconcile(runtime: Runtime, send: SendBatch, older_than: timedelta | None = None) -> int:
+    """Send again what is stuck in queued/processing for longer than the deadline."""
+    version = runtime.live_version()
+    if older_than is None:
+        older_than = timedelta(seconds=runtime.settings.reconcile_after_seconds)
+    deadline = utcnow() - older_than
+    with runtime.sessions() as session:
+        ids = sorted(
+            session.scalars(
+                select(AssetIndexState.asset_id).where(
+                    AssetIndexState.index_version_id == version.id,
+                    AssetIndexState.state.in_((AssetState.QUEUED, AssetState.PROCESSING)),
+                    AssetIndexState.updated_at < deadline,
+                )
+            )
+        )
+        _mark_queued(session, version.id, ids)
+        session.commit()
+    _send_all(send, version.id, ids, runtime.settings.batch_size)
+    return len(ids)
+
+
+def _mark_queued(session: Session, version_id: int, ids: list[str]) -> None:
+    for chunk in chunked(ids):
+        session.execute(
+            update(AssetIndexState)
+            .where(
+                AssetIndexState.index_version_id == version_id,
+                AssetIndexState.asset_id.in_(chunk),
+            )
+            .values(state=AssetState.QUEUED, updated_at=utcnow())
+        )
+
+
+def _send_all(send: SendBatch, version_id: int, ids: list[str], batch_size: int) -> None:
+    """One message per batch of ids, never one per image. A send that fails leaves its rows
+    queued in the catalog, where the reconciler finds them."""
+    for chunk in chunked(ids, batch_size):
+        try:
+            send(version_id, chunk)
+        except Exception as error:  # broker down: the outbox keeps the work
+            log.warning("could not enqueue %d assets (%s); the reconciler will", len(chunk), error)

@@ -1,0 +1,158 @@
+"""Distributed ingest with real services: the machine's Redis and PostgreSQL and a real Celery
+worker process. The embedded store admits one process, so the worker is the only one holding
+it while it runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from tests.conftest import cli_env
+
+pytestmark = [pytest.mark.services, pytest.mark.tiny_real]
+
+REDIS_URL = "redis://127.0.0.1:6379/7"  # a database of its own, emptied by each test
+
+
+@pytest.fixture
+def broker() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis is not reachable at 127.0.0.1:6379 (start it; see README)")
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def env(tmp_path: Path, fresh_postgres: str, broker: redis.Redis) -> dict[str, str]:
+    return cli_env(
+        tmp_path / "home",
+        CLIPDEX_DATABASE_URL=fresh_postgres,
+        CLIPDEX_BROKER_URL=REDIS_URL,
+        CLIPDEX_BATCH_SIZE="4",
+    )
+
+
+@pytest.fixture
+def library(tmp_path: Path, photos: Path, pillow_images: Path) -> Path:
+    root = tmp_path / "library"
+    root.mkdir()
+    for source in sorted(photos.glob("*.jpg"))[:20]:
+        shutil.copy2(source, root / source.name)
+    (root / "corrupt.jpg").write_bytes(
+        (root / sorted(p.name for p in root.iterdir())[0]).read_bytes()[:700]
+    )
+    shutil.copy2(pillow_images / "decompression_bomb.gif", root / "bomb.gif")
+    return root
+
+
+def clipdex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clipdex", *args], env=env, capture_output=True, text=True,
+        check=False, timeout=300,
+    )  # fmt: skip
+
+
+def open_counts(database_url: str) -> dict[str, int]:
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT state, count(*) FROM asset_index_states GROUP BY state")
+        ).all()
+    engine.dispose()
+    return {state: count for state, count in rows}
+
+
+@pytest.fixture
+def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[object]:
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clipdex", "worker", "--concurrency", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until_settled(database_url: str, timeout: float = 180) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = open_counts(database_url)
+        if not any(counts.get(s, 0) for s in ("pending", "queued", "processing")):
+            return counts
+        time.sleep(0.5)
+    raise AssertionError(f"workers did not finish: {open_counts(database_url)}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+def test_worker_indexes_batches_and_records_bad_files(
+    env: dict[str, str], library: Path, broker: redis.Redis, start_worker: object
+) -> None:
+    enqueued = clipdex(env, "ingest", str(library), "--no-wait", "--json")
+    assert enqueued.returncode == 0, enqueued.stderr
+    assert json.loads(enqueued.stdout)["queued"] == 22
+    assert broker.llen("clipdex") == 6  # one task per batch of 4 ids, never one per image
+
+    worker = start_worker()  # type: ignore[operator]
+    counts = wait_until_settled(env["CLIPDEX_DATABASE_URL"])
+    stop(worker)
+    assert counts == {"indexed": 20, "failed": 2}
+
+    status = json.loads(clipdex(env, "status", "--json").stdout)
+    assert status["points"] == status["indexed"] == 20
+    failures = {
+        Path(f["path"]).name: f for f in json.loads(clipdex(env, "failures", "--json").stdout)
+    }
+    assert set(failures) == {"corrupt.jpg", "bomb.gif"}
+    assert "decompression bomb" in failures["bomb.gif"]["reason"]
+    assert all(f["attempts"] == 1 for f in failures.values())  # decode errors are not retried
+
+
+def test_a_broker_that_loses_its_queue_loses_nothing(
+    env: dict[str, str], library: Path, broker: redis.Redis, start_worker: object
+) -> None:
+    enqueued = clipdex(env, "ingest", str(library), "--no-wait", "--json")
+    assert json.loads(enqueued.stdout)["queued"] == 22
+    broker.flushdb()  # what a Redis without persistence looks like after a restart
+    worker = start_worker()  # type: ignore[operator]
+    time.sleep(3)
+    assert open_counts(env["CLIPDEX_DATABASE_URL"]) == {"queued": 22}  # nothing arrives
+
+    requeued = clipdex(env, "reconcile", "--older-than", "0", "--json")
+    assert requeued.returncode == 0, requeued.stderr
+    assert json.loads(requeued.stdout) == {"requeued": 22}
+    counts = wait_until_settled(env["CLIPDEX_DATABASE_URL"])
+    stop(worker)
+    assert counts == {"indexed": 20, "failed": 2}
+    status = json.loads(clipdex(env, "status", "--json").stdout)
+    assert status["points"] == 20
