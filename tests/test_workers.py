@@ -156,3 +156,34 @@ def test_a_broker_that_loses_its_queue_loses_nothing(
     assert counts == {"indexed": 20, "failed": 2}
     status = json.loads(clipdex(env, "status", "--json").stdout)
     assert status["points"] == 20
+
+
+def test_every_batch_delivered_twice_still_indexes_each_image_once(
+    env: dict[str, str], library: Path, broker: redis.Redis, start_worker: object
+) -> None:
+    """What Redis does to a task that outlives its visibility timeout, or to one whose worker
+    died after the upsert: the same message again. Here every message is duplicated."""
+    enqueued = clipdex(env, "ingest", str(library), "--no-wait", "--json")
+    assert json.loads(enqueued.stdout)["queued"] == 22
+    messages = broker.lrange("clipdex", 0, -1)
+    for message in messages:
+        broker.lpush("clipdex", message)
+    assert broker.llen("clipdex") == 12
+
+    worker = start_worker()  # type: ignore[operator]
+    deadline = time.monotonic() + 180
+    while broker.llen("clipdex") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    counts = wait_until_settled(env["CLIPDEX_DATABASE_URL"])
+    time.sleep(2)  # let the last duplicate finish
+    stop(worker)
+    assert counts == {"indexed": 20, "failed": 2}
+
+    engine = create_engine(env["CLIPDEX_DATABASE_URL"])
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT count(*) FROM asset_index_states")).scalar()
+        attempts = connection.execute(text("SELECT max(attempts) FROM asset_index_states")).scalar()
+    engine.dispose()
+    assert rows == 22 and attempts == 1  # the second delivery found the work done
+    status = json.loads(clipdex(env, "status", "--json").stdout)
+    assert status["points"] == 20
