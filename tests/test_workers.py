@@ -187,3 +187,84 @@ def test_every_batch_delivered_twice_still_indexes_each_image_once(
     assert rows == 22 and attempts == 1  # the second delivery found the work done
     status = json.loads(clipdex(env, "status", "--json").stdout)
     assert status["points"] == 20
+
+
+def _derived(photos: Path, root: Path) -> set[str]:
+    """306 distinct files: each COCO photo re-saved at six JPEG qualities."""
+    from PIL import Image
+
+    from clipdex.ids import asset_id_for_digest, sha256_of_file
+
+    root.mkdir()
+    ids = set()
+    for source in sorted(photos.glob("*.jpg")):
+        with Image.open(source) as image:
+            for quality in (60, 68, 76, 84, 90, 95):
+                target = root / f"{source.stem}-q{quality}.jpg"
+                image.save(target, quality=quality)
+                ids.add(asset_id_for_digest(sha256_of_file(target)))
+    return ids
+
+
+def _indexed(database_url: str) -> set[str]:
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT asset_id FROM asset_index_states WHERE state = 'indexed'")
+        ).all()
+    engine.dispose()
+    return {row[0] for row in rows}
+
+
+def _wait_for(condition: object, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_kill_9_child_then_whole_worker_loses_and_duplicates_nothing(
+    env: dict[str, str], photos: Path, tmp_path: Path, broker: redis.Redis
+) -> None:
+    import os
+
+    expected = _derived(photos, tmp_path / "many")
+    database = env["CLIPDEX_DATABASE_URL"]
+    enqueued = clipdex(env, "ingest", str(tmp_path / "many"), "--no-wait", "--json")
+    assert json.loads(enqueued.stdout)["queued"] == len(expected) == 306
+
+    def spawn() -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"worker-{time.monotonic_ns()}.log").open("wb")
+        return subprocess.Popen(
+            [sys.executable, "-m", "clipdex", "worker", "--concurrency", "1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    worker = spawn()
+    try:
+        _wait_for(lambda: len(_indexed(database)) >= 40)
+        children = subprocess.run(
+            ["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert children, "no pool child found"
+        os.kill(int(children[0]), signal.SIGKILL)  # mid-batch: reject_on_worker_lost requeues
+        before = len(_indexed(database))
+        _wait_for(lambda: len(_indexed(database)) >= before + 60)
+        os.killpg(worker.pid, signal.SIGKILL)  # the whole worker, pool and all
+        worker.wait()
+        assert len(_indexed(database)) < 306, "the run finished before the kill"
+
+        worker = spawn()
+        requeued = clipdex(env, "reconcile", "--older-than", "0", "--json")
+        assert requeued.returncode == 0, requeued.stderr
+        counts = wait_until_settled(database, timeout=300)
+        _wait_for(lambda: broker.llen("clipdex") == 0)
+        time.sleep(2)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+    assert counts == {"indexed": 306}
+    assert _indexed(database) == expected
+    status = json.loads(clipdex(env, "status", "--json").stdout)
+    assert status["points"] == 306  # one point per image: no duplicates, nothing lost
