@@ -398,6 +398,36 @@ def reconcile(
 
 
 @app.command()
+def jobs(
+    job_id: Annotated[str | None, typer.Argument(help="One job; default: the recent ones.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Progress of upload jobs: counts by state and failures with reasons."""
+    from ingest.uploads import UnknownJob, job_status, recent_jobs
+
+    with _runtime() as runtime:
+        try:
+            found = [job_status(runtime, job_id)] if job_id else recent_jobs(runtime)
+        except UnknownJob as error:
+            _fail(str(error))
+    rows: list[dict[str, Any]] = [
+        {
+            "id": j.id, "kind": j.kind, "created_at": j.created_at.isoformat(), "total": j.total,
+            "done": j.done, "states": j.states, "failures": j.failures,
+        }
+        for j in found
+    ]  # fmt: skip
+    if json_output:
+        _print_json(rows[0] if job_id else rows)
+        return
+    for row in rows:
+        states = ", ".join(f"{k} {v}" for k, v in row["states"].items() if v)
+        typer.echo(f"{row['id']}  {row['kind']:<6} {row['total']:>5} files  {states}")
+        for failure in row["failures"]:
+            typer.echo(f"    {failure['filename']}: {failure['reason']}")
+
+
+@app.command()
 def migrate() -> None:
     """Bring the catalog schema to the newest revision (the compose one-shot service)."""
     from clipdex.catalog.db import make_engine

@@ -114,6 +114,19 @@ def read_limited(path: Path, max_file_bytes: int) -> bytes:
     return data
 
 
+def identify(data: bytes, limits: DecodeLimits) -> str:
+    """The format of an image, from its header only (cheap: nothing is decoded)."""
+    if len(data) > limits.max_file_bytes:
+        raise ImageRejected(STAGE_READ, f"{len(data)} bytes, over the {limits.max_file_bytes} cap")
+    try:
+        with Image.open(io.BytesIO(data), formats=_openers()) as image:
+            return image.format or "UNKNOWN"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageRejected(STAGE_DECODE, f"decompression bomb: {error}") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageRejected(STAGE_DECODE, "not an image in an allowed format") from error
+
+
 def decode_file(path: Path, limits: DecodeLimits) -> DecodedImage:
     return decode_bytes(read_limited(path, limits.max_file_bytes), limits)
 

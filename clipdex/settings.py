@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     api_write_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Uploaded bytes, stored by content (default: $CLIPDEX_HOME/blobs).
+    blob_root: Path | None = None
     # Server-side paths a query may name; empty means none.
     allowed_image_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
@@ -110,6 +112,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / 'catalog.db'}"
+
+    @property
+    def blobs(self) -> Path:
+        return (self.blob_root or self.home / "blobs").expanduser().resolve()
 
     @property
     def store_path(self) -> Path:

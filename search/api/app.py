@@ -18,6 +18,8 @@ from clipdex.images import STAGE_READ, ImageRejected
 from clipdex.runtime import NoIndexYet, Runtime, open_runtime
 from clipdex.settings import Settings
 from clipdex.store.base import StoreError
+from ingest.uploads import UnknownJob
+from search.api.jobs import router as jobs_router
 from search.api.metrics import install_metrics
 from search.api.routes import router
 from search.engine import SearchService, UnknownAsset
@@ -64,6 +66,7 @@ def create_app(
             allow_headers=["X-API-Key", "Content-Type"],
         )  # fmt: skip
     app.include_router(router)
+    app.include_router(jobs_router)
     _install_error_handlers(app)
     return app
 
@@ -93,12 +96,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def bad_image(_: Request, error: ImageRejected) -> JSONResponse:
         if error.stage == STAGE_READ:
             return _error(413 if "cap" in error.reason else 422, error.reason)
-        if error.reason.startswith("not an image"):
+        if "not an image" in error.reason:
             return _error(415, f"unsupported image: {error.reason}")
         return _error(422, f"cannot use that image: {error.reason}")
 
     @app.exception_handler(UnknownAsset)
     @app.exception_handler(UnknownTextSet)
+    @app.exception_handler(UnknownJob)
     async def not_found(_: Request, error: LookupError) -> JSONResponse:
         return _error(404, str(error.args[0]) if error.args else "not found")
 

@@ -1,0 +1,181 @@
+"""HTTP uploads: bytes stored by content under the blob root, registered in the catalog as
+pending, and followed as a job. The same bytes uploaded many times at once are one asset."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from clipdex.catalog.models import (
+    Asset,
+    AssetIndexState,
+    AssetState,
+    Failure,
+    Job,
+    JobAsset,
+    Location,
+)
+from clipdex.ids import asset_id_for_digest, sha256_of_bytes
+from clipdex.images import ImageRejected, identify
+from clipdex.runtime import Runtime
+
+_REGISTER_TRIES = 5
+
+
+class UnknownJob(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedUpload:
+    job_id: str
+    asset_ids: list[str]
+    new: int
+    duplicates: int
+
+
+@dataclass(slots=True)
+class JobStatus:
+    id: str
+    kind: str
+    created_at: datetime
+    total: int
+    states: dict[str, int]
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return not any(self.states[s] for s in ("pending", "queued", "processing"))
+
+
+def check_uploads(runtime: Runtime, uploads: Sequence[Upload]) -> None:
+    """Refuse the whole request, before storing anything, if one file is not an image."""
+    limits = runtime.decode_limits()
+    for upload in uploads:
+        try:
+            identify(upload.data, limits)
+        except ImageRejected as rejected:
+            raise ImageRejected(rejected.stage, f"{upload.filename}: {rejected.reason}") from None
+
+
+def blob_path(root: Path, sha256: str) -> Path:
+    return root / sha256[:2] / sha256[2:4] / sha256
+
+
+def store_blob(root: Path, sha256: str, data: bytes) -> Path:
+    """Write once, atomically: concurrent writers of the same bytes all end with one file."""
+    path = blob_path(root, sha256)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    with os.fdopen(handle, "wb") as out:
+        out.write(data)
+    os.replace(temporary, path)
+    return path
+
+
+def accept(runtime: Runtime, uploads: Sequence[Upload], meta: dict[str, Any]) -> AcceptedUpload:
+    version = runtime.live_version()
+    root = runtime.settings.blobs
+    asset_ids: list[str] = []
+    new = 0
+    for upload in uploads:
+        digest = sha256_of_bytes(upload.data)
+        path = store_blob(root, digest, upload.data)
+        created = _register(runtime, version.id, digest, path, len(upload.data))
+        new += created
+        asset_ids.append(asset_id_for_digest(digest))
+    job_id = str(uuid.uuid4())
+    with runtime.sessions() as session:
+        session.add(Job(id=job_id, kind="upload", index_version_id=version.id, meta=meta))
+        names: dict[str, str] = {}
+        for upload, asset_id in zip(uploads, asset_ids, strict=True):
+            names.setdefault(asset_id, upload.filename)
+        session.add_all(JobAsset(job_id=job_id, asset_id=a, filename=n) for a, n in names.items())
+        session.commit()
+    return AcceptedUpload(job_id, asset_ids, new, len(uploads) - new)
+
+
+def _register(runtime: Runtime, version_id: int, digest: str, path: Path, size: int) -> bool:
+    """Asset, location and pending state, created at most once whoever races us."""
+    asset_id = asset_id_for_digest(digest)
+    for _ in range(_REGISTER_TRIES):
+        with runtime.sessions() as session:
+            try:
+                created = session.get(Asset, asset_id) is None
+                if created:
+                    session.add(Asset(id=asset_id, sha256=digest, size_bytes=size))
+                if (
+                    session.scalars(select(Location).where(Location.path == str(path))).first()
+                    is None
+                ):
+                    mtime = path.stat().st_mtime_ns
+                    session.add(
+                        Location(path=str(path), asset_id=asset_id, size_bytes=size, mtime_ns=mtime)
+                    )
+                if session.get(AssetIndexState, (asset_id, version_id)) is None:
+                    session.add(
+                        AssetIndexState(
+                            asset_id=asset_id,
+                            index_version_id=version_id,
+                            state=AssetState.PENDING,
+                        )
+                    )
+                session.commit()
+                return created
+            except IntegrityError:
+                session.rollback()  # another request registered it first; look again
+    raise RuntimeError(f"could not register asset {asset_id} after {_REGISTER_TRIES} tries")
+
+
+def job_status(runtime: Runtime, job_id: str) -> JobStatus:
+    try:
+        job_id = str(uuid.UUID(job_id))
+    except ValueError:
+        raise UnknownJob(f"no job with id {job_id!r}") from None
+    with runtime.sessions() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise UnknownJob(f"no job with id {job_id}")
+        states = dict.fromkeys(AssetState.ALL, 0)
+        query = (
+            select(AssetIndexState.state, func.count())
+            .join(JobAsset, JobAsset.asset_id == AssetIndexState.asset_id)
+            .where(
+                JobAsset.job_id == job_id, AssetIndexState.index_version_id == job.index_version_id
+            )
+            .group_by(AssetIndexState.state)
+        )
+        states.update({state: count for state, count in session.execute(query)})
+        failures = session.execute(
+            select(JobAsset.filename, Failure.stage, Failure.reason)
+            .join(Failure, Failure.asset_id == JobAsset.asset_id)
+            .where(JobAsset.job_id == job_id)
+        ).all()
+        total = sum(states.values())
+        return JobStatus(
+            job.id, job.kind, job.created_at, total, states,
+            [{"filename": f, "stage": s, "reason": r} for f, s, r in failures],
+        )  # fmt: skip
+
+
+def recent_jobs(runtime: Runtime, limit: int = 20) -> list[JobStatus]:
+    with runtime.sessions() as session:
+        ids = session.scalars(select(Job.id).order_by(Job.created_at.desc()).limit(limit)).all()
+    return [job_status(runtime, job_id) for job_id in ids]

@@ -1,0 +1,151 @@
+"""HTTP uploads: 202 and a job, progress and failures per job, content-addressed storage."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from sqlalchemy import func, select
+
+from clipdex.catalog.models import Asset
+from clipdex.runtime import Runtime
+from search.api.app import create_app
+from tests.server import serve
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime.settings, runtime)) as test_client:
+        yield test_client
+
+
+def wait_for_job(client: TestClient, job: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status: dict[str, object] = client.get(f"/v1/jobs/{job}").json()
+        if status["done"]:
+            return status
+        time.sleep(0.1)
+    raise AssertionError("the job did not finish")
+
+
+def test_upload_is_indexed_and_searchable(client: TestClient, photos: Path) -> None:
+    images = sorted(photos.glob("*.jpg"))[:3]
+    response = client.post(
+        "/v1/images",
+        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images],
+        data={"metadata": json.dumps({"album": "trip"})},
+    )
+    assert response.status_code == 202
+    accepted = response.json()
+    assert (accepted["new"], accepted["duplicates"], len(accepted["assets"])) == (3, 0, 3)
+    status = wait_for_job(client, accepted["job"])
+    assert status["states"]["indexed"] == 3 and status["failures"] == []  # type: ignore[index]
+    hit = client.post("/v1/search/image", files={"file": ("q.jpg", images[1].read_bytes())}).json()[
+        "hits"
+    ][0]
+    assert hit["id"] == accepted["assets"][1]
+
+
+def test_a_broken_image_ends_in_the_jobs_failures(client: TestClient, photos: Path) -> None:
+    data = sorted(photos.glob("*.jpg"))[0].read_bytes()[:900]  # a valid header, no pixels
+    accepted = client.post("/v1/images", files={"files": ("cut.jpg", data)}).json()
+    status = wait_for_job(client, accepted["job"])
+    assert status["states"]["failed"] == 1  # type: ignore[index]
+    assert status["failures"][0]["filename"] == "cut.jpg"  # type: ignore[index]
+    assert "corrupt" in status["failures"][0]["reason"]  # type: ignore[index]
+
+
+def test_not_an_image_is_refused_and_nothing_is_stored(
+    client: TestClient, runtime: Runtime, photos: Path
+) -> None:
+    good = sorted(photos.glob("*.jpg"))[0]
+    response = client.post(
+        "/v1/images",
+        files=[("files", ("ok.jpg", good.read_bytes())), ("files", ("notes.txt", b"hello"))],
+    )
+    assert response.status_code == 415
+    assert "notes.txt" in response.json()["detail"]
+    assert not runtime.settings.blobs.exists() or not any(runtime.settings.blobs.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status"),
+    [
+        ({"files": {"files": ("a.jpg", b"x" * 30_000)}}, 413),
+        ({"data": {"metadata": "[1, 2]"}, "files": {"files": ("a.jpg", b"x")}}, 422),
+        ({}, 422),
+        ({"params": {"job": "x"}}, 422),
+    ],
+)
+def test_bad_upload_requests(runtime: Runtime, kwargs: dict[str, object], status: int) -> None:
+    small = runtime.settings.model_copy(update={"max_upload_bytes": 20_000})
+    with TestClient(create_app(small, runtime)) as client:
+        assert client.post("/v1/images", **kwargs).status_code == status  # type: ignore[arg-type]
+        assert client.get("/v1/jobs/not-a-job").status_code == 404
+
+
+def test_uploads_need_a_write_key(runtime: Runtime, photos: Path) -> None:
+    keyed = runtime.settings.model_copy(
+        update={"api_read_keys": [SecretStr("r")], "api_write_keys": [SecretStr("w")]}
+    )
+    data = {"files": ("a.jpg", sorted(photos.glob("*.jpg"))[0].read_bytes())}
+    with TestClient(create_app(keyed, runtime)) as client:
+        assert client.post("/v1/images", files=data).status_code == 401
+        assert client.post("/v1/images", files=data, headers={"X-API-Key": "r"}).status_code == 403
+        assert client.post("/v1/images", files=data, headers={"X-API-Key": "w"}).status_code == 202
+
+
+def test_the_same_bytes_uploaded_100_times_at_once_are_one_asset(
+    runtime: Runtime, photos: Path
+) -> None:
+    data = sorted(photos.glob("*.jpg"))[7].read_bytes()
+    with serve(create_app(runtime.settings, runtime)) as url, httpx.Client(timeout=60) as http:
+
+        def upload(i: int) -> httpx.Response:
+            return http.post(f"{url}/v1/images", files={"files": (f"copy-{i}.jpg", data)})
+
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(upload, range(100)))
+        assert [r.status_code for r in responses] == [202] * 100
+        assert {r.json()["assets"][0] for r in responses} == {responses[0].json()["assets"][0]}
+        assert sum(r.json()["new"] for r in responses) == 1
+        last = responses[-1].json()["job"]
+        deadline = time.monotonic() + 60
+        while not http.get(f"{url}/v1/jobs/{last}").json()["done"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Asset)) == 1
+    assert len([p for p in runtime.settings.blobs.rglob("*") if p.is_file()]) == 1
+    assert runtime.live_index()[1].count() == 1
+
+
+def test_jobs_command_shows_the_upload(client: TestClient, runtime: Runtime, photos: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    accepted = client.post(
+        "/v1/images", files={"files": ("one.jpg", sorted(photos.glob("*.jpg"))[2].read_bytes())}
+    ).json()
+    wait_for_job(client, accepted["job"])
+    runtime.close()  # the CLI is another process: let it have the embedded store
+    env = cli_env(runtime.settings.home, CLIPDEX_MODEL="fake")
+    result = subprocess.run(
+        [sys.executable, "-m", "clipdex", "jobs", accepted["job"], "--json"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["id"] == accepted["job"] and shown["states"]["indexed"] == 1 and shown["done"]
