@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -30,13 +31,16 @@ class Runtime:
     _store: VectorStore | None = None
     _index: VectorIndex | None = field(default=None, init=False)
     _version: IndexVersion | None = field(default=None, init=False)
+    # Request threads of the HTTP API share one runtime; first use must happen once.
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
 
     @property
     def store(self) -> VectorStore:
         """Opened on first use: an enqueue-only process never takes the embedded store's lock."""
-        if self._store is None:
-            self._store = open_store(self.settings)
-        return self._store
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.settings)
+            return self._store
 
     @property
     def store_kind(self) -> str:
@@ -46,10 +50,11 @@ class Runtime:
 
     def live_version(self) -> IndexVersion:
         """The live index version for the configured model (loads the model, not the store)."""
-        if self._version is None:
-            with self.sessions() as session:
-                self._version = ensure_active_index(session, self.encoder.identity)
-        return self._version
+        with self._lock:
+            if self._version is None:
+                with self.sessions() as session:
+                    self._version = ensure_active_index(session, self.encoder.identity)
+            return self._version
 
     def decode_limits(self) -> DecodeLimits:
         side = self.encoder.preprocess.shortest_side
@@ -62,21 +67,23 @@ class Runtime:
     def live_index(self) -> tuple[IndexVersion, VectorIndex]:
         """The live index for the configured model, created on first use (loads the model)."""
         version = self.live_version()
-        if self._index is None:
-            self._index = self.store.open_index(version.collection, version.dim)
-        return version, self._index
+        with self._lock:
+            if self._index is None:
+                self._index = self.store.open_index(version.collection, version.dim)
+            return version, self._index
 
     def existing_index(self) -> tuple[IndexVersion, VectorIndex]:
         """The live index without loading the model; raises :class:`NoIndexYet`."""
-        if self._index is not None and self._version is not None:
-            return self._version, self._index
-        with self.sessions() as session:
-            version = active_index(session)
-        if version is None:
-            raise NoIndexYet("nothing has been ingested yet: run `clipdex ingest PATH` first")
-        self._version = version
-        self._index = self.store.open_index(version.collection, version.dim)
-        return version, self._index
+        with self._lock:
+            if self._index is not None and self._version is not None:
+                return self._version, self._index
+            with self.sessions() as session:
+                version = active_index(session)
+            if version is None:
+                raise NoIndexYet("nothing has been ingested yet: run `clipdex ingest PATH` first")
+            self._version = version
+            self._index = self.store.open_index(version.collection, version.dim)
+            return version, self._index
 
     def close(self) -> None:
         if self._store is not None:

@@ -109,7 +109,13 @@ def test_the_same_bytes_uploaded_100_times_at_once_are_one_asset(
     runtime: Runtime, photos: Path
 ) -> None:
     data = sorted(photos.glob("*.jpg"))[7].read_bytes()
-    with serve(create_app(runtime.settings, runtime)) as url, httpx.Client(timeout=60) as http:
+    # A connection per request: a pooled keep-alive connection can be closed by the server
+    # while a request is being sent on it (a client-side race, not what this test is about).
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with (
+        serve(create_app(runtime.settings, runtime)) as url,
+        httpx.Client(timeout=60, limits=fresh) as http,
+    ):
 
         def upload(i: int) -> httpx.Response:
             return http.post(f"{url}/v1/images", files={"files": (f"copy-{i}.jpg", data)})

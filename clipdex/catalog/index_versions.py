@@ -8,6 +8,7 @@ import logging
 import re
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clipdex.catalog.models import IndexVersion
@@ -57,8 +58,15 @@ def ensure_active_index(session: Session, identity: ModelIdentity) -> IndexVersi
             active=True,
         )
         session.add(live)
-        session.commit()
-        return live
+        try:
+            session.commit()
+            return live
+        except IntegrityError:  # another process or request created it first: use theirs
+            session.rollback()
+            live = active_index(session)
+            if live is None:
+                raise
+
     stored = identity_of(live)
     differences = [
         name
