@@ -107,10 +107,10 @@ def ingest(
             report = run_ingest(runtime, paths, dispatch=dispatch)
             if dispatch is not None and wait:
                 _wait_for_workers(runtime, None)
-        if dispatch is not None and wait:
-            _count_outcome(runtime, report)
+        settled = _open_counts(runtime) if dispatch is not None and wait else None
     if json_output:
-        _print_json(report.as_dict())
+        # With workers, the catalog's counts once they are done (`encoded` counts inline work).
+        _print_json({**report.as_dict(), **({"states": settled} if settled else {})})
         return
     typer.echo(
         f"{report.scanned} scanned: {report.new} new, {report.modified} modified, "
@@ -154,12 +154,6 @@ def _wait_for_workers(runtime: Runtime, bar: Any) -> None:
             reconcile(runtime, sender(make_celery(runtime.settings)))
             last_progress = time.monotonic()
         left = now_left
-
-
-def _count_outcome(runtime: Runtime, report: Any) -> None:
-    counts = _open_counts(runtime)
-    report.encoded = report.queued - counts["failed"] if report.queued else 0
-    report.failed = counts["failed"]
 
 
 def _parse_date(value: str | None, name: str) -> datetime | None:

@@ -268,3 +268,16 @@ def test_kill_9_child_then_whole_worker_loses_and_duplicates_nothing(
     assert _indexed(database) == expected
     status = json.loads(clipdex(env, "status", "--json").stdout)
     assert status["points"] == 306  # one point per image: no duplicates, nothing lost
+
+
+def test_ingest_waits_for_the_workers_and_reports_the_outcome(
+    env: dict[str, str], library: Path, start_worker: object
+) -> None:
+    worker = start_worker()  # type: ignore[operator]
+    result = clipdex(env, "ingest", str(library), "--json")  # waits until workers are done
+    stop(worker)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["queued"] == 22
+    assert report["states"]["indexed"] == 20 and report["states"]["failed"] == 2
+    assert report["states"]["queued"] == report["states"]["processing"] == 0
