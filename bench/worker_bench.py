@@ -57,11 +57,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--task-batch-size", type=int, default=256)
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="clipdex-worker-bench-"))
     files = derive_variants(sorted(PHOTOS.glob("*.jpg")), scratch / "images", args.variants)
     common = {"model": "ViT-B-32", "pretrained": "random", "batch_size": args.batch_size}
-    print(f"{len(files)} images, ViT-B-32 (random weights), batch {args.batch_size}, 2-core CPU")
+    print(
+        f"{len(files)} images, ViT-B-32 (random weights), encoder batch {args.batch_size}, "
+        f"task batch {args.task_batch_size}, 2-core CPU"
+    )
 
     inline = load_settings(home=scratch / "inline", database_url=fresh_database(), **common)
     runtime = open_runtime(inline)
@@ -74,11 +78,13 @@ def main() -> None:
     redis.Redis.from_url(BROKER).flushdb()
     database = fresh_database()
     distributed = load_settings(
-        home=scratch / "worker", database_url=database, broker_url=BROKER, **common
-    )
+        home=scratch / "worker", database_url=database, broker_url=BROKER,
+        task_batch_size=args.task_batch_size, **common,
+    )  # fmt: skip
     env = {**os.environ, "CLIPDEX_HOME": str(scratch / "worker"), "CLIPDEX_DATABASE_URL": database,
            "CLIPDEX_BROKER_URL": BROKER, "CLIPDEX_MODEL": "ViT-B-32",
-           "CLIPDEX_PRETRAINED": "random", "CLIPDEX_BATCH_SIZE": str(args.batch_size)}  # fmt: skip
+           "CLIPDEX_PRETRAINED": "random", "CLIPDEX_BATCH_SIZE": str(args.batch_size),
+           "CLIPDEX_TASK_BATCH_SIZE": str(args.task_batch_size)}  # fmt: skip
     log = (scratch / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "clipdex", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -87,6 +93,7 @@ def main() -> None:
         while b"worker child ready" not in (scratch / "worker.log").read_bytes():
             time.sleep(0.2)  # the worker's model is loaded before timing starts
         runtime = open_runtime(distributed)
+        _ = runtime.encoder.identity  # the client checks the model too; load it before timing
         send = sender(make_celery(distributed))
         sends: list[float] = []
 

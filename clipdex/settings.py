@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     # Distributed ingest (Celery on Redis). Unset: ingest encodes inline.
     broker_url: str | None = None
+    # Asset ids per task message. Several encoder batches per task let decode overlap encoding
+    # inside the task, as it does inline.
+    task_batch_size: int = Field(default=256, ge=1, le=100_000)
     task_soft_time_limit: int = Field(default=600, ge=1)
     task_time_limit: int = Field(default=660, ge=1)
     # Redis redelivers a task not acked within this; it must exceed the hard time limit.

@@ -39,7 +39,7 @@ def enqueue_pending(runtime: Runtime, send: SendBatch) -> int:
         )
         _mark_queued(session, version.id, ids)
         session.commit()
-    _send_all(send, version.id, ids, runtime.settings.batch_size)
+    _send_all(send, version.id, ids, runtime.settings.task_batch_size)
     return len(ids)
 
 
@@ -61,7 +61,7 @@ def reconcile(runtime: Runtime, send: SendBatch, older_than: timedelta | None = 
         )
         _mark_queued(session, version.id, ids)
         session.commit()
-    _send_all(send, version.id, ids, runtime.settings.batch_size)
+    _send_all(send, version.id, ids, runtime.settings.task_batch_size)
     return len(ids)
 
 

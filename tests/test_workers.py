@@ -43,6 +43,7 @@ def env(tmp_path: Path, fresh_postgres: str, broker: redis.Redis) -> dict[str, s
         CLIPDEX_DATABASE_URL=fresh_postgres,
         CLIPDEX_BROKER_URL=REDIS_URL,
         CLIPDEX_BATCH_SIZE="4",
+        CLIPDEX_TASK_BATCH_SIZE="4",
     )
 
 
