@@ -282,3 +282,90 @@ def test_ingest_waits_for_the_workers_and_reports_the_outcome(
     assert report["queued"] == 22
     assert report["states"]["indexed"] == 20 and report["states"]["failed"] == 2
     assert report["states"]["queued"] == report["states"]["processing"] == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start_redis(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    _wait_for(lambda: _pings(client), timeout=20)
+    return process
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_redis_killed_and_restarted_empty_loses_nothing(
+    env: dict[str, str], library: Path, tmp_path: Path, start_worker: object
+) -> None:
+    port = _free_port()
+    own = {**env, "CLIPDEX_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+    server = _start_redis(port, tmp_path)
+    try:
+        enqueued = clipdex(own, "ingest", str(library), "--no-wait", "--json")
+        assert json.loads(enqueued.stdout)["queued"] == 22
+        assert redis.Redis(port=port).llen("clipdex") == 6
+        server.kill()  # SIGKILL: no persistence, the queue is gone
+        server.wait()
+        server = _start_redis(port, tmp_path)
+        assert redis.Redis(port=port).llen("clipdex") == 0
+
+        env.update(own)  # the worker fixture starts with this environment
+        worker = start_worker()  # type: ignore[operator]
+        requeued = clipdex(own, "reconcile", "--older-than", "0", "--json")
+        assert json.loads(requeued.stdout) == {"requeued": 22}
+        counts = wait_until_settled(own["CLIPDEX_DATABASE_URL"])
+        stop(worker)
+    finally:
+        server.kill()
+        server.wait()
+    assert counts == {"indexed": 20, "failed": 2}
+    assert json.loads(clipdex(own, "status", "--json").stdout)["points"] == 20
+
+
+def test_catalog_connections_killed_mid_run_recover(
+    env: dict[str, str], photos: Path, tmp_path: Path, start_worker: object
+) -> None:
+    expected = _derived(photos, tmp_path / "many")
+    database = env["CLIPDEX_DATABASE_URL"]
+    name = database.rsplit("/", 1)[1]
+    assert json.loads(clipdex(env, "ingest", str(tmp_path / "many"), "--no-wait", "--json").stdout)[
+        "queued"
+    ] == len(expected)
+    worker = start_worker()  # type: ignore[operator]
+    admin = create_engine(database.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
+    terminated = 0
+    for threshold in (40, 120, 200):
+        _wait_for(lambda t=threshold: len(_indexed(database)) >= t)  # type: ignore[misc]
+        with admin.connect() as connection:
+            terminated += len(
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                ).all()
+            )
+    admin.dispose()
+    counts = wait_until_settled(database, timeout=300)
+    stop(worker)
+    assert terminated >= 3  # the worker's connections really were cut, three times
+    assert counts == {"indexed": 306}
+    assert _indexed(database) == expected
+    assert json.loads(clipdex(env, "status", "--json").stdout)["points"] == 306
