@@ -372,9 +372,13 @@ def reconcile(
     older_than: Annotated[
         float | None, typer.Option(help="Seconds; default CLIPDEX_RECONCILE_AFTER_SECONDS.")
     ] = None,
+    every: Annotated[
+        float | None, typer.Option(help="Run periodically, every this many seconds.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Send again the work stuck in queued/processing (after a broker lost its queue)."""
+    import time
     from datetime import timedelta
 
     from ingest.queueing import reconcile as run_reconcile
@@ -384,11 +388,16 @@ def reconcile(
         if not runtime.settings.broker_url:
             _fail("set CLIPDEX_BROKER_URL: reconcile re-enqueues work for workers")
         age = timedelta(seconds=older_than) if older_than is not None else None
-        count = run_reconcile(runtime, sender(make_celery(runtime.settings)), age)
-    if json_output:
-        _print_json({"requeued": count})
-    else:
-        typer.echo(f"requeued {count} assets")
+        send = sender(make_celery(runtime.settings))
+        while True:
+            count = run_reconcile(runtime, send, age)
+            if json_output:
+                _print_json({"requeued": count})
+            else:
+                typer.echo(f"requeued {count} assets")
+            if every is None:
+                return
+            time.sleep(every)
 
 
 @app.command()
