@@ -12,6 +12,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
@@ -42,13 +43,24 @@ _EXIF_IFD: Final = 0x8769
 _DATETIME_ORIGINAL: Final = 36867
 
 
+class RejectKind(StrEnum):
+    """Why a file was refused, for callers that act on it (an HTTP status, a retry)."""
+
+    TOO_LARGE = "too_large"
+    UNREADABLE = "unreadable"
+    UNSUPPORTED = "unsupported"
+    BOMB = "bomb"
+    CORRUPT = "corrupt"
+
+
 class ImageRejected(Exception):
     """This file cannot become a picture. ``stage`` and ``reason`` go to the failures table."""
 
-    def __init__(self, stage: str, reason: str) -> None:
+    def __init__(self, stage: str, reason: str, kind: RejectKind) -> None:
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,27 +116,62 @@ def read_limited(path: Path, max_file_bytes: int) -> bytes:
     try:
         size = path.stat().st_size
         if size > max_file_bytes:
-            raise ImageRejected(STAGE_READ, f"file is {size} bytes, over the {max_file_bytes} cap")
+            raise ImageRejected(
+                STAGE_READ, f"file is {size} bytes, over the {max_file_bytes} cap",
+                RejectKind.TOO_LARGE,
+            )  # fmt: skip
         with path.open("rb") as handle:
             data = handle.read(max_file_bytes + 1)
     except OSError as error:
-        raise ImageRejected(STAGE_READ, f"cannot read file: {error.strerror or error}") from error
+        raise ImageRejected(
+            STAGE_READ, f"cannot read file: {error.strerror or error}", RejectKind.UNREADABLE
+        ) from error
     if len(data) > max_file_bytes:
-        raise ImageRejected(STAGE_READ, f"file grew past the {max_file_bytes} byte cap")
+        raise ImageRejected(
+            STAGE_READ, f"file grew past the {max_file_bytes} byte cap", RejectKind.TOO_LARGE
+        )
     return data
+
+
+# What Pillow raises on hostile input; anything else is a bug and must surface.
+_DECODE_ERRORS = (
+    Image.DecompressionBombError, Image.DecompressionBombWarning, ValueError, OSError,
+    SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError,
+)  # fmt: skip
+
+
+def _check_size(data: bytes, limits: DecodeLimits) -> None:
+    if len(data) > limits.max_file_bytes:
+        raise ImageRejected(
+            STAGE_READ, f"{len(data)} bytes, over the {limits.max_file_bytes} cap",
+            RejectKind.TOO_LARGE,
+        )  # fmt: skip
+
+
+def _classify(error: BaseException) -> ImageRejected:
+    """One mapping from Pillow's exceptions to a recorded reason, for every entry point."""
+    if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return ImageRejected(STAGE_DECODE, f"decompression bomb: {error}", RejectKind.BOMB)
+    if isinstance(error, UnidentifiedImageError):
+        return ImageRejected(
+            STAGE_DECODE, "not an image in an allowed format", RejectKind.UNSUPPORTED
+        )
+    if isinstance(error, ValueError) and "too large" in str(error):
+        # PNG text chunks that expand without bound
+        return ImageRejected(STAGE_DECODE, f"decompression bomb: {error}", RejectKind.BOMB)
+    if isinstance(error, MemoryError):
+        return ImageRejected(STAGE_DECODE, "image needs too much memory to decode", RejectKind.BOMB)
+    return ImageRejected(STAGE_DECODE, f"corrupt image: {error}", RejectKind.CORRUPT)
 
 
 def identify(data: bytes, limits: DecodeLimits) -> str:
     """The format of an image, from its header only (cheap: nothing is decoded)."""
-    if len(data) > limits.max_file_bytes:
-        raise ImageRejected(STAGE_READ, f"{len(data)} bytes, over the {limits.max_file_bytes} cap")
+    _check_size(data, limits)
     try:
         with Image.open(io.BytesIO(data), formats=_openers()) as image:
             return image.format or "UNKNOWN"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageRejected(STAGE_DECODE, f"decompression bomb: {error}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageRejected(STAGE_DECODE, "not an image in an allowed format") from error
+    except _DECODE_ERRORS as error:
+        raise _classify(error) from error
 
 
 def decode_file(path: Path, limits: DecodeLimits) -> DecodedImage:
@@ -133,24 +180,13 @@ def decode_file(path: Path, limits: DecodeLimits) -> DecodedImage:
 
 def decode_bytes(data: bytes, limits: DecodeLimits) -> DecodedImage:
     """Decode untrusted bytes into an upright RGB image, or raise :class:`ImageRejected`."""
-    if len(data) > limits.max_file_bytes:
-        raise ImageRejected(STAGE_READ, f"{len(data)} bytes, over the {limits.max_file_bytes} cap")
+    _check_size(data, limits)
     try:
         return _decode(data, limits)
     except ImageRejected:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageRejected(STAGE_DECODE, f"decompression bomb: {error}") from error
-    except UnidentifiedImageError as error:
-        raise ImageRejected(STAGE_DECODE, "not an image in an allowed format") from error
-    except ValueError as error:
-        if "too large" in str(error):  # PNG text chunks that expand without bound
-            raise ImageRejected(STAGE_DECODE, f"decompression bomb: {error}") from error
-        raise ImageRejected(STAGE_DECODE, f"corrupt image: {error}") from error
-    except (OSError, SyntaxError, EOFError, IndexError, KeyError, TypeError) as error:
-        raise ImageRejected(STAGE_DECODE, f"corrupt image: {error}") from error
-    except MemoryError as error:
-        raise ImageRejected(STAGE_DECODE, "image needs too much memory to decode") from error
+    except _DECODE_ERRORS as error:
+        raise _classify(error) from error
 
 
 def _decode(data: bytes, limits: DecodeLimits) -> DecodedImage:
@@ -158,12 +194,15 @@ def _decode(data: bytes, limits: DecodeLimits) -> DecodedImage:
     file_format = image.format or "UNKNOWN"
     width, height = image.size
     if width <= 0 or height <= 0:
-        raise ImageRejected(STAGE_DECODE, f"image has no pixels ({width}x{height})")
+        raise ImageRejected(
+            STAGE_DECODE, f"image has no pixels ({width}x{height})", RejectKind.CORRUPT
+        )
     if width * height > limits.max_image_pixels:
         raise ImageRejected(
             STAGE_DECODE,
             f"decompression bomb: {width}x{height} = {width * height} pixels exceeds the "
             f"ceiling of {limits.max_image_pixels}",
+            RejectKind.BOMB,
         )
     if file_format in ("JPEG", "MPO") and limits.draft_min_side:
         _apply_draft(image, limits.draft_min_side)

@@ -70,7 +70,9 @@ def check_uploads(runtime: Runtime, uploads: Sequence[Upload]) -> None:
         try:
             identify(upload.data, limits)
         except ImageRejected as rejected:
-            raise ImageRejected(rejected.stage, f"{upload.filename}: {rejected.reason}") from None
+            raise ImageRejected(
+                rejected.stage, f"{upload.filename}: {rejected.reason}", rejected.kind
+            ) from None
 
 
 def blob_path(root: Path, sha256: str) -> Path:

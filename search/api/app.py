@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from clipdex.catalog.index_versions import ModelMismatch
 from clipdex.encoder import ModelUnavailable
-from clipdex.images import STAGE_READ, ImageRejected
+from clipdex.images import STAGE_READ, ImageRejected, RejectKind
 from clipdex.runtime import NoIndexYet, Runtime, open_runtime
 from clipdex.settings import Settings
 from clipdex.store.base import StoreError
@@ -94,9 +94,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ImageRejected)
     async def bad_image(_: Request, error: ImageRejected) -> JSONResponse:
+        if error.kind is RejectKind.TOO_LARGE:
+            return _error(413, error.reason)
         if error.stage == STAGE_READ:
-            return _error(413 if "cap" in error.reason else 422, error.reason)
-        if "not an image" in error.reason:
+            return _error(422, error.reason)
+        if error.kind is RejectKind.UNSUPPORTED:
             return _error(415, f"unsupported image: {error.reason}")
         return _error(422, f"cannot use that image: {error.reason}")
 
