@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -17,16 +17,18 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location, utcnow
+from clipdex.catalog.batching import chunked
+from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Location
 from clipdex.encoder import Encoder
 from clipdex.ids import sha256_of_bytes
 from clipdex.images import DecodeLimits, ImageRejected, decode_bytes, read_limited
 from clipdex.preprocess import PreprocessConfig, to_model_input
 from clipdex.store.base import PointRecord, VectorIndex
 from ingest.payload import payloads_for
+from ingest.records import fail_live_paths, set_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Prepared:
     taken_at: object | None = None
     stage: str | None = None
     reason: str | None = None
+    final: bool = True  # False: the file changed under us; a later ingest retries it
 
 
 @dataclass(slots=True)
@@ -71,7 +74,9 @@ def prepare(item: WorkItem, limits: DecodeLimits, config: PreprocessConfig) -> P
     try:
         data = read_limited(Path(item.path), limits.max_file_bytes)
         if sha256_of_bytes(data) != item.sha256:
-            return Prepared(item, stage="read", reason="file changed during ingest; rerun ingest")
+            return Prepared(
+                item, stage="read", reason="file changed during ingest; rerun ingest", final=False
+            )
         decoded = decode_bytes(data, limits)
         pixels = to_model_input(decoded.image, config)
     except ImageRejected as rejected:
@@ -155,7 +160,7 @@ class Pipeline:
                 if p.item.asset_id in payloads
             ]
             self._index.upsert(points)  # waits until applied, before the catalog says indexed
-            _set_state(session, self._version_id, [p.id for p in points], AssetState.INDEXED)
+            set_states(session, self._version_id, [p.id for p in points], AssetState.INDEXED)
             result.failed += _record_failures(session, self._version_id, bad)
             session.commit()
         result.encoded += len(points)
@@ -171,40 +176,34 @@ def _record_metadata(session: Session, prepared: Prepared) -> None:
         asset.taken_at = prepared.taken_at  # type: ignore[assignment]
 
 
-def _set_state(session: Session, version_id: int, ids: Iterable[str], state: str) -> None:
-    id_list = list(ids)
-    if not id_list:
-        return
-    session.execute(
-        update(AssetIndexState)
-        .where(
-            AssetIndexState.index_version_id == version_id, AssetIndexState.asset_id.in_(id_list)
-        )
-        .values(state=state, updated_at=utcnow())
+def _record_failures(session: Session, version_id: int, bad: Sequence[Prepared]) -> int:
+    """Every live path of a failed asset gets a failure row; a final failure is not retried."""
+    set_states(session, version_id, [p.item.asset_id for p in bad if p.final], AssetState.FAILED)
+    return sum(
+        fail_live_paths(session, p.item.asset_id, p.stage or "decode", p.reason or "unknown")
+        for p in bad
     )
 
 
-def _record_failures(session: Session, version_id: int, bad: Sequence[Prepared]) -> int:
-    """Every live path of a failed asset gets a failure row; the asset is not retried."""
-    recorded = 0
-    retryable = [p for p in bad if p.reason and p.reason.startswith("file changed")]
-    final = [p for p in bad if p not in retryable]
-    _set_state(session, version_id, [p.item.asset_id for p in final], AssetState.FAILED)
-    now = utcnow()
-    for prepared in bad:
-        paths = session.scalars(
-            select(Location.path).where(
-                Location.asset_id == prepared.item.asset_id, Location.missing.is_(False)
-            )
-        ).all()
-        for path in paths:
-            row = session.scalars(select(Failure).where(Failure.path == path)).first()
-            if row is None:
-                row = Failure(path=path, asset_id=prepared.item.asset_id, attempts=0)
-                session.add(row)
-            row.stage = prepared.stage or "decode"
-            row.reason = prepared.reason or "unknown"
-            row.attempts += 1
-            row.last_failed_at = now
-            recorded += 1
-    return recorded
+def work_items(
+    session: Session, version_id: int, states: Sequence[str], asset_ids: Sequence[str] | None = None
+) -> list[WorkItem]:
+    """One live path per asset in one of ``states`` (optionally only these ids), by path."""
+    query = (
+        select(Asset.id, Asset.sha256, Location.path)
+        .join(Location, Location.asset_id == Asset.id)
+        .join(AssetIndexState, AssetIndexState.asset_id == Asset.id)
+        .where(
+            Location.missing.is_(False),
+            AssetIndexState.index_version_id == version_id,
+            AssetIndexState.state.in_(states),
+        )
+        .order_by(Location.path)
+    )
+    chunks = [None] if asset_ids is None else list(chunked(asset_ids))
+    items: dict[str, WorkItem] = {}
+    for chunk in chunks:
+        scoped = query if chunk is None else query.where(Asset.id.in_(chunk))
+        for asset_id, sha256, path in session.execute(scoped):
+            items.setdefault(asset_id, WorkItem(asset_id, sha256, path))
+    return list(items.values())

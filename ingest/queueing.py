@@ -8,12 +8,12 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from clipdex.catalog.batching import chunked
 from clipdex.catalog.models import AssetIndexState, AssetState, Location, utcnow
 from clipdex.runtime import Runtime
+from ingest.records import set_states
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def enqueue_pending(runtime: Runtime, send: SendBatch) -> int:
                 )
             )
         )
-        _mark_queued(session, version.id, ids)
+        set_states(session, version.id, ids, AssetState.QUEUED)
         session.commit()
     _send_all(send, version.id, ids, runtime.settings.task_batch_size)
     return len(ids)
@@ -59,22 +59,10 @@ def reconcile(runtime: Runtime, send: SendBatch, older_than: timedelta | None = 
                 )
             )
         )
-        _mark_queued(session, version.id, ids)
+        set_states(session, version.id, ids, AssetState.QUEUED)
         session.commit()
     _send_all(send, version.id, ids, runtime.settings.task_batch_size)
     return len(ids)
-
-
-def _mark_queued(session: Session, version_id: int, ids: list[str]) -> None:
-    for chunk in chunked(ids):
-        session.execute(
-            update(AssetIndexState)
-            .where(
-                AssetIndexState.index_version_id == version_id,
-                AssetIndexState.asset_id.in_(chunk),
-            )
-            .values(state=AssetState.QUEUED, updated_at=utcnow())
-        )
 
 
 def _send_all(send: SendBatch, version_id: int, ids: list[str], batch_size: int) -> None:

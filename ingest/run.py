@@ -8,24 +8,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from clipdex.catalog.batching import chunked
 from clipdex.catalog.models import (
-    Asset,
     AssetIndexState,
     AssetState,
-    Failure,
     IngestRun,
-    Location,
     utcnow,
 )
+from clipdex.images import STAGE_READ
 from clipdex.runtime import Runtime
-from clipdex.store.base import VectorIndex
 from ingest.payload import payloads_for
-from ingest.pipeline import Pipeline, StageTimes, WorkItem
+from ingest.pipeline import Pipeline, StageTimes, work_items
 from ingest.queueing import SendBatch, enqueue_pending
+from ingest.records import adopt_stored, record_failure
 from ingest.register import register
 from ingest.scan import FoundFile, ScanTally, normalize_roots, scan
 
@@ -96,7 +94,7 @@ def ingest(
             session, version.id, roots, found, runtime.settings.decode_workers, progress.advance
         )
         for path, reason in [*tally.unreadable, *registered.failed_read]:
-            _record_read_failure(session, path, reason)
+            record_failure(session, path, STAGE_READ, reason)
         report.removed = _remove_orphans(session, runtime, registered.orphaned)
         _refresh_payloads(session, runtime, registered.touched)
         session.commit()
@@ -112,8 +110,8 @@ def ingest(
 
     _, index = runtime.live_index()
     with runtime.sessions() as session:
-        work = pending_work(session, version.id)
-        adopted = _adopt_stored(session, version.id, index, work)
+        work = work_items(session, version.id, [AssetState.PENDING])
+        adopted = adopt_stored(session, version.id, index, [item.asset_id for item in work])
         session.commit()
     report.reused = len(adopted)
     work = [item for item in work if item.asset_id not in adopted]
@@ -134,46 +132,6 @@ def ingest(
     report.seconds = round(time.perf_counter() - started, 3)
     _finish_run(runtime, run_id, report, outcome.times)
     return report
-
-
-def pending_work(session: Session, version_id: int) -> list[WorkItem]:
-    """Every pending asset of this index with a live path, one path each."""
-    query = (
-        select(Asset.id, Asset.sha256, Location.path)
-        .join(AssetIndexState, AssetIndexState.asset_id == Asset.id)
-        .join(Location, Location.asset_id == Asset.id)
-        .where(
-            AssetIndexState.index_version_id == version_id,
-            AssetIndexState.state == AssetState.PENDING,
-            Location.missing.is_(False),
-        )
-        .order_by(Location.path)
-    )
-    items: dict[str, WorkItem] = {}
-    for asset_id, sha256, path in session.execute(query):
-        items.setdefault(asset_id, WorkItem(asset_id, sha256, path))
-    return list(items.values())
-
-
-def _adopt_stored(
-    session: Session, version_id: int, index: VectorIndex, work: list[WorkItem]
-) -> set[str]:
-    """A run killed after the upsert but before the catalog commit left points behind:
-    the vector depends only on the bytes, so mark those indexed instead of encoding again."""
-    stored: set[str] = set()
-    for chunk in chunked(item.asset_id for item in work):
-        stored |= index.existing_ids(chunk)
-    for chunk in chunked(stored):
-        session.execute(
-            update(AssetIndexState)
-            .where(
-                AssetIndexState.index_version_id == version_id,
-                AssetIndexState.asset_id.in_(chunk),
-            )
-            .values(state=AssetState.INDEXED, updated_at=utcnow())
-        )
-    index.set_payloads(payloads_for(session, stored))
-    return stored
 
 
 def _remove_orphans(session: Session, runtime: Runtime, orphaned: set[str]) -> int:
@@ -205,16 +163,6 @@ def _refresh_payloads(session: Session, runtime: Runtime, touched: set[str]) -> 
         ).all()
         if indexed:  # opens the store only when an indexed point's paths changed
             runtime.live_index()[1].set_payloads(payloads_for(session, indexed))
-
-
-def _record_read_failure(session: Session, path: str, reason: str) -> None:
-    row = session.scalars(select(Failure).where(Failure.path == path)).first()
-    if row is None:
-        session.add(Failure(path=path, stage="read", reason=reason))
-    else:
-        row.stage, row.reason = "read", reason
-        row.attempts += 1
-        row.last_failed_at = utcnow()
 
 
 def _finish_run(runtime: Runtime, run_id: int, report: IngestReport, times: StageTimes) -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -67,13 +68,16 @@ def clipdex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def open_counts(database_url: str) -> dict[str, int]:
+def _query(database_url: str, sql: str) -> list[Any]:
     engine = create_engine(database_url)
     with engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT state, count(*) FROM asset_index_states GROUP BY state")
-        ).all()
+        rows = list(connection.execute(text(sql)))
     engine.dispose()
+    return rows
+
+
+def open_counts(database_url: str) -> dict[str, int]:
+    rows = _query(database_url, "SELECT state, count(*) FROM asset_index_states GROUP BY state")
     return {state: count for state, count in rows}
 
 
@@ -180,11 +184,9 @@ def test_every_batch_delivered_twice_still_indexes_each_image_once(
     stop(worker)
     assert counts == {"indexed": 20, "failed": 2}
 
-    engine = create_engine(env["CLIPDEX_DATABASE_URL"])
-    with engine.connect() as connection:
-        rows = connection.execute(text("SELECT count(*) FROM asset_index_states")).scalar()
-        attempts = connection.execute(text("SELECT max(attempts) FROM asset_index_states")).scalar()
-    engine.dispose()
+    [(rows, attempts)] = _query(
+        env["CLIPDEX_DATABASE_URL"], "SELECT count(*), max(attempts) FROM asset_index_states"
+    )
     assert rows == 22 and attempts == 1  # the second delivery found the work done
     status = json.loads(clipdex(env, "status", "--json").stdout)
     assert status["points"] == 20
@@ -208,13 +210,8 @@ def _derived(photos: Path, root: Path) -> set[str]:
 
 
 def _indexed(database_url: str) -> set[str]:
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT asset_id FROM asset_index_states WHERE state = 'indexed'")
-        ).all()
-    engine.dispose()
-    return {row[0] for row in rows}
+    sql = "SELECT asset_id FROM asset_index_states WHERE state = 'indexed'"
+    return {row[0] for row in _query(database_url, sql)}
 
 
 def _wait_for(condition: object, timeout: float = 180) -> None:
