@@ -30,7 +30,6 @@ class RegisterResult:
     unchanged: int = 0
     moved: int = 0
     duplicates: int = 0
-    removed_paths: int = 0
     failed_read: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     touched: set[str] = field(default_factory=set)  # assets whose set of paths changed
     orphaned: set[str] = field(default_factory=set)  # assets with no live path left
@@ -76,7 +75,6 @@ def register(
     now = utcnow()
     for loc in gone:
         loc.missing = True
-        result.removed_paths += 1
         result.touched.add(loc.asset_id)
     _forget_failures(session, [loc.path for loc in gone])
 

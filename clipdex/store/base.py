@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -51,7 +51,6 @@ class SearchFilter:
     min_height: int | None = None
     taken_after: datetime | None = None
     taken_before: datetime | None = None
-    ids: tuple[str, ...] = field(default=())
 
     @property
     def empty(self) -> bool:
@@ -117,7 +116,5 @@ class VectorStore(Protocol):
     def open_index(self, name: str, dim: int) -> VectorIndex:
         """Open the collection, creating it (with payload indexes) when it does not exist."""
         ...
-
-    def drop_index(self, name: str) -> None: ...
 
     def close(self) -> None: ...

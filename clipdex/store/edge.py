@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -64,12 +63,6 @@ class EdgeStore:
             index.create_payload_indexes()
         self._open[name] = index
         return index
-
-    def drop_index(self, name: str) -> None:
-        index = self._open.pop(name, None)
-        if index is not None:
-            index.close()
-        shutil.rmtree(self._root / name, ignore_errors=True)
 
     def close(self) -> None:
         for index in self._open.values():
@@ -219,6 +212,4 @@ def _edge_filter(search_filter: SearchFilter | None) -> qe.Filter | None:
                 ),
             )
         )
-    if search_filter.ids:
-        must.append(qe.HasIdCondition(set(search_filter.ids)))
     return qe.Filter(must=must)

@@ -54,10 +54,6 @@ class QdrantStore:
                 raise StoreError(f"collection {name!r} holds {size}-d vectors, not {dim}-d")
         return QdrantIndex(self._client, name, dim, self._server)
 
-    def drop_index(self, name: str) -> None:
-        if self._client.collection_exists(name):
-            self._client.delete_collection(name)
-
     def close(self) -> None:
         self._client.close()
 
@@ -185,6 +181,4 @@ def _qdrant_filter(search_filter: SearchFilter | None) -> models.Filter | None:
                 ),
             )
         )
-    if search_filter.ids:
-        must.append(models.HasIdCondition(has_id=list(search_filter.ids)))
     return models.Filter(must=must)
