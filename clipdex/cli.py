@@ -123,10 +123,10 @@ def ingest(
 
 
 def _open_counts(runtime: Runtime) -> dict[str, int]:
-    from clipdex.status import collect_status
+    from clipdex.status import state_counts
 
-    states: dict[str, int] = collect_status(runtime, count_points=False)["states"]
-    return states
+    with runtime.sessions() as session:
+        return state_counts(session)
 
 
 def _wait_for_workers(runtime: Runtime, bar: Any) -> None:

@@ -5,23 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from clipdex.catalog.index_versions import active_index, identity_of
 from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location
 from clipdex.runtime import Runtime
 
 
-def collect_status(runtime: Runtime, count_points: bool = True) -> dict[str, Any]:
+def state_counts(session: Session) -> dict[str, int]:
+    """Assets of the live index by state (all zero before the first ingest)."""
+    states = dict.fromkeys(AssetState.ALL, 0)
+    version = active_index(session)
+    if version is not None:
+        query = (
+            select(AssetIndexState.state, func.count())
+            .where(AssetIndexState.index_version_id == version.id)
+            .group_by(AssetIndexState.state)
+        )
+        states.update({state: count for state, count in session.execute(query)})
+    return states
+
+
+def collect_status(runtime: Runtime) -> dict[str, Any]:
     with runtime.sessions() as session:
         version = active_index(session)
-        states = dict.fromkeys(AssetState.ALL, 0)
-        if version is not None:
-            query = (
-                select(AssetIndexState.state, func.count())
-                .where(AssetIndexState.index_version_id == version.id)
-                .group_by(AssetIndexState.state)
-            )
-            states.update({state: count for state, count in session.execute(query)})
+        states = state_counts(session)
         assets = session.scalar(select(func.count()).select_from(Asset)) or 0
         paths = (
             session.scalar(
@@ -36,8 +44,7 @@ def collect_status(runtime: Runtime, count_points: bool = True) -> dict[str, Any
     if version is not None:
         model = identity_of(version).as_dict()
         collection = version.collection
-        if count_points:
-            points = runtime.existing_index()[1].count()
+        points = runtime.existing_index()[1].count()
     return {
         "home": str(runtime.settings.home),
         "store": runtime.store_kind,
