@@ -32,3 +32,4 @@ bench: install
 	$(VENV)/python -m bench.ingest_bench
 	$(VENV)/python -m bench.store_bench
 	$(VENV)/python -m bench.http_bench
+	$(VENV)/python -m bench.worker_bench
