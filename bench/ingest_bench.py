@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipdex.encoder import ModelSpec, OpenClipEncoder
-from clipdex.ids import sha256_of_file
-from clipdex.runtime import open_runtime
-from clipdex.settings import load_settings
-from clipdex.store.base import PointRecord
-from clipdex.store.edge import EdgeStore
+from core.encoder import ModelSpec, OpenClipEncoder
+from core.ids import sha256_of_file
+from clipdex.catalog import open_ready_runtime
+from core.settings import load_settings
+from core.store.base import PointRecord
+from core.store.edge import EdgeStore
 from ingest.pipeline import WorkItem, prepare
 from ingest.run import ingest
 
@@ -73,7 +73,7 @@ def measure(name: str, files: list[Path], model: str, batch: int, workers: int) 
         home=home, model=model, pretrained="random", batch_size=batch, decode_workers=workers
     )
     encoder = OpenClipEncoder(ModelSpec.from_settings(settings))
-    runtime = open_runtime(settings, encoder=encoder)
+    runtime = open_ready_runtime(settings, encoder=encoder)
     limits, config = runtime.decode_limits(), encoder.preprocess
     items = [WorkItem(str(p), sha256_of_file(p), str(p)) for p in files]
 

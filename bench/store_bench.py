@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from qdrant_client import QdrantClient
 
-from clipdex.store.base import PointRecord, SearchFilter, VectorIndex
-from clipdex.store.edge import EdgeStore
-from clipdex.store.qdrant import QdrantStore
+from core.store.base import PointRecord, SearchFilter, VectorIndex
+from core.store.edge import EdgeStore
+from core.store.qdrant import QdrantStore
 
 DIM = 512
 FOLDERS = [f"/photos/{year}" for year in range(2000, 2025)]

@@ -23,8 +23,8 @@ import redis
 from sqlalchemy import create_engine, text
 
 from bench.ingest_bench import derive_variants
-from clipdex.runtime import open_runtime
-from clipdex.settings import load_settings
+from clipdex.catalog import open_ready_runtime
+from core.settings import load_settings
 from ingest.run import ingest
 from workers.app import make_celery, sender
 
@@ -68,7 +68,7 @@ def main() -> None:
     )
 
     inline = load_settings(home=scratch / "inline", database_url=fresh_database(), **common)
-    runtime = open_runtime(inline)
+    runtime = open_ready_runtime(inline)
     _ = runtime.encoder.identity  # model loading is not part of either measurement
     started = time.perf_counter()
     ingest(runtime, [scratch / "images"])
@@ -92,7 +92,7 @@ def main() -> None:
     try:
         while b"worker child ready" not in (scratch / "worker.log").read_bytes():
             time.sleep(0.2)  # the worker's model is loaded before timing starts
-        runtime = open_runtime(distributed)
+        runtime = open_ready_runtime(distributed)
         _ = runtime.encoder.identity  # the client checks the model too; load it before timing
         send = sender(make_celery(distributed))
         sends: list[float] = []

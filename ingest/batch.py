@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from clipdex.catalog.batching import chunked
-from clipdex.catalog.models import AssetIndexState, AssetState, utcnow
-from clipdex.runtime import Runtime
+from core.catalog.batching import chunked
+from core.catalog.index_versions import check_declared
+from core.catalog.models import AssetIndexState, AssetState, utcnow
+from core.runtime import Runtime
 from ingest.pipeline import Pipeline, work_items
 from ingest.records import adopt_stored, fail_live_paths
 
@@ -35,6 +36,10 @@ class BatchOutcome:
 
 
 def index_assets(runtime: Runtime, version_id: int, asset_ids: Sequence[str]) -> BatchOutcome:
+    """Index ``asset_ids`` into the collection of ``version_id``, the version the message names
+    (never the process's idea of the live one), with a model that must have built it."""
+    version = runtime.version(version_id)
+    check_declared(version, runtime.encoder.declared)
     outcome = BatchOutcome()
     cap = runtime.settings.max_attempts
     with runtime.sessions() as session:
@@ -68,13 +73,15 @@ def index_assets(runtime: Runtime, version_id: int, asset_ids: Sequence[str]) ->
         claimed = [r.asset_id for r in rows if r.state == AssetState.PROCESSING]
         items = work_items(session, version_id, OPEN_STATES, claimed)
 
-    _, index = runtime.live_index()
+    if not items:
+        return outcome
+    index = runtime.index_of(version)
     with runtime.sessions() as session:  # an earlier delivery upserted these, then died
         stored = adopt_stored(session, version_id, index, [item.asset_id for item in items])
         session.commit()
     outcome.reused = len(stored)
     pipeline = Pipeline(
-        runtime.encoder, index, runtime.sessions, version_id, runtime.decode_limits(),
+        runtime.encoder, index, runtime.sessions, version_id, runtime.decode_limits(version),
         runtime.settings.batch_size, runtime.settings.decode_workers,
     )  # fmt: skip
     result = pipeline.run([item for item in items if item.asset_id not in stored])

@@ -9,9 +9,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from clipdex.catalog.batching import chunked
-from clipdex.catalog.models import Asset, Location
-from clipdex.store.base import Payload, rfc3339
+from core.catalog.batching import chunked
+from core.catalog.models import Asset, Location
+from core.store.base import Payload, rfc3339
 
 
 def ancestor_folders(path: str) -> list[str]:

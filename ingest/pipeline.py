@@ -20,13 +20,13 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipdex.catalog.batching import chunked
-from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Location
-from clipdex.encoder import Encoder
-from clipdex.ids import sha256_of_bytes
-from clipdex.images import DecodeLimits, ImageRejected, decode_bytes, read_limited
-from clipdex.preprocess import PreprocessConfig, to_model_input
-from clipdex.store.base import PointRecord, VectorIndex
+from core.catalog.batching import chunked
+from core.catalog.models import Asset, AssetIndexState, AssetState, Location
+from core.encoder import Encoder
+from core.ids import sha256_of_bytes
+from core.images import DecodeLimits, ImageRejected, decode_bytes, read_limited
+from core.preprocess import PreprocessConfig, to_model_input
+from core.store.base import PointRecord, VectorIndex
 from ingest.payload import payloads_for
 from ingest.records import fail_live_paths, set_states
 

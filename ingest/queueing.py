@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-from clipdex.catalog.batching import chunked
-from clipdex.catalog.models import AssetIndexState, AssetState, Location, utcnow
-from clipdex.runtime import Runtime
+from core.catalog.batching import chunked
+from core.catalog.models import AssetIndexState, AssetState, Location, utcnow
 from ingest.records import set_states
 
 log = logging.getLogger(__name__)
@@ -20,48 +20,52 @@ log = logging.getLogger(__name__)
 SendBatch = Callable[[int, list[str]], None]  # (index version id, asset ids)
 
 
-def enqueue_pending(runtime: Runtime, send: SendBatch) -> int:
+def enqueue_pending(
+    sessions: sessionmaker[Session], version_id: int, send: SendBatch, batch_size: int
+) -> int:
     """Mark every pending asset with a live path as queued (committed), then send batches."""
-    version = runtime.live_version()
-    with runtime.sessions() as session:
+    with sessions() as session:
         ids = sorted(
             set(
                 session.scalars(
                     select(AssetIndexState.asset_id)
                     .join(Location, Location.asset_id == AssetIndexState.asset_id)
                     .where(
-                        AssetIndexState.index_version_id == version.id,
+                        AssetIndexState.index_version_id == version_id,
                         AssetIndexState.state == AssetState.PENDING,
                         Location.missing.is_(False),
                     )
                 )
             )
         )
-        set_states(session, version.id, ids, AssetState.QUEUED)
+        set_states(session, version_id, ids, AssetState.QUEUED)
         session.commit()
-    _send_all(send, version.id, ids, runtime.settings.task_batch_size)
+    _send_all(send, version_id, ids, batch_size)
     return len(ids)
 
 
-def reconcile(runtime: Runtime, send: SendBatch, older_than: timedelta | None = None) -> int:
-    """Send again what is stuck in queued/processing for longer than the deadline."""
-    version = runtime.live_version()
-    if older_than is None:
-        older_than = timedelta(seconds=runtime.settings.reconcile_after_seconds)
+def reconcile(
+    sessions: sessionmaker[Session],
+    version_id: int,
+    send: SendBatch,
+    older_than: timedelta,
+    batch_size: int,
+) -> int:
+    """Send again what is stuck in queued/processing for longer than ``older_than``."""
     deadline = utcnow() - older_than
-    with runtime.sessions() as session:
+    with sessions() as session:
         ids = sorted(
             session.scalars(
                 select(AssetIndexState.asset_id).where(
-                    AssetIndexState.index_version_id == version.id,
+                    AssetIndexState.index_version_id == version_id,
                     AssetIndexState.state.in_((AssetState.QUEUED, AssetState.PROCESSING)),
                     AssetIndexState.updated_at < deadline,
                 )
             )
         )
-        set_states(session, version.id, ids, AssetState.QUEUED)
+        set_states(session, version_id, ids, AssetState.QUEUED)
         session.commit()
-    _send_all(send, version.id, ids, runtime.settings.task_batch_size)
+    _send_all(send, version_id, ids, batch_size)
     return len(ids)
 
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from clipdex.catalog.batching import chunked
-from clipdex.catalog.models import AssetIndexState, AssetState, Failure, Location, utcnow
-from clipdex.store.base import VectorIndex
+from core.catalog.batching import chunked
+from core.catalog.models import AssetIndexState, AssetState, Failure, Location, utcnow
+from core.store.base import VectorIndex
 from ingest.payload import payloads_for
 
 

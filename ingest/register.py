@@ -17,9 +17,9 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from clipdex.catalog.batching import chunked
-from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location, utcnow
-from clipdex.ids import asset_id_for_digest, sha256_of_file
+from core.catalog.batching import chunked
+from core.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location, utcnow
+from core.ids import asset_id_for_digest, sha256_of_file
 from ingest.scan import FoundFile
 
 

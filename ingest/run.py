@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from clipdex.catalog.batching import chunked
-from clipdex.catalog.models import (
+from core.catalog.batching import chunked
+from core.catalog.index_versions import identity_of
+from core.catalog.models import (
     AssetIndexState,
     AssetState,
     IngestRun,
     utcnow,
 )
-from clipdex.images import STAGE_READ
-from clipdex.runtime import Runtime
+from core.images import STAGE_READ
+from core.runtime import Runtime
+from core.store import VectorIndex
 from ingest.payload import payloads_for
 from ingest.pipeline import Pipeline, StageTimes, work_items
 from ingest.queueing import SendBatch, enqueue_pending
@@ -72,12 +74,15 @@ def ingest(
     progress: Progress | None = None,
     dispatch: SendBatch | None = None,
 ) -> IngestReport:
-    """Scan and register; then encode inline, or with ``dispatch`` hand batches to workers."""
+    """Scan and register; then encode inline, or with ``dispatch`` hand batches to workers.
+
+    The index version is resolved once here and handed to every stage. Nothing loads the model
+    unless something must be encoded, and nothing opens the store unless something changed."""
     progress = progress or _Silent()
     started = time.perf_counter()
     roots = normalize_roots(list(paths))
     version = runtime.live_version()
-    report = IngestReport(model=runtime.encoder.identity.label)
+    report = IngestReport(model=identity_of(version).label)
     with runtime.sessions() as session:
         run = IngestRun(roots=[str(r) for r in roots])
         session.add(run)
@@ -88,6 +93,9 @@ def ingest(
     found: list[FoundFile] = [item for root in roots for item in scan(root, tally)]
     report.scanned, report.ignored, report.skipped = len(found), tally.ignored, tally.skipped
 
+    def index() -> VectorIndex:
+        return runtime.index_of(version)
+
     with runtime.sessions() as session:
         progress.phase("hashing", len(found))
         registered = register(
@@ -95,52 +103,58 @@ def ingest(
         )
         for path, reason in [*tally.unreadable, *registered.failed_read]:
             record_failure(session, path, STAGE_READ, reason)
-        report.removed = _remove_orphans(session, runtime, registered.orphaned)
-        _refresh_payloads(session, runtime, registered.touched)
+        report.removed = _remove_orphans(session, version.id, index, registered.orphaned)
+        _refresh_payloads(session, version.id, index, registered.touched)
         session.commit()
     for name in ("new", "modified", "unchanged", "moved", "duplicates"):
         setattr(report, name, getattr(registered, name))
     report.failed += len(tally.unreadable) + len(registered.failed_read)
 
     if dispatch is not None:
-        report.queued = enqueue_pending(runtime, dispatch)
+        report.queued = enqueue_pending(
+            runtime.sessions, version.id, dispatch, runtime.settings.task_batch_size
+        )
         report.seconds = round(time.perf_counter() - started, 3)
-        _finish_run(runtime, run_id, report, StageTimes())
+        _finish_run(runtime.sessions, run_id, report, StageTimes())
         return report
 
-    _, index = runtime.live_index()
     with runtime.sessions() as session:
         work = work_items(session, version.id, [AssetState.PENDING])
-        adopted = adopt_stored(session, version.id, index, [item.asset_id for item in work])
-        session.commit()
-    report.reused = len(adopted)
-    work = [item for item in work if item.asset_id not in adopted]
-
-    progress.phase("encoding", len(work))
-    pipeline = Pipeline(
-        runtime.encoder,
-        index,
-        runtime.sessions,
-        version.id,
-        runtime.decode_limits(),
-        runtime.settings.batch_size,
-        runtime.settings.decode_workers,
-    )
-    outcome = pipeline.run(work, progress.advance)
-    report.encoded = outcome.encoded
-    report.failed += outcome.failed
+    times = StageTimes()
+    if work:
+        with runtime.sessions() as session:
+            adopted = adopt_stored(session, version.id, index(), [item.asset_id for item in work])
+            session.commit()
+        report.reused = len(adopted)
+        work = [item for item in work if item.asset_id not in adopted]
+    if work:
+        progress.phase("encoding", len(work))
+        pipeline = Pipeline(
+            runtime.encoder,
+            index(),
+            runtime.sessions,
+            version.id,
+            runtime.decode_limits(version),
+            runtime.settings.batch_size,
+            runtime.settings.decode_workers,
+        )
+        outcome = pipeline.run(work, progress.advance)
+        report.encoded = outcome.encoded
+        report.failed += outcome.failed
+        times = outcome.times
     report.seconds = round(time.perf_counter() - started, 3)
-    _finish_run(runtime, run_id, report, outcome.times)
+    _finish_run(runtime.sessions, run_id, report, times)
     return report
 
 
-def _remove_orphans(session: Session, runtime: Runtime, orphaned: set[str]) -> int:
+def _remove_orphans(
+    session: Session, version_id: int, index: Callable[[], VectorIndex], orphaned: set[str]
+) -> int:
     """Assets with no live path leave the index; the asset row stays as content history."""
     if not orphaned:
         return 0
-    version_id, index = runtime.live_version().id, runtime.live_index()[1]
     for chunk in chunked(sorted(orphaned)):
-        index.delete(chunk)
+        index().delete(chunk)
         session.execute(
             delete(AssetIndexState).where(
                 AssetIndexState.index_version_id == version_id,
@@ -150,9 +164,10 @@ def _remove_orphans(session: Session, runtime: Runtime, orphaned: set[str]) -> i
     return len(orphaned)
 
 
-def _refresh_payloads(session: Session, runtime: Runtime, touched: set[str]) -> None:
+def _refresh_payloads(
+    session: Session, version_id: int, index: Callable[[], VectorIndex], touched: set[str]
+) -> None:
     """Moves and new duplicate paths change an indexed point's payload, not its vector."""
-    version_id = runtime.live_version().id
     for chunk in chunked(sorted(touched)):
         indexed = session.scalars(
             select(AssetIndexState.asset_id).where(
@@ -162,11 +177,13 @@ def _refresh_payloads(session: Session, runtime: Runtime, touched: set[str]) -> 
             )
         ).all()
         if indexed:  # opens the store only when an indexed point's paths changed
-            runtime.live_index()[1].set_payloads(payloads_for(session, indexed))
+            index().set_payloads(payloads_for(session, indexed))
 
 
-def _finish_run(runtime: Runtime, run_id: int, report: IngestReport, times: StageTimes) -> None:
-    with runtime.sessions() as session:
+def _finish_run(
+    sessions: sessionmaker[Session], run_id: int, report: IngestReport, times: StageTimes
+) -> None:
+    with sessions() as session:
         run = session.get(IngestRun, run_id)
         if run is not None:
             run.status = "done"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clipdex.images import IMAGE_EXTENSIONS
+from core.images import IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from clipdex.catalog.models import (
+from core.catalog.models import (
     Asset,
     AssetIndexState,
     AssetState,
@@ -24,15 +24,19 @@ from clipdex.catalog.models import (
     JobAsset,
     Location,
 )
-from clipdex.ids import asset_id_for_digest, sha256_of_bytes
-from clipdex.images import ImageRejected, identify
-from clipdex.runtime import Runtime
+from core.ids import asset_id_for_digest, sha256_of_bytes
+from core.images import ImageRejected, identify
+from core.runtime import Runtime
 
 _REGISTER_TRIES = 5
 
 
 class UnknownJob(LookupError):
     pass
+
+
+class BadUpload(ValueError):
+    """The upload request itself is malformed (not the images in it); the message says how."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,7 @@ class Upload:
 @dataclass(frozen=True, slots=True)
 class AcceptedUpload:
     job_id: str
+    version_id: int
     asset_ids: list[str]
     new: int
     duplicates: int
@@ -111,7 +116,7 @@ def accept(runtime: Runtime, uploads: Sequence[Upload], meta: dict[str, Any]) ->
             names.setdefault(asset_id, upload.filename)
         session.add_all(JobAsset(job_id=job_id, asset_id=a, filename=n) for a, n in names.items())
         session.commit()
-    return AcceptedUpload(job_id, asset_ids, new, len(uploads) - new)
+    return AcceptedUpload(job_id, version.id, asset_ids, new, len(uploads) - new)
 
 
 def _register(runtime: Runtime, version_id: int, digest: str, path: Path, size: int) -> bool:

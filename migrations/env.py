@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from clipdex.catalog.db import make_engine
-from clipdex.catalog.models import Base
-from clipdex.settings import load_settings
+from core.catalog.db import make_engine
+from core.catalog.models import Base
+from core.settings import load_settings
 
 target_metadata = Base.metadata
 

@@ -19,5 +19,5 @@ if ! command -v chromium >/dev/null 2>&1; then
         echo "warning: install Debian's chromium package for the results-page test" >&2
     fi
 fi
-.venv/bin/python -c "import torch; from clipdex.torch_compat import import_open_clip; \
+.venv/bin/python -c "import torch; from core.torch_compat import import_open_clip; \
 import_open_clip(); print('clipdex installed: torch', torch.__version__)"

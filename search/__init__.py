@@ -1,1 +1,2 @@
-"""Search: the query engine (and, later, the HTTP API and its Python client)."""
+"""Search: the query engine, named text sets, the HTTP routers (``search.api``) and a light
+Python client (``search.client``). Imports the kernel only."""

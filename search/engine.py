@@ -16,11 +16,11 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
-from clipdex.catalog.models import Asset, AssetIndexState, Location
-from clipdex.images import decode_bytes, decode_file
-from clipdex.preprocess import to_model_input
-from clipdex.runtime import Runtime
-from clipdex.store.base import StoredHit
+from core.catalog.models import Asset, AssetIndexState, Location
+from core.images import decode_bytes, decode_file
+from core.preprocess import to_model_input
+from core.runtime import Runtime
+from core.store.base import StoredHit
 from search.postprocess import CUTOFF_WINDOW, adaptive_threshold, collapse_near_duplicates
 from search.query import BadQuery, SearchOptions, Term, parse_terms, path_term
 from search.text_cache import TextVectorCache

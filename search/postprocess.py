@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clipdex.store.base import StoredHit
+from core.store.base import StoredHit
 
 CUTOFF_WINDOW = 100  # scores the adaptive cutoff studies, whatever page is asked for
 MIN_SPREAD = 0.02  # best - typical below this: nothing stands out, so nothing is returned

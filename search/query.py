@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from clipdex.store.base import SearchFilter
+from core.store.base import SearchFilter
 
 TermKind = Literal["text", "image", "path", "asset"]
 MAX_TERMS = 16

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from clipdex.encoder import Encoder
+from core.encoder import Encoder
 
 
 class TextVectorCache:

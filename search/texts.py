@@ -15,9 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
-from clipdex.catalog.models import IndexVersion, TextSet
-from clipdex.runtime import Runtime
-from clipdex.store.base import PointRecord
+from core.catalog.models import IndexVersion, TextSet
+from core.runtime import Runtime
+from core.store.base import PointRecord
 from search.query import BadQuery
 
 TEXT_NAMESPACE = uuid.UUID("0f5b4f5e-3a4c-5d9e-8b2a-7c6d5e4f3a2b")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from clipdex.runtime import Runtime, open_runtime
-from clipdex.settings import Settings, load_settings
+from clipdex.catalog import open_ready_runtime
+from core.runtime import Runtime
+from core.settings import Settings, load_settings
 from tests.fakes import FakeEncoder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +31,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _ignore_developer_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their settings explicitly; a developer's own CLIPDEX_* must not leak in."""
+    for name in list(os.environ):
+        if name.startswith("CLIPDEX_") and name != "CLIPDEX_TEST_POSTGRES":
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +80,7 @@ def fake_encoder() -> FakeEncoder:
 
 @pytest.fixture
 def runtime(settings: Settings, fake_encoder: FakeEncoder) -> Iterator[Runtime]:
-    opened = open_runtime(settings, encoder=fake_encoder)
+    opened = open_ready_runtime(settings, encoder=fake_encoder)
     yield opened
     opened.close()
 
@@ -124,7 +133,7 @@ def random_vit_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ViT-B-32 with seeded random weights saved as an open_clip checkpoint file."""
     import torch
 
-    from clipdex.torch_compat import import_open_clip
+    from core.torch_compat import import_open_clip
 
     open_clip = import_open_clip()
     with torch.random.fork_rng():

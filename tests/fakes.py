@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from clipdex.encoder import ModelIdentity
-from clipdex.preprocess import PreprocessConfig
+from core.encoder import DeclaredModel, ModelIdentity
+from core.preprocess import PreprocessConfig
 
 FAKE_PREPROCESS = PreprocessConfig(size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -23,6 +23,10 @@ class FakeEncoder:
     def __init__(self) -> None:
         self.images_encoded = 0
         self.texts_encoded = 0
+
+    @property
+    def declared(self) -> DeclaredModel:
+        return DeclaredModel("fake", "none")
 
     @property
     def identity(self) -> ModelIdentity:

@@ -13,10 +13,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydantic import SecretStr
 
-from clipdex.runtime import Runtime, open_runtime
-from clipdex.settings import Settings
+from clipdex.catalog import open_ready_runtime
+from clipdex.http import create_app
+from core.runtime import Runtime
+from core.settings import Settings
 from ingest.run import ingest
-from search.api.app import create_app
 from tests.fakes import FakeEncoder
 
 pytestmark = pytest.mark.unit
@@ -169,7 +170,7 @@ def test_client_mistakes_are_4xx_with_a_message(
 
 def test_oversized_upload_is_refused_from_its_declared_length(settings: Settings) -> None:
     small = settings.model_copy(update={"max_upload_bytes": 10_000})
-    runtime = open_runtime(small, encoder=FakeEncoder())
+    runtime = open_ready_runtime(small, encoder=FakeEncoder())
     try:
         with TestClient(create_app(small, runtime)) as client:
             response = client.post(

@@ -14,10 +14,10 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from clipdex.runtime import open_runtime
-from clipdex.settings import Settings
+from clipdex.catalog import open_ready_runtime
+from clipdex.http import create_app
+from core.settings import Settings
 from ingest.run import ingest
-from search.api.app import create_app
 from tests.conftest import PHOTOS
 from tests.fakes import FakeEncoder
 
@@ -29,7 +29,7 @@ def _indexed_app() -> FastAPI:
     library = root / "photos"
     shutil.copytree(PHOTOS, library, ignore=shutil.ignore_patterns("*.tsv"))
     config = Settings(home=root / "home", model="fake", allowed_image_roots=[library])
-    runtime = open_runtime(config, encoder=FakeEncoder())
+    runtime = open_ready_runtime(config, encoder=FakeEncoder())
     ingest(runtime, [library])
     return create_app(config, runtime)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from clipdex.catalog.models import AssetIndexState, Failure
-from clipdex.runtime import Runtime
+from core.catalog.models import AssetIndexState, Failure
+from core.runtime import Runtime
 from ingest.batch import index_assets
 from ingest.queueing import enqueue_pending
 from ingest.run import ingest
@@ -73,6 +73,7 @@ def test_enqueue_sends_batches_and_keeps_work_when_the_broker_fails(
     def broken(_version: int, _ids: list[str]) -> None:
         raise ConnectionError("broker down")
 
-    assert enqueue_pending(runtime, broken) == 8
+    version_id = runtime.live_version().id
+    assert enqueue_pending(runtime.sessions, version_id, broken, batch_size=3) == 8
     with runtime.sessions() as session:
         assert set(session.scalars(select(AssetIndexState.state))) == {"queued"}

@@ -8,10 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clipdex.runtime import Runtime, open_runtime
-from clipdex.settings import Settings
+from clipdex.catalog import open_ready_runtime
+from clipdex.http import create_app
+from core.runtime import Runtime
+from core.settings import Settings
 from ingest.run import ingest
-from search.api.app import create_app
 from search.client import ClipdexClient, ClipdexError
 from search.engine import SearchService
 from search.query import SearchOptions, Term
@@ -72,7 +73,7 @@ def test_client_errors_are_clear(served: tuple[str, SearchService]) -> None:
 
 def test_a_chunked_upload_over_the_limit_is_cut_off(settings: Settings) -> None:
     small = settings.model_copy(update={"max_upload_bytes": 10_000})
-    runtime = open_runtime(small, encoder=FakeEncoder())
+    runtime = open_ready_runtime(small, encoder=FakeEncoder())
 
     def body() -> Iterator[bytes]:
         yield (

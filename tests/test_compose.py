@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from clipdex.settings import Settings
+from core.settings import Settings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit

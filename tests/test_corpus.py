@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from clipdex.catalog.models import Asset, AssetIndexState, Failure, Location
-from clipdex.encoder import ModelSpec, OpenClipEncoder
-from clipdex.images import IMAGE_EXTENSIONS
-from clipdex.preprocess import to_model_input
-from clipdex.runtime import Runtime, open_runtime
-from clipdex.settings import Settings
+from clipdex.catalog import open_ready_runtime
+from core.catalog.models import Asset, AssetIndexState, Failure, Location
+from core.encoder import ModelSpec, OpenClipEncoder
+from core.images import IMAGE_EXTENSIONS
+from core.preprocess import to_model_input
+from core.runtime import Runtime
+from core.settings import Settings
 from ingest.run import ingest
 
 pytestmark = [pytest.mark.corpus, pytest.mark.tiny_real]
@@ -33,7 +34,7 @@ DECODED_ON_PURPOSE = {"avif/hopper.heif"}  # pillow-heif is installed for iPhone
 @pytest.fixture(scope="module")
 def outcome(pillow_images: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     settings = Settings(home=tmp_path_factory.mktemp("corpus"), model="clipdex-tiny", batch_size=16)
-    runtime = open_runtime(settings)
+    runtime = open_ready_runtime(settings)
     try:
         report = ingest(runtime, [pillow_images])
         with runtime.sessions() as session:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipdex.encoder import ModelSpec, ModelUnavailable, OpenClipEncoder
+from core.encoder import ModelSpec, ModelUnavailable, OpenClipEncoder
 from tests.conftest import cli_env
 
 pytestmark = pytest.mark.tiny_real

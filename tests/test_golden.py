@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipdex.torch_compat import import_open_clip
+from core.torch_compat import import_open_clip
 from tests.conftest import cli_env
 
 pytestmark = pytest.mark.golden

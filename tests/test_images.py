@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipdex.images import DecodeLimits, ImageRejected, configure_pillow, decode_bytes, decode_file
+from core.images import DecodeLimits, ImageRejected, configure_pillow, decode_bytes, decode_file
 
 pytestmark = pytest.mark.unit
 

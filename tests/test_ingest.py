@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from clipdex.catalog.models import Failure
-from clipdex.runtime import Runtime
-from clipdex.store.base import SearchFilter
+from core.catalog.models import Failure
+from core.runtime import Runtime
+from core.store.base import SearchFilter
 from ingest import register as register_module
 from ingest.run import ingest
 from search.engine import SearchService

@@ -8,9 +8,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from clipdex.catalog.db import make_engine
-from clipdex.catalog.migrate import alembic_config, upgrade_to_head
-from clipdex.catalog.models import Base
+from core.catalog.db import make_engine
+from core.catalog.models import Base
+from migrations.runner import alembic_config, upgrade_to_head
 
 TABLES = {
     "assets", "locations", "index_versions", "asset_index_states", "failures", "ingest_runs",

@@ -13,11 +13,11 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from clipdex.runtime import open_runtime
-from clipdex.settings import Settings
-from clipdex.torch_compat import import_open_clip
+from clipdex.catalog import open_ready_runtime
+from clipdex.http import create_app
+from core.settings import Settings
+from core.torch_compat import import_open_clip
 from ingest.run import ingest
-from search.api.app import create_app
 
 pytestmark = [pytest.mark.golden, pytest.mark.corpus]
 
@@ -47,7 +47,7 @@ def api(
         home=root / "home", model="ViT-B-32", pretrained=str(random_vit_checkpoint),
         classify_templates=TEMPLATES,
     )  # fmt: skip
-    runtime = open_runtime(settings)
+    runtime = open_ready_runtime(settings)
     ingest(runtime, [library])
     with TestClient(create_app(settings, runtime)) as client:
         yield client, library

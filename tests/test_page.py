@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from clipdex.runtime import Runtime
+from clipdex.http import create_app
+from core.runtime import Runtime
 from ingest.run import ingest
-from search.api.app import create_app
 from tests.server import serve
 
 pytestmark = pytest.mark.unit

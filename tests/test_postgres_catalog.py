@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from clipdex.runtime import open_runtime
-from clipdex.settings import load_settings
+from clipdex.catalog import open_ready_runtime
+from core.settings import load_settings
 from ingest.run import ingest
 from search.engine import SearchService
 from search.query import SearchOptions
@@ -21,7 +21,7 @@ def test_ingest_move_and_search_on_postgres(
     fresh_postgres: str, library: Path, tmp_path: Path
 ) -> None:
     settings = load_settings(home=tmp_path / "home", database_url=fresh_postgres, batch_size=4)
-    runtime = open_runtime(settings, encoder=FakeEncoder())
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder())
     try:
         first = ingest(runtime, [library])
         assert (first.new, first.encoded) == (8, 8)

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from clipdex.preprocess import PreprocessConfig, to_model_input
-from clipdex.torch_compat import import_open_clip
+from core.preprocess import PreprocessConfig, to_model_input
+from core.torch_compat import import_open_clip
 
 pytestmark = pytest.mark.tiny_real
 

@@ -9,9 +9,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from clipdex.runtime import Runtime
+from clipdex.http import create_app
+from core.runtime import Runtime
 from ingest.run import ingest
-from search.api.app import create_app
 from search.engine import SearchService
 from search.postprocess import adaptive_threshold
 from search.query import BadQuery, SearchOptions, Term, parse_terms

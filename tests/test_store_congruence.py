@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from clipdex.store.base import PointRecord, SearchFilter, StoreLocked, VectorIndex
-from clipdex.store.edge import EdgeStore
-from clipdex.store.qdrant import QdrantStore
+from core.store.base import PointRecord, SearchFilter, StoreLocked, VectorIndex
+from core.store.edge import EdgeStore
+from core.store.qdrant import QdrantStore
 
 pytestmark = pytest.mark.unit
 

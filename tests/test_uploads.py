@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from clipdex.catalog.models import Asset
-from clipdex.runtime import Runtime
-from search.api.app import create_app
+from clipdex.http import create_app
+from core.catalog.models import Asset
+from core.runtime import Runtime
 from tests.server import serve
 
 pytestmark = pytest.mark.unit

@@ -196,7 +196,7 @@ def _derived(photos: Path, root: Path) -> set[str]:
     """306 distinct files: each COCO photo re-saved at six JPEG qualities."""
     from PIL import Image
 
-    from clipdex.ids import asset_id_for_digest, sha256_of_file
+    from core.ids import asset_id_for_digest, sha256_of_file
 
     root.mkdir()
     ids = set()

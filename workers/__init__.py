@@ -1,4 +1,3 @@
-"""Celery GPU workers for distributed ingest (the Celery app, thin tasks, reconciler).
-
-Empty until distributed ingest lands; inline ingest (``ingest.run``) is the only path today.
-"""
+"""Celery workers for distributed ingest: the producer-side app (``workers.app``) and the thin
+batch task with its pool-child hooks (``workers.tasks``, registered only by ``clipdex worker``).
+Imports the kernel and ``ingest`` only."""

@@ -1,4 +1,6 @@
-"""The Celery app: an entry point that wires settings, kernel and the ingest pipeline.
+"""The Celery app, producer side: configuration and a sender. Tasks and the pool-child hooks
+that load the model are registered only by the worker command (:mod:`workers.tasks`), so a
+process that only sends never carries them.
 
 Reliability baseline (GUIDE §5): late acks, reject on a lost worker, prefetch 1, JSON only,
 soft < hard time limit < visibility timeout (checked by Settings), and the model loaded in each
@@ -7,11 +9,10 @@ pool child after fork, never in the parent.
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
 
-from clipdex.settings import Settings
+from core.settings import Settings
+from ingest.queueing import SendBatch
 
 INDEX_BATCH = "clipdex.index_batch"
 QUEUE = "clipdex"
@@ -36,13 +37,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_proc_alive_timeout=300,  # a child loads the model before it reports alive
         worker_hijack_root_logger=False,
     )
-    from workers.tasks import register_tasks
-
-    register_tasks(app, settings)
     return app
 
 
-def sender(app: Celery) -> Any:
+def sender(app: Celery) -> SendBatch:
     """A ``SendBatch`` for ingest.queueing: one task message per batch of asset ids."""
 
     def send(version_id: int, asset_ids: list[str]) -> None:

@@ -9,8 +9,8 @@ from celery import Celery, Task
 from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
-from clipdex.runtime import Runtime, open_runtime
-from clipdex.settings import Settings
+from core.runtime import Runtime, open_runtime
+from core.settings import Settings
 from ingest.batch import index_assets
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def register_tasks(app: Celery, settings: Settings) -> None:
     @worker_process_init.connect(weak=False)
     def load_model(**_: Any) -> None:
         _ChildState.runtime = open_runtime(settings)
-        _ChildState.runtime.live_index()  # loads the model and opens the store in the child
+        _ChildState.runtime.live_index()  # opens the store in the child, never in the parent
         log.info("worker child ready: %s", _ChildState.runtime.encoder.identity.label)
 
     @worker_process_shutdown.connect(weak=False)

@@ -1,1 +1,2 @@
-"""The versioned HTTP API (FastAPI). ``create_app`` is an entry point that wires the kernel."""
+"""The search side of the versioned HTTP API: routers by scope, schemas and metrics. The app
+factory that puts them behind keys lives in the entry layer (``clipdex.http``)."""

@@ -14,15 +14,13 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
-from clipdex.images import decode_file
-from clipdex.store.base import SearchFilter
-from search.api.auth import Read, Write
+from core.images import decode_file
+from core.store.base import SearchFilter
 from search.api.metrics import render
 from search.api.schemas import (
     AssetOut,
     ClassifyIn,
     ClassifyOut,
-    ErrorOut,
     FiltersIn,
     HealthOut,
     HitOut,
@@ -39,10 +37,10 @@ from search.query import BadQuery, SearchOptions, Term, parse_terms, path_term
 from search.texts import add_texts, list_text_sets
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 503)
-}
-router = APIRouter(responses=ERRORS)
+# One router per scope: the entry layer's app factory puts them behind the read and write keys.
+read_router = APIRouter()
+write_router = APIRouter()
+ops_router = APIRouter()  # probes, metrics and the page: no key
 
 
 def _service(request: Request) -> SearchService:
@@ -51,7 +49,7 @@ def _service(request: Request) -> SearchService:
 
 
 def _model(request: Request) -> str:
-    return str(request.app.state.runtime.encoder.identity.label)
+    return str(request.app.state.runtime.model_label())
 
 
 def _decode_b64(value: str) -> bytes:
@@ -109,14 +107,14 @@ def _options(body: SearchIn) -> SearchOptions:
     )
 
 
-@router.post("/v1/search", response_model=SearchOut, dependencies=[Read], tags=["search"])
+@read_router.post("/v1/search", response_model=SearchOut, tags=["search"])
 def search_post(request: Request, body: SearchIn) -> SearchOut:
     """Text, image, asset and mixed weighted queries, with negatives."""
     options = _options(body)
     return _out(_service(request).search(_terms(request, body), options), options, request)
 
 
-@router.get("/v1/search", response_model=SearchOut, dependencies=[Read], tags=["search"])
+@read_router.get("/v1/search", response_model=SearchOut, tags=["search"])
 def search_get(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="beach +sunset -people")],
@@ -143,7 +141,7 @@ def search_get(
     return search_post(request, body)
 
 
-@router.post("/v1/search/image", response_model=SearchOut, dependencies=[Read], tags=["search"])
+@read_router.post("/v1/search/image", response_model=SearchOut, tags=["search"])
 def search_image(
     request: Request,
     file: Annotated[UploadFile, File(description="the query image")],
@@ -159,14 +157,12 @@ def search_image(
     return _out(_service(request).image(data, options), options, request)
 
 
-@router.get("/v1/assets/{asset_id}", response_model=AssetOut, dependencies=[Read], tags=["assets"])
+@read_router.get("/v1/assets/{asset_id}", response_model=AssetOut, tags=["assets"])
 def get_asset(request: Request, asset_id: str) -> AssetOut:
     return AssetOut(**_service(request).asset(asset_id).as_dict())
 
 
-@router.get(
-    "/v1/assets/{asset_id}/similar", response_model=SearchOut, dependencies=[Read], tags=["assets"]
-)
+@read_router.get("/v1/assets/{asset_id}/similar", response_model=SearchOut, tags=["assets"])
 def similar(
     request: Request,
     asset_id: str,
@@ -179,9 +175,8 @@ def similar(
     return _out(_service(request).similar(asset_id, options), options, request)
 
 
-@router.get(
+@read_router.get(
     "/v1/assets/{asset_id}/thumbnail",
-    dependencies=[Read],
     tags=["assets"],
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}},
@@ -205,7 +200,7 @@ def thumbnail(
     raise UnknownAsset(f"no readable file for asset {asset_id}")
 
 
-@router.post("/v1/classify", response_model=ClassifyOut, dependencies=[Read], tags=["classify"])
+@read_router.post("/v1/classify", response_model=ClassifyOut, tags=["classify"])
 def classify(request: Request, body: ClassifyIn) -> ClassifyOut:
     """Zero-shot classification against labels, with prompt templates ("a photo of a {}.")."""
     image = _decode_b64(body.image) if body.image is not None else None
@@ -218,22 +213,20 @@ def classify(request: Request, body: ClassifyIn) -> ClassifyOut:
     )
 
 
-@router.get("/v1/texts", response_model=list[TextSetOut], dependencies=[Read], tags=["texts"])
+@read_router.get("/v1/texts", response_model=list[TextSetOut], tags=["texts"])
 def text_sets(request: Request) -> list[TextSetOut]:
     sets = list_text_sets(request.app.state.runtime)
     return [TextSetOut(name=s.name, count=s.count) for s in sets]
 
 
-@router.post("/v1/texts", response_model=TextSetOut, dependencies=[Write], tags=["texts"])
+@write_router.post("/v1/texts", response_model=TextSetOut, tags=["texts"])
 def add_text_set(request: Request, body: TextSetIn) -> TextSetOut:
     """Add texts (captions, a label list) to a named set, for image -> text search."""
     info = add_texts(request.app.state.runtime, body.name, body.texts)
     return TextSetOut(name=info.name, count=info.count)
 
 
-@router.post(
-    "/v1/texts/{name}/search", response_model=list[TextHitOut], dependencies=[Read], tags=["texts"]
-)
+@read_router.post("/v1/texts/{name}/search", response_model=list[TextHitOut], tags=["texts"])
 def search_texts(request: Request, name: str, body: TextSearchIn) -> list[TextHitOut]:
     """Image -> text: the texts of a set that best describe an image."""
     image = _decode_b64(body.image) if body.image is not None else None
@@ -243,12 +236,12 @@ def search_texts(request: Request, name: str, body: TextSearchIn) -> list[TextHi
     return [TextHitOut(text=h.text, score=h.score) for h in hits]
 
 
-@router.get("/healthz", response_model=HealthOut, tags=["ops"])
+@ops_router.get("/healthz", response_model=HealthOut, tags=["ops"])
 def healthz() -> HealthOut:
     return HealthOut(status="ok")
 
 
-@router.get(
+@ops_router.get(
     "/readyz", response_model=HealthOut, tags=["ops"], responses={503: {"model": HealthOut}}
 )
 def readyz(request: Request) -> HealthOut | JSONResponse:
@@ -261,11 +254,11 @@ def readyz(request: Request) -> HealthOut | JSONResponse:
     return HealthOut(status="ok")
 
 
-@router.get("/metrics", tags=["ops"], response_class=Response)
+@ops_router.get("/metrics", tags=["ops"], response_class=Response)
 def metrics(request: Request) -> Response:
     return Response(render(request.app.state.registry), media_type="text/plain; version=0.0.4")
 
 
-@router.get("/", include_in_schema=False, response_class=HTMLResponse)
+@ops_router.get("/", include_in_schema=False, response_class=HTMLResponse)
 def page() -> HTMLResponse:
     return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))

@@ -1,4 +1,9 @@
-"""Upload endpoints of the shared HTTP app: POST /v1/images -> 202 + job, GET /v1/jobs/{id}."""
+"""Upload endpoints: POST /v1/images -> 202 + job, GET /v1/jobs/{id}.
+
+Two routers, one per scope; the entry layer's app factory includes them behind the read and
+write keys. How accepted work is indexed is the entry layer's decision too: it puts a
+``SendBatch`` (workers) or ``None`` (index in the background, in this process) on
+``app.state.dispatch``."""
 
 from __future__ import annotations
 
@@ -10,8 +15,9 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from pydantic import BaseModel
 
 from ingest.batch import index_assets
-from ingest.queueing import enqueue_pending
+from ingest.queueing import SendBatch, enqueue_pending
 from ingest.uploads import (
+    BadUpload,
     JobStatus,
     Upload,
     accept,
@@ -19,11 +25,9 @@ from ingest.uploads import (
     job_status,
     recent_jobs,
 )
-from search.api.auth import Read, Write
-from search.api.routes import ERRORS
-from search.query import BadQuery
 
-router = APIRouter(responses=ERRORS, tags=["uploads"])
+read_router = APIRouter(tags=["uploads"])
+write_router = APIRouter(tags=["uploads"])
 MAX_FILES = 1000
 MAX_META_CHARS = 10_000
 
@@ -51,13 +55,13 @@ def _parse_meta(metadata: str | None) -> dict[str, Any]:
     try:
         parsed = json.loads(metadata)
     except json.JSONDecodeError as error:
-        raise BadQuery(f"metadata must be a JSON object: {error.msg}") from None
+        raise BadUpload(f"metadata must be a JSON object: {error.msg}") from None
     if not isinstance(parsed, dict):
-        raise BadQuery("metadata must be a JSON object")
+        raise BadUpload("metadata must be a JSON object")
     return parsed
 
 
-@router.post("/v1/images", status_code=202, response_model=AcceptedOut, dependencies=[Write])
+@write_router.post("/v1/images", status_code=202, response_model=AcceptedOut)
 def upload_images(
     request: Request,
     background: BackgroundTasks,
@@ -66,17 +70,20 @@ def upload_images(
 ) -> AcceptedOut:
     """Store the bytes by content, register them and index them (workers, or in background)."""
     if not 1 <= len(files) <= MAX_FILES:
-        raise BadQuery(f"send between 1 and {MAX_FILES} files")
+        raise BadUpload(f"send between 1 and {MAX_FILES} files")
     meta = _parse_meta(metadata)
     runtime = request.app.state.runtime
     uploads = [Upload(f.filename or "upload", f.file.read()) for f in files]
     check_uploads(runtime, uploads)
     accepted = accept(runtime, uploads, meta)
-    if runtime.settings.broker_url:
-        enqueue_pending(runtime, _sender(request))
+    dispatch: SendBatch | None = request.app.state.dispatch
+    if dispatch is not None:
+        enqueue_pending(
+            runtime.sessions, accepted.version_id, dispatch, runtime.settings.task_batch_size
+        )
     else:
-        version_id = runtime.live_version().id
-        background.add_task(index_assets, runtime, version_id, sorted(set(accepted.asset_ids)))
+        ids = sorted(set(accepted.asset_ids))
+        background.add_task(index_assets, runtime, accepted.version_id, ids)
     return AcceptedOut(
         job=accepted.job_id, assets=accepted.asset_ids, new=accepted.new,
         duplicates=accepted.duplicates,
@@ -90,22 +97,12 @@ def _job_out(status: JobStatus) -> JobOut:
     )  # fmt: skip
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobOut, dependencies=[Read])
+@read_router.get("/v1/jobs/{job_id}", response_model=JobOut)
 def get_job(request: Request, job_id: str) -> JobOut:
     """Counts by state, and every failure with its reason."""
     return _job_out(job_status(request.app.state.runtime, job_id))
 
 
-@router.get("/v1/jobs", response_model=list[JobOut], dependencies=[Read])
+@read_router.get("/v1/jobs", response_model=list[JobOut])
 def list_jobs(request: Request) -> list[JobOut]:
     return [_job_out(status) for status in recent_jobs(request.app.state.runtime)]
-
-
-def _sender(request: Request) -> Any:
-    """One Celery app per HTTP app, made on first use."""
-    state = request.app.state
-    if getattr(state, "send_batch", None) is None:
-        from workers.app import make_celery, sender
-
-        state.send_batch = sender(make_celery(state.settings))
-    return state.send_batch

@@ -16,7 +16,7 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
-from clipdex.store.base import (
+from core.store.base import (
     DATETIME_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from clipdex.settings import Settings
-from clipdex.store.base import VectorStore
+from core.settings import Settings
+from core.store.base import VectorStore
 
 MEMORY = ":memory:"
 
@@ -13,17 +13,17 @@ def open_store(settings: Settings, location: str | None = None) -> VectorStore:
     if location == MEMORY:
         from qdrant_client import QdrantClient
 
-        from clipdex.store.qdrant import QdrantStore
+        from core.store.qdrant import QdrantStore
 
         return QdrantStore(QdrantClient(location=MEMORY), kind="memory")
     if settings.qdrant_url:
         from qdrant_client import QdrantClient
 
-        from clipdex.store.qdrant import QdrantStore
+        from core.store.qdrant import QdrantStore
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         client = QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=30)
         return QdrantStore(client, kind="server")
-    from clipdex.store.edge import EdgeStore
+    from core.store.edge import EdgeStore
 
     return EdgeStore(settings.store_path)

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clipdex.catalog.models import IndexVersion
-from clipdex.encoder import ModelIdentity
+from core.catalog.models import IndexVersion
+from core.encoder import DeclaredModel, ModelIdentity
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,37 @@ def identity_of(version: IndexVersion) -> ModelIdentity:
         open_clip_version=version.open_clip_version,
         preprocess=dict(version.preprocess),
         dim=version.dim,
+    )
+
+
+def version_by_id(session: Session, version_id: int) -> IndexVersion | None:
+    return session.get(IndexVersion, version_id)
+
+
+def check_declared(version: IndexVersion, declared: DeclaredModel) -> None:
+    """Refuse, without loading any model, a configured model that did not build ``version``."""
+    differences = [
+        name
+        for name, stored, configured in (
+            ("architecture", version.architecture, declared.architecture),
+            ("pretrained", version.pretrained, declared.pretrained),
+        )
+        if stored != configured
+    ]
+    if differences:
+        raise ModelMismatch(
+            _mismatch_message(version, declared.architecture, declared.pretrained, differences)
+        )
+
+
+def _mismatch_message(
+    version: IndexVersion, architecture: str, pretrained: str, differences: list[str]
+) -> str:
+    return (
+        f"the live index {version.collection!r} was built with {identity_of(version).label}, "
+        f"but the configured model is {architecture} ({pretrained}) (differs in: "
+        f"{', '.join(differences)}). Vectors of two models are never mixed: set "
+        "CLIPDEX_MODEL/CLIPDEX_PRETRAINED back, or use a fresh CLIPDEX_HOME for the new model."
     )
 
 
@@ -75,10 +106,7 @@ def ensure_active_index(session: Session, identity: ModelIdentity) -> IndexVersi
     ]
     if differences:
         raise ModelMismatch(
-            f"the live index {live.collection!r} was built with {stored.label}, but the "
-            f"configured model is {identity.label} (differs in: {', '.join(differences)}). "
-            "Vectors of two models are never mixed: set CLIPDEX_MODEL/CLIPDEX_PRETRAINED back, "
-            "or use a fresh CLIPDEX_HOME for the new model."
+            _mismatch_message(live, identity.architecture, identity.pretrained, differences)
         )
     if stored.open_clip_version != identity.open_clip_version:
         log.warning(

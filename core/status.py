@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from clipdex.catalog.index_versions import active_index, identity_of
-from clipdex.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location
-from clipdex.runtime import Runtime
+from core.catalog.index_versions import active_index, identity_of
+from core.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location
+from core.runtime import Runtime
 
 
 def state_counts(session: Session) -> dict[str, int]:

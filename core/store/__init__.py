@@ -1,6 +1,6 @@
 """Vector store adapter: one small interface over Qdrant Edge (embedded) and qdrant-client."""
 
-from clipdex.store.base import (
+from core.store.base import (
     PointRecord,
     SearchFilter,
     StoredHit,
@@ -9,7 +9,7 @@ from clipdex.store.base import (
     VectorIndex,
     VectorStore,
 )
-from clipdex.store.factory import open_store
+from core.store.factory import open_store
 
 __all__ = [
     "PointRecord",

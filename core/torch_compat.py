@@ -7,7 +7,7 @@ fake-tensor kernels to those ops for ``torch.compile``) raises "operator torchvi
 not exist" at import time. open_clip imports ``torchvision.transforms``, so it fails too.
 
 clipdex never calls torchvision's compiled ops (its preprocessing is PIL + numpy, see
-``clipdex.preprocess``), and meta kernels only matter for tracing those ops. So when, and only
+``core.preprocess``), and meta kernels only matter for tracing those ops. So when, and only
 when, that exact failure happens we forget the half-imported modules, register an empty
 ``torchvision._meta_registrations`` and import again. With a healthy torchvision nothing changes.
 """

@@ -1,7 +1,7 @@
 """CLIP encoders behind one small typed interface.
 
 ``OpenClipEncoder`` loads an open_clip model once, lazily, under a lock. Images arrive as uint8
-NHWC arrays from :mod:`clipdex.preprocess`; scaling and normalization happen on the device.
+NHWC arrays from :mod:`core.preprocess`; scaling and normalization happen on the device.
 Every vector leaves L2-normalized float32.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from clipdex.preprocess import PreprocessConfig
-from clipdex.settings import Settings
+from core.preprocess import PreprocessConfig
+from core.settings import Settings
 
 TINY_MODEL = "clipdex-tiny"
 RANDOM_WEIGHTS = "random"
@@ -64,17 +64,33 @@ class ModelIdentity:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DeclaredModel:
+    """Architecture and pretrained tag as configured: known without loading the model, and
+    enough to tell whether a stored index version was built by this model."""
+
+    architecture: str
+    pretrained: str
+
+
 class Encoder(Protocol):
     """What ingest and search need from a model. Fakes implement this in unit tests."""
 
     @property
-    def identity(self) -> ModelIdentity: ...
+    def declared(self) -> DeclaredModel:
+        """Cheap: never loads the model."""
+        ...
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """The full identity (loads the model)."""
+        ...
 
     @property
     def preprocess(self) -> PreprocessConfig: ...
 
     def encode_images(self, pixels: NDArray[np.uint8]) -> Vectors:
-        """(N, H, W, 3) uint8 from :func:`clipdex.preprocess.to_model_input` -> (N, dim)."""
+        """(N, H, W, 3) uint8 from :func:`core.preprocess.to_model_input` -> (N, dim)."""
         ...
 
     def encode_texts(self, texts: Sequence[str]) -> Vectors: ...
@@ -96,6 +112,11 @@ class ModelSpec:
     def from_settings(cls, settings: Settings) -> ModelSpec:
         return cls(settings.model, settings.pretrained, settings.device, settings.precision)
 
+    @property
+    def declared(self) -> DeclaredModel:
+        random = self.model == TINY_MODEL or self.pretrained == RANDOM_WEIGHTS
+        return DeclaredModel(self.model, RANDOM_WEIGHTS if random else self.pretrained)
+
 
 def register_builtin_configs(open_clip: Any) -> None:
     if TINY_MODEL not in open_clip.list_models():
@@ -109,6 +130,14 @@ class OpenClipEncoder:
         self._spec = spec
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
+
+    @property
+    def declared(self) -> DeclaredModel:
+        return self._spec.declared
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
 
     @property
     def identity(self) -> ModelIdentity:
@@ -142,7 +171,7 @@ class _Loaded:
     def __init__(self, model: Any, tokenizer: Any, spec: ModelSpec, device: Any) -> None:
         import torch
 
-        from clipdex.torch_compat import import_open_clip
+        from core.torch_compat import import_open_clip
 
         self._torch = torch
         self._model = model
@@ -153,13 +182,9 @@ class _Loaded:
         self.logit_scale = float(model.logit_scale.detach().exp().reshape(-1)[0])
         self._mean = torch.tensor(self.preprocess.mean, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.preprocess.std, device=device).view(1, 3, 1, 1)
-        is_tiny = spec.model == TINY_MODEL
-        pretrained = (
-            RANDOM_WEIGHTS if is_tiny or spec.pretrained == RANDOM_WEIGHTS else spec.pretrained
-        )
         self.identity = ModelIdentity(
             architecture=spec.model,
-            pretrained=pretrained,
+            pretrained=spec.declared.pretrained,
             open_clip_version=str(import_open_clip().__version__),
             preprocess=self.preprocess.as_dict(),
             dim=int(model.text_projection.shape[1])
@@ -171,7 +196,7 @@ class _Loaded:
     def create(cls, spec: ModelSpec) -> _Loaded:
         import torch
 
-        from clipdex.torch_compat import import_open_clip
+        from core.torch_compat import import_open_clip
 
         open_clip = import_open_clip()
         register_builtin_configs(open_clip)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 
-from clipdex.settings import Settings
+from core.settings import Settings
 
 _header = APIKeyHeader(name="X-API-Key", auto_error=False)
 

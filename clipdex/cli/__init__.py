@@ -1,0 +1,17 @@
+"""The ``clipdex`` command, split by command group. Each group module registers its commands
+on the one Typer app. Heavy imports happen inside commands, so ``clipdex --help`` stays
+instant and loads no torch."""
+
+from __future__ import annotations
+
+from clipdex.cli import admin, indexing, searching, texts
+from clipdex.cli.common import app
+
+__all__ = ["app", "main"]
+
+for _group in (indexing, searching, texts, admin):
+    _group.register(app)
+
+
+def main() -> None:
+    app()

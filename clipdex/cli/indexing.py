@@ -1,0 +1,149 @@
+"""Putting images in: ``ingest`` (inline or through workers), ``failures`` and ``jobs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from clipdex.cli.common import JsonOption, opened_runtime, print_json
+
+if TYPE_CHECKING:
+    from clipdex.progress import TerminalProgress
+    from core.runtime import Runtime
+    from ingest.queueing import SendBatch
+
+OPEN_STATES = ("pending", "queued", "processing")
+
+
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files to ingest.")],
+    wait: Annotated[
+        bool, typer.Option(help="With CLIPDEX_BROKER_URL: wait until workers are done.")
+    ] = True,
+    json_output: JsonOption = False,
+) -> None:
+    """Scan folders, encode new images, and bring the index in line with what is on disk.
+
+    With CLIPDEX_BROKER_URL set, the work is registered in the catalog and sent to workers
+    (`clipdex worker`) in batches; the command shows progress until they are done.
+
+    Example: clipdex ingest ~/Pictures --json"""
+    from clipdex.dispatch import dispatch_for
+    from clipdex.progress import TerminalProgress, wants_bar
+    from ingest.run import ingest as run_ingest
+
+    with opened_runtime() as runtime:
+        dispatch = dispatch_for(runtime.settings)
+        waits = dispatch is not None and wait
+        if wants_bar(json_output):
+            with TerminalProgress() as bar:
+                report = run_ingest(runtime, paths, bar, dispatch)
+                if dispatch is not None and waits:
+                    _wait_for_workers(runtime, dispatch, bar)
+        else:
+            report = run_ingest(runtime, paths, dispatch=dispatch)
+            if dispatch is not None and waits:
+                _wait_for_workers(runtime, dispatch, None)
+        settled = _open_counts(runtime) if waits else None
+    if json_output:
+        # With workers, the catalog's counts once they are done (`encoded` counts inline work).
+        print_json({**report.as_dict(), **({"states": settled} if settled else {})})
+        return
+    typer.echo(
+        f"{report.scanned} scanned: {report.new} new, {report.modified} modified, "
+        f"{report.unchanged} unchanged, {report.moved} moved, {report.duplicates} duplicates; "
+        f"{report.encoded} encoded, {report.reused} reused, {report.failed} failed, "
+        f"{report.removed} removed in {report.seconds:.1f}s  [{report.model}]"
+    )
+    if report.failed:
+        typer.echo("see `clipdex failures` for the reasons", err=True)
+
+
+def _open_counts(runtime: Runtime) -> dict[str, int]:
+    from core.status import state_counts
+
+    with runtime.sessions() as session:
+        return state_counts(session)
+
+
+def _wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgress | None) -> None:
+    """Poll the catalog until nothing is pending, queued or processing; when progress stalls
+    past the reconcile deadline, send the stuck work again (the broker may have lost it)."""
+    import time
+    from datetime import timedelta
+
+    from ingest.queueing import reconcile
+
+    settings = runtime.settings
+    version_id = runtime.live_version().id
+    first = _open_counts(runtime)
+    left = sum(first[state] for state in OPEN_STATES)
+    if bar is not None:
+        bar.phase("workers", left)
+    last_progress = time.monotonic()
+    while left:
+        time.sleep(1.0)
+        counts = _open_counts(runtime)
+        now_left = sum(counts[state] for state in OPEN_STATES)
+        if bar is not None and now_left < left:
+            bar.advance(left - now_left)
+        if now_left < left:
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > settings.reconcile_after_seconds:
+            age = timedelta(seconds=settings.reconcile_after_seconds)
+            reconcile(runtime.sessions, version_id, dispatch, age, settings.task_batch_size)
+            last_progress = time.monotonic()
+        left = now_left
+
+
+def failures(json_output: JsonOption = False) -> None:
+    """List every file that could not be indexed, with the stage and the reason."""
+    from sqlalchemy import select
+
+    from core.catalog.models import Failure
+
+    with opened_runtime() as runtime, runtime.sessions() as session:
+        rows = session.scalars(select(Failure).order_by(Failure.path)).all()
+    listed = [
+        {"path": r.path, "stage": r.stage, "reason": r.reason, "attempts": r.attempts} for r in rows
+    ]
+    if json_output:
+        print_json(listed)
+        return
+    for row in listed:
+        typer.echo(f"{row['path']}\t{row['stage']}\t{row['reason']}")
+    typer.echo(f"{len(listed)} failed", err=True)
+
+
+def jobs(
+    job_id: Annotated[str | None, typer.Argument(help="One job; default: the recent ones.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Progress of upload jobs: counts by state and failures with reasons."""
+    from ingest.uploads import job_status, recent_jobs
+
+    with opened_runtime() as runtime:
+        found = [job_status(runtime, job_id)] if job_id else recent_jobs(runtime)
+    rows: list[dict[str, Any]] = [
+        {
+            "id": j.id, "kind": j.kind, "created_at": j.created_at.isoformat(), "total": j.total,
+            "done": j.done, "states": j.states, "failures": j.failures,
+        }
+        for j in found
+    ]  # fmt: skip
+    if json_output:
+        print_json(rows[0] if job_id else rows)
+        return
+    for row in rows:
+        states = ", ".join(f"{k} {v}" for k, v in row["states"].items() if v)
+        typer.echo(f"{row['id']}  {row['kind']:<6} {row['total']:>5} files  {states}")
+        for failure in row["failures"]:
+            typer.echo(f"    {failure['filename']}: {failure['reason']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(ingest)
+    app.command()(failures)
+    app.command()(jobs)

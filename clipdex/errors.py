@@ -1,0 +1,84 @@
+"""One table for every expected failure: the HTTP status it maps to and the one line a user
+reads (from the CLI or in a 4xx/5xx body). Anything not in the table is a bug: a 500 with no
+traceback in the body, and a traceback in the log.
+
+Importing this module imports the subsystems' exception types only (no torch, no model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.catalog.index_versions import ModelMismatch
+from core.encoder import ModelUnavailable
+from core.images import STAGE_READ, ImageRejected, RejectKind
+from core.runtime import NoIndexYet, UnknownIndexVersion
+from core.store.base import StoreError
+from ingest.uploads import BadUpload, UnknownJob
+from migrations.runner import CatalogNotAtHead
+from search.engine import UnknownAsset
+from search.query import BadQuery
+from search.texts import UnknownTextSet
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    types: tuple[type[Exception], ...]
+    status: int | Callable[[Exception], int]
+    message: Callable[[Exception], str] = str
+    server_fault: bool = False  # logged as an error by the API (503s)
+
+
+def _lookup_message(error: Exception) -> str:
+    return str(error.args[0]) if error.args else "not found"
+
+
+def _image_status(error: Exception) -> int:
+    assert isinstance(error, ImageRejected)
+    if error.kind is RejectKind.TOO_LARGE:
+        return 413
+    if error.stage == STAGE_READ:
+        return 422
+    if error.kind is RejectKind.UNSUPPORTED:
+        return 415
+    return 422
+
+
+def _image_message(error: Exception) -> str:
+    assert isinstance(error, ImageRejected)
+    if error.kind is RejectKind.TOO_LARGE or error.stage == STAGE_READ:
+        return error.reason
+    if error.kind is RejectKind.UNSUPPORTED:
+        return f"unsupported image: {error.reason}"
+    return f"cannot use that image: {error.reason}"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule((BadQuery, BadUpload), 422),
+    Rule((ImageRejected,), _image_status, _image_message),
+    Rule((UnknownAsset, UnknownTextSet, UnknownJob, UnknownIndexVersion), 404, _lookup_message),
+    Rule((NoIndexYet,), 409),
+    Rule((ModelUnavailable, ModelMismatch, StoreError, CatalogNotAtHead), 503, server_fault=True),
+)
+
+EXPECTED: tuple[type[Exception], ...] = tuple(t for rule in RULES for t in rule.types)
+
+
+def rule_for(error: Exception) -> Rule | None:
+    for rule in RULES:
+        if isinstance(error, rule.types):
+            return rule
+    return None
+
+
+def status_of(error: Exception) -> int:
+    rule = rule_for(error)
+    if rule is None:
+        return 500
+    return rule.status if isinstance(rule.status, int) else rule.status(error)
+
+
+def message_of(error: Exception) -> str:
+    rule = rule_for(error)
+    return rule.message(error) if rule is not None else "internal error; see the server log"

@@ -1,0 +1,115 @@
+"""``create_app``: the HTTP API, wired from the search and ingest routers.
+
+This is the only place that puts routers behind keys (read or write scope), decides how uploads
+get indexed (workers or in-process) and maps exceptions to statuses (``clipdex.errors``). Every
+client mistake is a 4xx with a message; anything else is a 500 with no traceback in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from clipdex.auth import Read, Write
+from clipdex.catalog import prepare_catalog
+from clipdex.dispatch import dispatch_for
+from clipdex.errors import EXPECTED, message_of, rule_for, status_of
+from core.runtime import Runtime, open_runtime
+from core.settings import Settings
+from ingest import api as ingest_api
+from search.api import routes as search_api
+from search.api.metrics import install_metrics
+from search.engine import SearchService
+
+log = logging.getLogger(__name__)
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 415, 422, 503)
+}
+
+
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, preload: bool = False
+) -> FastAPI:
+    """With no runtime given, the app opens one on startup (checking the catalog is migrated,
+    or migrating the embedded default) and closes it on shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:  # the caller owns it and has attached it already
+            yield
+            return
+        opened = open_runtime(settings)
+        try:
+            prepare_catalog(settings, opened.engine, owner=False)
+            _attach(app, opened)
+            if preload:
+                _ = opened.encoder.identity  # load the model before the first request
+            yield
+        finally:
+            opened.close()
+
+    app = FastAPI(
+        title="clipdex",
+        version="1",
+        summary="Search an image library with words or images (CLIP).",
+        lifespan=lifespan,
+        # 413 from the declared length before reading, or as soon as a streamed body passes it.
+        max_body_size=settings.max_upload_bytes,
+    )
+    app.state.settings = settings
+    app.state.dispatch = dispatch_for(settings)
+    app.state.registry = install_metrics(app)
+    if runtime is not None:
+        _attach(app, runtime)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )  # fmt: skip
+    for router in (search_api.read_router, ingest_api.read_router):
+        app.include_router(router, dependencies=[Read], responses=ERRORS)
+    for router in (search_api.write_router, ingest_api.write_router):
+        app.include_router(router, dependencies=[Write], responses=ERRORS)
+    app.include_router(search_api.ops_router)
+    _install_error_handlers(app)
+    return app
+
+
+def _attach(app: FastAPI, runtime: Runtime) -> None:
+    app.state.runtime = runtime
+    app.state.service = SearchService(runtime)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def expected(_: Request, error: Exception) -> JSONResponse:
+        rule = rule_for(error)
+        if rule is not None and rule.server_fault:
+            log.error("service unavailable: %s", error)
+        return JSONResponse({"detail": message_of(error)}, status_code=status_of(error))
+
+    for kind in EXPECTED:
+        app.add_exception_handler(kind, expected)
+
+    @app.exception_handler(ValidationError)
+    async def invalid(_: Request, error: ValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
