@@ -27,8 +27,8 @@ import httpx
 import numpy as np
 
 from bench.store_bench import synthetic
-from core.encoder import ModelSpec, OpenClipEncoder
 from clipdex.catalog import open_ready_runtime
+from core.encoder import ModelSpec, OpenClipEncoder
 from core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,9 @@ WORDS = [
 
 def build_index(home: Path, size: int) -> None:
     settings = load_settings(home=home, model="ViT-B-32", pretrained="random")
-    runtime = open_ready_runtime(settings, encoder=OpenClipEncoder(ModelSpec.from_settings(settings)))
+    runtime = open_ready_runtime(
+        settings, encoder=OpenClipEncoder(ModelSpec.from_settings(settings))
+    )
     _, index = runtime.live_index()
     points = synthetic(size)
     for start in range(0, size, 512):

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clipdex.catalog import open_ready_runtime
 from core.encoder import ModelSpec, OpenClipEncoder
 from core.ids import sha256_of_file
-from clipdex.catalog import open_ready_runtime
 from core.settings import load_settings
 from core.store.base import PointRecord
 from core.store.edge import EdgeStore
-from ingest.pipeline import WorkItem, prepare
+from ingest.pipeline import Decoded, WorkItem, prepare
 from ingest.run import ingest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def measure(name: str, files: list[Path], model: str, batch: int, workers: int) 
     with ThreadPoolExecutor(workers) as pool:
         prepared = list(pool.map(lambda item: prepare(item, limits, config), items))
     decode_s = time.perf_counter() - started
-    pixels = np.stack([p.pixels for p in prepared if p.pixels is not None])
+    pixels = np.stack([p.pixels for p in prepared if isinstance(p, Decoded)])
 
     encoder.encode_images(pixels[:batch])  # warm-up: first call pays allocator setup
     started = time.perf_counter()

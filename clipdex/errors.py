@@ -47,7 +47,7 @@ def _image_status(error: Exception) -> int:
 
 def _image_message(error: Exception) -> str:
     assert isinstance(error, ImageRejected)
-    if error.kind is RejectKind.TOO_LARGE or error.stage == STAGE_READ:
+    if error.kind is RejectKind.TOO_LARGE:
         return error.reason
     if error.kind is RejectKind.UNSUPPORTED:
         return f"unsupported image: {error.reason}"

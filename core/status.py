@@ -14,7 +14,7 @@ from core.runtime import Runtime
 
 def state_counts(session: Session) -> dict[str, int]:
     """Assets of the live index by state (all zero before the first ingest)."""
-    states = dict.fromkeys(AssetState.ALL, 0)
+    states = {state.value: 0 for state in AssetState}
     version = active_index(session)
     if version is not None:
         query = (

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 
@@ -39,18 +40,28 @@ class WorkItem:
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
-    """One decoded, preprocessed image, or the reason it could not be."""
+class Decoded:
+    """One decoded, preprocessed image, ready for the encoder."""
 
     item: WorkItem
-    pixels: NDArray[np.uint8] | None = None
-    format: str | None = None
-    width: int | None = None
-    height: int | None = None
-    taken_at: object | None = None
-    stage: str | None = None
-    reason: str | None = None
+    pixels: NDArray[np.uint8]
+    format: str
+    width: int
+    height: int
+    taken_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why one file could not become model input."""
+
+    item: WorkItem
+    stage: str
+    reason: str
     final: bool = True  # False: the file changed under us; a later ingest retries it
+
+
+Prepared = Decoded | Rejected
 
 
 @dataclass(slots=True)
@@ -74,14 +85,12 @@ def prepare(item: WorkItem, limits: DecodeLimits, config: PreprocessConfig) -> P
     try:
         data = read_limited(Path(item.path), limits.max_file_bytes)
         if sha256_of_bytes(data) != item.sha256:
-            return Prepared(
-                item, stage="read", reason="file changed during ingest; rerun ingest", final=False
-            )
+            return Rejected(item, "read", "file changed during ingest; rerun ingest", final=False)
         decoded = decode_bytes(data, limits)
         pixels = to_model_input(decoded.image, config)
     except ImageRejected as rejected:
-        return Prepared(item, stage=rejected.stage, reason=rejected.reason)
-    return Prepared(item, pixels, decoded.format, decoded.width, decoded.height, decoded.taken_at)
+        return Rejected(item, rejected.stage, rejected.reason)
+    return Decoded(item, pixels, decoded.format, decoded.width, decoded.height, decoded.taken_at)
 
 
 class Pipeline:
@@ -141,12 +150,12 @@ class Pipeline:
             yield ready
 
     def _finish(self, batch: list[Prepared], result: PipelineResult) -> None:
-        good = [p for p in batch if p.pixels is not None]
-        bad = [p for p in batch if p.pixels is None]
+        good = [p for p in batch if isinstance(p, Decoded)]
+        bad = [p for p in batch if isinstance(p, Rejected)]
         vectors = np.empty((0, 0), dtype=np.float32)
         if good:
             started = time.perf_counter()
-            vectors = self._encoder.encode_images(np.stack([p.pixels for p in good]))  # type: ignore[misc]
+            vectors = self._encoder.encode_images(np.stack([p.pixels for p in good]))
             result.times.encode += time.perf_counter() - started
         started = time.perf_counter()
         with self._sessions() as session:
@@ -167,20 +176,20 @@ class Pipeline:
         result.times.write += time.perf_counter() - started
 
 
-def _record_metadata(session: Session, prepared: Prepared) -> None:
-    asset = session.get(Asset, prepared.item.asset_id)
+def _record_metadata(session: Session, decoded: Decoded) -> None:
+    asset = session.get(Asset, decoded.item.asset_id)
     if asset is not None:
-        asset.format = prepared.format
-        asset.width = prepared.width
-        asset.height = prepared.height
-        asset.taken_at = prepared.taken_at  # type: ignore[assignment]
+        asset.format = decoded.format
+        asset.width = decoded.width
+        asset.height = decoded.height
+        asset.taken_at = decoded.taken_at
 
 
-def _record_failures(session: Session, version_id: int, bad: Sequence[Prepared]) -> int:
+def _record_failures(session: Session, version_id: int, bad: Sequence[Rejected]) -> int:
     """Every live path of a failed asset gets a failure row; a final failure is not retried."""
     set_states(session, version_id, [p.item.asset_id for p in bad if p.final], AssetState.FAILED)
     return sum(
-        fail_live_paths(session, p.item.asset_id, p.stage or "decode", p.reason or "unknown")
+        fail_live_paths(session, p.item.asset_id, p.stage, p.reason)
         for p in bad
     )
 

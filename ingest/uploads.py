@@ -160,7 +160,7 @@ def job_status(runtime: Runtime, job_id: str) -> JobStatus:
         job = session.get(Job, job_id)
         if job is None:
             raise UnknownJob(f"no job with id {job_id}")
-        states = dict.fromkeys(AssetState.ALL, 0)
+        states = {state.value: 0 for state in AssetState}
         query = (
             select(AssetIndexState.state, func.count())
             .join(JobAsset, JobAsset.asset_id == AssetIndexState.asset_id)

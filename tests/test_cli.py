@@ -83,11 +83,10 @@ def test_failures_and_status(ingested: tuple[Path, Path], photos: Path) -> None:
         {
             "path": str(library / "broken.png"),
             "stage": "decode",
-            "reason": failures[0]["reason"],
+            "reason": "not an image in an allowed format",
             "attempts": 1,
         }
     ]
-    assert failures[0]["reason"]
     status = json.loads(clipdex(home, "status", "--json").stdout)
     photo_count = len(list(photos.glob("*.jpg")))
     assert status["indexed"] == status["points"] == photo_count

@@ -84,7 +84,8 @@ def test_not_an_image_is_refused_and_nothing_is_stored(
         ({"files": {"files": ("a.jpg", b"x" * 30_000)}}, 413),
         ({"data": {"metadata": "[1, 2]"}, "files": {"files": ("a.jpg", b"x")}}, 422),
         ({}, 422),
-        ({"params": {"job": "x"}}, 422),
+        ({"files": {"files": ("notes.txt", b"plain text, not an image")}}, 415),
+        ({"data": {"metadata": "{" * 10_001}, "files": {"files": ("a.jpg", b"x")}}, 422),
     ],
 )
 def test_bad_upload_requests(runtime: Runtime, kwargs: dict[str, object], status: int) -> None:

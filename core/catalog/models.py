@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -38,15 +39,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class AssetState:
-    """Per-asset state within one index version."""
+class AssetState(StrEnum):
+    """Per-asset state within one index version (stored as its string value)."""
 
     PENDING = "pending"
     QUEUED = "queued"
     PROCESSING = "processing"
     INDEXED = "indexed"
     FAILED = "failed"
-    ALL = (PENDING, QUEUED, PROCESSING, INDEXED, FAILED)
 
 
 class Asset(Base):

@@ -69,6 +69,19 @@ def rfc3339(moment: datetime) -> str:
     return moment.isoformat()
 
 
+def vector_as_list(vector: NDArray[np.float32], dim: int) -> list[float]:
+    """A query vector as the backends take it; a wrong dimension is the caller's error."""
+    if vector.shape != (dim,):
+        raise StoreError(f"vector has shape {vector.shape}, the collection holds {dim}-d vectors")
+    return [float(x) for x in vector]
+
+
+def stored_hit(point_id: Any, score: float, payload: Any, vector: Any) -> StoredHit:
+    """A backend's point (any id type, optional payload and vector) as a :class:`StoredHit`."""
+    array = None if vector is None else np.asarray(vector, dtype=np.float32)
+    return StoredHit(str(point_id), float(score), dict(payload or {}), array)
+
+
 class VectorIndex(Protocol):
     """One collection: the vectors of one index version."""
 

@@ -27,6 +27,8 @@ from core.store.base import (
     StoreError,
     StoreLocked,
     rfc3339,
+    stored_hit,
+    vector_as_list,
 )
 
 _SCROLL_PAGE = 1024
@@ -115,7 +117,7 @@ class EdgeIndex:
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
-        batch = [qe.Point(p.id, _as_list(p.vector, self.dim), p.payload) for p in points]
+        batch = [qe.Point(p.id, vector_as_list(p.vector, self.dim), p.payload) for p in points]
         self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def set_payloads(self, payloads: Mapping[str, Payload]) -> None:
@@ -138,19 +140,19 @@ class EdgeIndex:
         request = qe.QueryRequest(
             limit=limit,
             offset=offset or None,
-            query=qe.Query.Nearest(_as_list(vector, self.dim)),
+            query=qe.Query.Nearest(vector_as_list(vector, self.dim)),
             with_payload=True,
             with_vector=with_vectors,
             filter=_edge_filter(search_filter),
             params=qe.SearchParams(exact=exact),
         )
-        return [_hit(p.id, p.score, p.payload, p.vector) for p in self._shard.query(request)]
+        return [stored_hit(p.id, p.score, p.payload, p.vector) for p in self._shard.query(request)]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
             return []
         records = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
-        return [_hit(r.id, 1.0, r.payload, r.vector) for r in records]
+        return [stored_hit(r.id, 1.0, r.payload, r.vector) for r in records]
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -177,17 +179,6 @@ class EdgeIndex:
     def close(self) -> None:
         self._shard.flush()
         self._shard.close()
-
-
-def _as_list(vector: NDArray[np.float32], dim: int) -> list[float]:
-    if vector.shape != (dim,):
-        raise StoreError(f"vector has shape {vector.shape}, the collection holds {dim}-d vectors")
-    return [float(x) for x in vector]
-
-
-def _hit(point_id: Any, score: float, payload: Any, vector: Any) -> StoredHit:
-    array = None if vector is None else np.asarray(vector, dtype=np.float32)
-    return StoredHit(str(point_id), float(score), dict(payload or {}), array)
 
 
 def _edge_filter(search_filter: SearchFilter | None) -> qe.Filter | None:

@@ -23,6 +23,8 @@ from core.store.base import (
     StoredHit,
     StoreError,
     as_utc,
+    stored_hit,
+    vector_as_list,
 )
 
 _SCROLL_PAGE = 1024
@@ -69,7 +71,9 @@ class QdrantIndex:
         if not points:
             return
         structs = [
-            models.PointStruct(id=p.id, vector=_as_list(p.vector, self.dim), payload=p.payload)
+            models.PointStruct(
+                id=p.id, vector=vector_as_list(p.vector, self.dim), payload=p.payload
+            )
             for p in points
         ]
         self._client.upsert(self.name, points=structs, wait=True)
@@ -93,7 +97,7 @@ class QdrantIndex:
     ) -> list[StoredHit]:
         response = self._client.query_points(
             self.name,
-            query=_as_list(vector, self.dim),
+            query=vector_as_list(vector, self.dim),
             limit=limit,
             offset=offset or None,
             query_filter=_qdrant_filter(search_filter),
@@ -101,7 +105,7 @@ class QdrantIndex:
             with_payload=True,
             with_vectors=with_vectors,
         )
-        return [_hit(p.id, p.score, p.payload, p.vector) for p in response.points]
+        return [stored_hit(p.id, p.score, p.payload, p.vector) for p in response.points]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
@@ -109,7 +113,7 @@ class QdrantIndex:
         records = self._client.retrieve(
             self.name, ids=list(ids), with_payload=True, with_vectors=with_vectors
         )
-        return [_hit(r.id, 1.0, r.payload, r.vector) for r in records]
+        return [stored_hit(r.id, 1.0, r.payload, r.vector) for r in records]
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -134,17 +138,6 @@ class QdrantIndex:
 
     def optimize(self) -> None:
         """A Qdrant server builds HNSW in the background; local mode has none to build."""
-
-
-def _as_list(vector: NDArray[np.float32], dim: int) -> list[float]:
-    if vector.shape != (dim,):
-        raise StoreError(f"vector has shape {vector.shape}, the collection holds {dim}-d vectors")
-    return [float(x) for x in vector]
-
-
-def _hit(point_id: Any, score: float, payload: Any, vector: Any) -> StoredHit:
-    array = None if vector is None else np.asarray(vector, dtype=np.float32)
-    return StoredHit(str(point_id), float(score), dict(payload or {}), array)
 
 
 def _qdrant_filter(search_filter: SearchFilter | None) -> models.Filter | None:
