@@ -8,7 +8,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.catalog.index_versions import active_index, identity_of
-from core.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location
+from core.catalog.models import (
+    Asset,
+    AssetIndexState,
+    AssetState,
+    Failure,
+    IngestRun,
+    Location,
+)
 from core.runtime import Runtime
 
 
@@ -38,6 +45,13 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
             or 0
         )
         failures = session.scalar(select(func.count()).select_from(Failure)) or 0
+        last_run = session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(1)).first()
+        unfinished = (
+            session.scalar(
+                select(func.count()).select_from(IngestRun).where(IngestRun.status == "running")
+            )
+            or 0
+        )
     points = 0
     model = None
     collection = None
@@ -56,4 +70,21 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
         **states,
         "points": points,
         "failures": failures,
+        "last_run": _run_summary(last_run),
+        # Runs still marked running: in progress now, or killed before they could finish.
+        "unfinished_runs": unfinished,
+    }
+
+
+def _run_summary(run: IngestRun | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    return {
+        "id": run.id,
+        "status": run.status,
+        "roots": run.roots,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "seconds": run.seconds,
+        "counts": {k: v for k, v in (run.counts or {}).items() if isinstance(v, int)},
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ from core.catalog.index_versions import identity_of
 from core.catalog.models import (
     AssetIndexState,
     AssetState,
+    IndexVersion,
     IngestRun,
     utcnow,
 )
@@ -28,6 +30,8 @@ from ingest.queueing import SendBatch, enqueue_pending
 from ingest.records import adopt_stored, record_failure
 from ingest.register import register
 from ingest.scan import FoundFile, ScanTally, normalize_roots, scan
+
+log = logging.getLogger(__name__)
 
 
 class Progress(Protocol):
@@ -88,7 +92,23 @@ def ingest(
         session.add(run)
         session.commit()
         run_id = run.id
+    try:
+        return _run(runtime, roots, version, report, run_id, progress, dispatch, started)
+    except BaseException as error:  # a refused or crashed run says so instead of "running"
+        _abort_run(runtime.sessions, run_id, error)
+        raise
 
+
+def _run(
+    runtime: Runtime,
+    roots: list[Path],
+    version: IndexVersion,
+    report: IngestReport,
+    run_id: int,
+    progress: Progress,
+    dispatch: SendBatch | None,
+    started: float,
+) -> IngestReport:
     tally = ScanTally()
     found: list[FoundFile] = [item for root in roots for item in scan(root, tally)]
     report.scanned, report.ignored, report.skipped = len(found), tally.ignored, tally.skipped
@@ -178,6 +198,19 @@ def _refresh_payloads(
         ).all()
         if indexed:  # opens the store only when an indexed point's paths changed
             index().set_payloads(payloads_for(session, indexed))
+
+
+def _abort_run(sessions: sessionmaker[Session], run_id: int, error: BaseException) -> None:
+    try:
+        with sessions() as session:
+            run = session.get(IngestRun, run_id)
+            if run is not None:
+                run.status = "failed"
+                run.finished_at = utcnow()
+                run.counts = {"error": f"{type(error).__name__}: {error}"[:1000]}
+                session.commit()
+    except Exception:  # the catalog itself may be what failed; the original error matters more
+        log.warning("could not mark ingest run %d as failed", run_id, exc_info=True)
 
 
 def _finish_run(

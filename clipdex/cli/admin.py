@@ -134,6 +134,30 @@ def status(json_output: JsonOption = False) -> None:
     typer.echo("states:    " + ", ".join(f"{k} {v}" for k, v in report["states"].items()))
     typer.echo(f"points:    {report['points']}")
     typer.echo(f"failures:  {report['failures']}")
+    run = report["last_run"]
+    if run is not None:
+        counts = run["counts"]
+        typer.echo(
+            f"last run:  {run['status']} {run['started_at'][:19]}"
+            + (
+                f", {counts.get('scanned', 0)} scanned, {counts.get('encoded', 0)} encoded, "
+                f"{counts.get('failed', 0)} failed in {run['seconds']:.1f}s"
+                if run["seconds"] is not None
+                else ""
+            )
+        )
+    if report["unfinished_runs"]:
+        typer.echo(
+            f"note: {report['unfinished_runs']} ingest run(s) never finished "
+            "(still running, or killed)",
+            err=True,
+        )
+    if model is not None and report["indexed"] != report["points"]:
+        typer.echo(
+            f"warning: the catalog has {report['indexed']} indexed assets but the index holds "
+            f"{report['points']} points; the index has drifted from the catalog",
+            err=True,
+        )
 
 
 def register(app: typer.Typer) -> None:
