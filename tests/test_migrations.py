@@ -53,3 +53,23 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
 @pytest.mark.services
 def test_postgres_upgrade_from_empty_has_no_drift(fresh_postgres: str) -> None:
     check_upgrade(fresh_postgres)
+
+
+def test_the_cheap_head_reading_agrees_with_alembic() -> None:
+    """clipdex reads the head revision without Alembic's script loader; it must agree."""
+    from migrations.runner import MIGRATIONS_DIR, head_revision
+
+    assert [head_revision()] == ScriptDirectory(str(MIGRATIONS_DIR)).get_heads()
+
+
+def test_services_refuse_a_catalog_that_is_not_at_head(tmp_path: Path) -> None:
+    from migrations.runner import CatalogNotAtHead, check_at_head
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    try:
+        with pytest.raises(CatalogNotAtHead, match="clipdex migrate"):
+            check_at_head(engine)
+        upgrade_to_head(engine)
+        check_at_head(engine)
+    finally:
+        engine.dispose()

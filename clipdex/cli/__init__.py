@@ -4,12 +4,12 @@ instant and loads no torch."""
 
 from __future__ import annotations
 
-from clipdex.cli import admin, indexing, searching, texts
+from clipdex.cli import admin, distributed, indexing, searching, serving, texts
 from clipdex.cli.common import app
 
 __all__ = ["app", "main"]
 
-for _group in (indexing, searching, texts, admin):
+for _group in (indexing, searching, texts, admin, distributed, serving):
     _group.register(app)
 
 
