@@ -10,16 +10,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from core.catalog.db import BadCatalogUrl, CatalogUnreachable
 from core.catalog.index_versions import ModelMismatch
 from core.encoder import ModelUnavailable
 from core.images import STAGE_READ, ImageRejected, RejectKind
 from core.runtime import NoIndexYet, UnknownIndexVersion
 from core.store.base import StoreError
+from ingest.scan import UnusableRoot
 from ingest.uploads import BadUpload, UnknownJob
 from migrations.runner import CatalogNotAtHead
 from search.engine import UnknownAsset
 from search.query import BadQuery
 from search.texts import UnknownTextSet
+
+
+class BadSettings(ValueError):
+    """A ``CLIPDEX_*`` value that the settings refuse, as one line naming the variable."""
+
+    @classmethod
+    def of(cls, error: ValidationError) -> BadSettings:
+        parts = []
+        for detail in error.errors(include_url=False, include_input=False):
+            names = [str(part) for part in detail["loc"] if not isinstance(part, int)]
+            where = f"CLIPDEX_{names[0].upper()}: " if names else ""
+            parts.append(where + str(detail["msg"]))
+        return cls("; ".join(parts) or "invalid CLIPDEX_* settings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +72,14 @@ def _image_message(error: Exception) -> str:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule((BadQuery, BadUpload), 422),
+    Rule((BadQuery, BadUpload, UnusableRoot), 422),
     Rule((ImageRejected,), _image_status, _image_message),
     Rule((UnknownAsset, UnknownTextSet, UnknownJob, UnknownIndexVersion), 404, _lookup_message),
     Rule((NoIndexYet,), 409),
     Rule((ModelUnavailable, ModelMismatch, StoreError, CatalogNotAtHead), 503, server_fault=True),
+    # Configuration: a refused CLIPDEX_* value, a database URL that is not one, or a catalog
+    # that cannot be reached (the message names the URL without its password).
+    Rule((BadSettings, BadCatalogUrl, CatalogUnreachable), 503, server_fault=True),
 )
 
 EXPECTED: tuple[type[Exception], ...] = tuple(t for rule in RULES for t in rule.types)

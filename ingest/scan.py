@@ -3,6 +3,13 @@
 Symlinks are never followed (a link can point outside the root or form a cycle); sockets,
 FIFOs and devices are skipped; only files with an image extension are candidates. Content, not
 the extension, decides the real format later.
+
+File names are bytes on Linux; Python decodes the ones that are not valid UTF-8 with
+surrogateescape. The catalog stores text (SQLite, PostgreSQL), so such a path cannot be stored
+as it is: an image whose path is not valid UTF-8 is recorded as failed with the reason
+"file name is not valid UTF-8" (or "folder name ...", for everything under such a folder),
+under its path with each undecodable byte written ``\\xNN`` (:func:`stored_form`), and the run
+goes on. Renaming the file to valid UTF-8 indexes it on the next run.
 """
 
 from __future__ import annotations
@@ -14,6 +21,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.images import IMAGE_EXTENSIONS
+
+NOT_UTF8_FILE = "file name is not valid UTF-8; rename it to index it"
+NOT_UTF8_FOLDER = "folder name is not valid UTF-8; nothing under it was indexed; rename it"
+
+
+class UnusableRoot(ValueError):
+    """A root given to ingest whose path cannot be stored in the catalog."""
+
+
+def is_storable(path: str) -> bool:
+    """Whether ``path`` is valid Unicode text (no surrogateescape bytes), as the catalog needs."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def stored_form(path: str) -> str:
+    """Text for a path that is not valid UTF-8: each undecodable byte as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +64,11 @@ def normalize_roots(paths: list[Path]) -> list[Path]:
     for path in sorted({p.expanduser().resolve() for p in paths}):
         if not path.exists():
             raise FileNotFoundError(f"no such file or folder: {path}")
+        if not is_storable(str(path)):
+            raise UnusableRoot(
+                f"the path {stored_form(str(path))} is not valid UTF-8 and cannot be stored in "
+                "the catalog; rename it"
+            )
         if not any(path.is_relative_to(r) for r in roots):
             roots.append(path)
     return roots
@@ -54,14 +87,19 @@ def scan(root: Path, tally: ScanTally) -> Iterator[FoundFile]:
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as error:
-            tally.unreadable.append((folder, f"cannot list folder: {error.strerror or error}"))
+            tally.unreadable.append(
+                (stored_form(folder), f"cannot list folder: {error.strerror or error}")
+            )
             continue
         subfolders = []
         for entry in entries:
             if entry.is_symlink():
                 tally.skipped += 1
             elif entry.is_dir(follow_symlinks=False):
-                subfolders.append(entry.path)
+                if is_storable(entry.name):
+                    subfolders.append(entry.path)
+                else:
+                    tally.unreadable.append((stored_form(entry.path), NOT_UTF8_FOLDER))
             else:
                 found = _consider(entry.path, tally)
                 if found is not None:
@@ -83,9 +121,12 @@ def _consider(path: str, tally: ScanTally) -> FoundFile | None:
     try:
         info = os.lstat(path)
     except OSError as error:
-        tally.unreadable.append((path, f"cannot stat file: {error.strerror or error}"))
+        tally.unreadable.append((stored_form(path), f"cannot stat file: {error.strerror or error}"))
         return None
     if not stat.S_ISREG(info.st_mode):
         tally.skipped += 1
+        return None
+    if not is_storable(path):
+        tally.unreadable.append((stored_form(path), NOT_UTF8_FILE))
         return None
     return FoundFile(path, info.st_size, info.st_mtime_ns)

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import typer
 
-from clipdex.cli.common import JsonOption, opened_runtime, print_json
+from clipdex.cli.common import (
+    JsonOption,
+    checked_settings,
+    expected_errors,
+    opened_runtime,
+    print_json,
+)
+from clipdex.display import shown
 
 
 def migrate() -> None:
     """Bring the catalog schema to the newest revision (the compose one-shot service)."""
     from core.catalog.db import make_engine
-    from core.settings import load_settings
     from migrations.runner import upgrade_to_head
 
-    engine = make_engine(load_settings().catalog_url)
-    try:
-        upgrade_to_head(engine)
-    finally:
-        engine.dispose()
+    with expected_errors():
+        engine = make_engine(checked_settings().catalog_url)
+        try:
+            upgrade_to_head(engine)
+        finally:
+            engine.dispose()
     typer.echo("catalog is at the newest revision")
 
 
@@ -43,12 +50,15 @@ def status(json_output: JsonOption = False) -> None:
         print_json(report)
         return
     model = report["model"]
-    typer.echo(f"home:      {report['home']}")
-    typer.echo(f"store:     {report['store']}")
-    typer.echo(f"model:     {model['label'] if model else '(nothing ingested yet)'}")
+    typer.echo(f"home:      {shown(report['home'])}")
+    typer.echo(f"store:     {shown(report['store'])}")
+    typer.echo(f"model:     {shown(model['label']) if model else '(nothing ingested yet)'}")
     typer.echo(f"assets:    {report['assets']}  paths: {report['paths']}")
     typer.echo("states:    " + ", ".join(f"{k} {v}" for k, v in report["states"].items()))
-    typer.echo(f"points:    {report['points']}")
+    if report["points"] is None:
+        typer.echo(f"points:    unavailable: {report['store_error']}")
+    else:
+        typer.echo(f"points:    {report['points']}")
     typer.echo(f"failures:  {report['failures']}")
     run = report["last_run"]
     if run is not None:
@@ -68,7 +78,7 @@ def status(json_output: JsonOption = False) -> None:
             "(still running, or killed)",
             err=True,
         )
-    if model is not None and report["indexed"] != report["points"]:
+    if model is not None and report["points"] is not None and report["indexed"] != report["points"]:
         typer.echo(
             f"warning: the catalog has {report['indexed']} indexed assets but the index holds "
             f"{report['points']} points; the index has drifted from the catalog",

@@ -11,6 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
+    from core.settings import Settings
 
 app = typer.Typer(
     help="CLIP retrieval: ingest image libraries, search them with words or images.",
@@ -23,7 +24,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"clipdex: error: {message}", err=True)
+    """One line on stderr (control characters in the message are escaped) and exit ``code``."""
+    from clipdex.display import shown
+
+    typer.echo(f"clipdex: error: {shown(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -31,35 +35,54 @@ def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
 
 
-@contextmanager
-def opened_runtime() -> Iterator[Runtime]:
-    """Open the kernel (the CLI owns the catalog schema: it upgrades it first) and turn every
-    expected failure into one clear line and exit code 2."""
-    from clipdex.catalog import prepare_catalog
-    from clipdex.errors import EXPECTED, message_of
-    from core.runtime import open_runtime
+def checked_settings() -> Settings:
+    """``load_settings()``, with a refused ``CLIPDEX_*`` value raised as ``BadSettings``."""
+    from pydantic import ValidationError
+
+    from clipdex.errors import BadSettings
     from core.settings import load_settings
-    from core.store.base import StoreError
 
     try:
-        runtime = open_runtime(load_settings())
-    except (StoreError, OSError) as error:
-        fail(str(error))
+        return load_settings()
+    except ValidationError as error:
+        raise BadSettings.of(error) from None
+
+
+@contextmanager
+def expected_errors() -> Iterator[None]:
+    """Every expected failure (the error table, missing files) as one line and exit code 2."""
+    from clipdex.errors import EXPECTED, message_of
+
     try:
-        prepare_catalog(runtime.settings, runtime.engine, owner=True)
-        yield runtime
+        yield
     except EXPECTED as error:
         fail(message_of(error))
-    except FileNotFoundError as error:
+    except OSError as error:
         fail(str(error))
-    finally:
-        runtime.close()
+
+
+@contextmanager
+def opened_runtime() -> Iterator[Runtime]:
+    """Load the settings and open the kernel (the CLI owns the catalog schema: it upgrades it
+    first), turning every expected failure, configuration included, into one clear line and
+    exit code 2."""
+    from clipdex.catalog import prepare_catalog
+    from core.runtime import open_runtime
+
+    with expected_errors():
+        runtime = open_runtime(checked_settings())
+        try:
+            prepare_catalog(runtime.settings, runtime.engine, owner=True)
+            yield runtime
+        finally:
+            runtime.close()
 
 
 def note_random_weights(runtime: Runtime) -> None:
     """Say on stderr when the live index's model has random weights; loads no model."""
+    from clipdex.display import shown
     from core.catalog.index_versions import identity_of
 
     identity = identity_of(runtime.live_version())
     if identity.random_weights:
-        typer.echo(f"clipdex: note: model is {identity.label}", err=True)
+        typer.echo(f"clipdex: note: model is {shown(identity.label)}", err=True)

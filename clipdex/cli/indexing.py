@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from clipdex.cli.common import JsonOption, opened_runtime, print_json
+from clipdex.display import shown
 
 if TYPE_CHECKING:
     from clipdex.progress import TerminalProgress
@@ -55,7 +56,7 @@ def ingest(
         f"{report.scanned} scanned: {report.new} new, {report.modified} modified, "
         f"{report.unchanged} unchanged, {report.moved} moved, {report.duplicates} duplicates; "
         f"{report.encoded} encoded, {report.reused} reused, {report.failed} failed, "
-        f"{report.removed} removed in {report.seconds:.1f}s  [{report.model}]"
+        f"{report.removed} removed in {report.seconds:.1f}s  [{shown(report.model)}]"
     )
     if report.failed:
         typer.echo("see `clipdex failures` for the reasons", err=True)
@@ -113,7 +114,7 @@ def failures(json_output: JsonOption = False) -> None:
         print_json(listed)
         return
     for row in listed:
-        typer.echo(f"{row['path']}\t{row['stage']}\t{row['reason']}")
+        typer.echo(f"{shown(row['path'])}\t{shown(row['stage'])}\t{shown(row['reason'])}")
     typer.echo(f"{len(listed)} failed", err=True)
 
 
@@ -138,9 +139,9 @@ def jobs(
         return
     for row in rows:
         states = ", ".join(f"{k} {v}" for k, v in row["states"].items() if v)
-        typer.echo(f"{row['id']}  {row['kind']:<6} {row['total']:>5} files  {states}")
+        typer.echo(f"{shown(row['id'])}  {shown(row['kind']):<6} {row['total']:>5} files  {states}")
         for failure in row["failures"]:
-            typer.echo(f"    {failure['filename']}: {failure['reason']}")
+            typer.echo(f"    {shown(failure['filename'])}: {shown(failure['reason'])}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from clipdex.cli.common import JsonOption, fail, note_random_weights, opened_runtime, print_json
+from clipdex.display import shown
 
 
 def _parse_date(value: str | None, name: str) -> datetime | None:
@@ -78,7 +79,7 @@ def _print_hits(hits: list[Any], offset: int, json_output: bool) -> None:
     if not hits:
         typer.echo("no matches")
     for rank, hit in enumerate(hits, start=offset + 1):
-        typer.echo(f"{rank:4d}  {hit.score:.4f}  {hit.path}")
+        typer.echo(f"{rank:4d}  {hit.score:.4f}  {shown(hit.path)}")
 
 
 def similar(
@@ -109,7 +110,7 @@ def asset(
         print_json(info.as_dict())
         return
     for key, value in info.as_dict().items():
-        typer.echo(f"{key:>9}: {value}")
+        typer.echo(f"{key:>9}: {shown(value)}")
 
 
 def classify(
@@ -135,7 +136,7 @@ def classify(
         )
         return
     for score in scores:
-        typer.echo(f"{score.probability:7.2%}  {score.score:.4f}  {score.label}")
+        typer.echo(f"{score.probability:7.2%}  {score.score:.4f}  {shown(score.label)}")
 
 
 def embed(
@@ -174,10 +175,10 @@ def embed(
         print_json(results)
     else:
         for row in results:
-            shown = row.get("error") or f"[{len(row['vector'])}-d] " + " ".join(
+            text = row.get("error") or f"[{len(row['vector'])}-d] " + " ".join(
                 f"{x:+.4f}" for x in row["vector"][:6]
             )
-            typer.echo(f"{row['input']}: {shown}")
+            typer.echo(f"{shown(row['input'])}: {shown(text)}")
     if any("error" in row for row in results):
         raise typer.Exit(1)
 

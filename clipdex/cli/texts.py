@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
+from clipdex.display import shown
 
 texts_app = typer.Typer(help="Named text sets (captions, labels) for image -> text search.")
 
@@ -30,7 +31,7 @@ def texts_add(
     if json_output:
         print_json({"name": info.name, "count": info.count})
     else:
-        typer.echo(f"{info.name}: {info.count} texts")
+        typer.echo(f"{shown(info.name)}: {info.count} texts")
 
 
 @texts_app.command("list")
@@ -44,7 +45,7 @@ def texts_list(json_output: JsonOption = False) -> None:
         print_json([{"name": s.name, "count": s.count} for s in sets])
         return
     for text_set in sets:
-        typer.echo(f"{text_set.name}\t{text_set.count}")
+        typer.echo(f"{shown(text_set.name)}\t{text_set.count}")
 
 
 @texts_app.command("search")
@@ -64,7 +65,7 @@ def texts_search(
         print_json([{"text": h.text, "score": h.score} for h in hits])
         return
     for hit in hits:
-        typer.echo(f"{hit.score:.4f}  {hit.text}")
+        typer.echo(f"{hit.score:.4f}  {shown(hit.text)}")
 
 
 def register(app: typer.Typer) -> None:

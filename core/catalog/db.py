@@ -6,17 +6,70 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_CONNECT_TIMEOUT_S = 10
+# Plain and Heroku-style schemes, and psycopg 2's, all go to psycopg 3 (the one driver installed).
+_POSTGRES_SCHEMES = {"postgres", "postgresql", "postgresql+psycopg2"}
+
+
+class CatalogUnreachable(OperationalError):
+    """The catalog database cannot be connected to. Still an ``OperationalError`` (workers retry
+    those); its message is one line naming the URL without its password."""
+
+    def __init__(self, url: URL, error: OperationalError) -> None:
+        super().__init__(error.statement, error.params, error.orig)
+        self.url = url.render_as_string(hide_password=True)
+        reason = str(error.orig or error).strip().splitlines() or ["connection failed"]
+        self.reason = reason[0]
+
+    def __str__(self) -> str:
+        return f"cannot connect to the catalog database {self.url}: {self.reason}"
+
+
+class BadCatalogUrl(ValueError):
+    """CLIPDEX_DATABASE_URL is not a URL SQLAlchemy can use."""
+
+
+def normalized_url(url: str) -> URL:
+    """The URL as the engine uses it: ``postgres://`` and ``postgresql://`` mean psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise BadCatalogUrl(f"CLIPDEX_DATABASE_URL is not a database URL: {error}") from error
+    if parsed.drivername in _POSTGRES_SCHEMES:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine. Never share it across fork: each process makes its own."""
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":  # the plain scheme: use psycopg 3
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    """Create an engine. Never share it across fork: each process makes its own. A failure to
+    connect raises :class:`CatalogUnreachable`."""
+    parsed = normalized_url(url)
+    try:
+        engine = _create(parsed)
+    except (ArgumentError, ImportError) as error:  # NoSuchModuleError is an ArgumentError
+        shown = parsed.render_as_string(hide_password=True)
+        raise BadCatalogUrl(f"cannot use the catalog database URL {shown}: {error}") from error
+    event.listen(engine, "handle_error", _connect_failure(parsed))
+    return engine
+
+
+def _connect_failure(url: URL) -> Any:
+    def handle(context: ExceptionContext) -> None:
+        error = context.sqlalchemy_exception
+        connecting = context.connection is None and isinstance(error, OperationalError)
+        if connecting and not isinstance(error, CatalogUnreachable):
+            assert isinstance(error, OperationalError)
+            raise CatalogUnreachable(url, error) from context.original_exception
+
+    return handle
+
+
+def _create(parsed: URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -25,7 +78,13 @@ def make_engine(url: str) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
