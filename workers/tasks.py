@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, Task
@@ -11,9 +15,12 @@ from sqlalchemy.exc import OperationalError
 
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
-from ingest.batch import index_assets
+from ingest.batch import BeforeEncode, index_assets
+from ingest.pipeline import WorkItem
 
 log = logging.getLogger(__name__)
+
+CHILD_INIT_FAILED = 3  # exit status of a pool child whose runtime could not start
 
 
 class _ChildState:
@@ -22,12 +29,31 @@ class _ChildState:
     runtime: Runtime | None = None
 
 
-def register_tasks(app: Celery, settings: Settings) -> None:
+def crash_on(sha256: str) -> BeforeEncode:
+    """FAULT INJECTION for tests only: kill this process with SIGKILL (as a segfault or the OOM
+    killer would) when the image with this SHA-256 is about to be encoded."""
+
+    def check(items: Sequence[WorkItem]) -> None:
+        if any(item.sha256 == sha256 for item in items):
+            log.warning("fault injection: SIGKILL before encoding %s", sha256)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return check
+
+
+def register_tasks(app: Celery, settings: Settings, crash_on_sha256: str | None = None) -> None:
+    """Register the batch task and the pool-child hooks. ``crash_on_sha256`` is the
+    fault-injection hook of ``clipdex worker`` (off by default; see :func:`crash_on`)."""
+    before_encode = crash_on(crash_on_sha256) if crash_on_sha256 else None
+
     @worker_process_init.connect(weak=False)
     def load_model(**_: Any) -> None:
-        _ChildState.runtime = open_runtime(settings)
-        _ChildState.runtime.live_index()  # opens the store in the child, never in the parent
-        log.info("worker child ready: %s", _ChildState.runtime.encoder.identity.label)
+        try:
+            runtime = _ChildState.runtime = open_runtime(settings)
+            runtime.live_index()  # opens the store in the child, never in the parent
+            log.info("worker child ready: %s", runtime.encoder.identity.label)
+        except Exception as error:  # a broken child must never take a task
+            _give_up_child(error)
 
     @worker_process_shutdown.connect(weak=False)
     def close(**_: Any) -> None:
@@ -46,6 +72,22 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         runtime = _ChildState.runtime
         if runtime is None:  # a solo/threads pool sends no worker_process_init
             runtime = _ChildState.runtime = open_runtime(settings)
-        outcome = index_assets(runtime, version_id, asset_ids)
+        outcome = index_assets(runtime, version_id, asset_ids, before_encode)
         log.info("batch of %d: %s", len(asset_ids), outcome.as_dict())
         return outcome.as_dict()
+
+
+def _give_up_child(error: Exception) -> None:
+    """A pool child that cannot open its runtime exits before it is ready, and asks the main
+    worker process to shut down (warm: a reserved message goes back to the broker), so the
+    worker stops instead of restarting children that fail forever, each failing its tasks."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    log.critical("worker child cannot start, stopping the worker: %s", message)
+    print(f"clipdex: error: worker child cannot start: {message}", file=sys.stderr, flush=True)
+    if _ChildState.runtime is not None:
+        try:
+            _ChildState.runtime.close()
+        except Exception:
+            log.warning("closing the runtime of a failed child failed", exc_info=True)
+    os.kill(os.getppid(), signal.SIGTERM)
+    os._exit(CHILD_INIT_FAILED)

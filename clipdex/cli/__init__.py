@@ -4,12 +4,12 @@ instant and loads no torch."""
 
 from __future__ import annotations
 
-from clipdex.cli import admin, distributed, indexing, searching, serving, texts
+from clipdex.cli import admin, distributed, indexing, recovery, searching, serving, texts
 from clipdex.cli.common import app
 
 __all__ = ["app", "main"]
 
-for _group in (indexing, searching, texts, admin, distributed, serving):
+for _group in (indexing, searching, texts, admin, distributed, recovery, serving):
     _group.register(app)
 
 

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
 
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from core.settings import Settings
+
+STARTUP_CHECK_SECONDS = 600  # loading a large checkpoint from a slow disk
+
 
 def worker(
     concurrency: Annotated[int, typer.Option(help="Pool processes (one per GPU).")] = 1,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    fault_crash_on_sha256: Annotated[
+        str | None,
+        typer.Option(
+            "--fault-crash-on-sha256",
+            envvar="CLIPDEX_FAULT_CRASH_ON_SHA256",
+            hidden=True,
+            help="FAULT INJECTION, for tests only: a pool child SIGKILLs itself when the image "
+            "with this SHA-256 is about to be encoded.",
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker that encodes batches from CLIPDEX_BROKER_URL (model loaded once per
-    pool process, after fork)."""
+    pool process, after fork).
+
+    Before it consumes anything, the worker checks in a separate process that its runtime can
+    start: the catalog, the live index in its store and the model. If not (the embedded store
+    held by another process, a Qdrant server unreachable, weights missing) it exits with status
+    2 and one line, leaving the queue untouched.
+
+    Fault injection for tests (off by default, honoured only by the task code):
+    CLIPDEX_FAULT_CRASH_ON_SHA256=<sha256> makes a pool child kill itself with SIGKILL when that
+    image is about to be encoded, as a segfault or the OOM killer would.
+    """
     from clipdex.catalog import prepare_catalog
     from clipdex.errors import EXPECTED, message_of
     from core.catalog.db import make_engine
@@ -32,12 +59,65 @@ def worker(
         fail(message_of(error))
     finally:
         engine.dispose()
+    problem = _check_runtime_starts(settings)
+    if problem is not None:
+        fail(f"worker cannot start: {problem}")
     celery_app = make_celery(settings)
-    register_tasks(celery_app, settings)
+    register_tasks(celery_app, settings, crash_on_sha256=fault_crash_on_sha256)
     celery_app.worker_main(
         ["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--loglevel={loglevel}",
          "-Q", QUEUE, "--without-gossip", "--without-mingle"]
     )  # fmt: skip
+
+
+def _check_runtime_starts(settings: Settings) -> str | None:
+    """Open the runtime, the live index and the model as a pool child will, in a spawned
+    process: the parent keeps no torch or CUDA state and no open embedded store (its children
+    are forked from it and open their own). Returns why it cannot start, or None."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_runtime_check, args=(settings, send), name="clipdex-worker-check"
+    )
+    process.start()
+    send.close()
+    try:
+        if receive.poll(STARTUP_CHECK_SECONDS):
+            problem: str | None = receive.recv()
+            process.join(30)
+            return problem
+        if process.is_alive():
+            process.kill()
+            return f"the startup check took longer than {STARTUP_CHECK_SECONDS} s"
+    except EOFError:
+        pass  # it died before it answered
+    finally:
+        process.join(30)
+        receive.close()
+    return f"the startup check died (exit status {process.exitcode})"
+
+
+def _runtime_check(settings: Settings, answer: Connection) -> None:
+    """In the spawned check process: what ``worker_process_init`` does in each pool child."""
+    from clipdex.errors import EXPECTED, message_of
+    from core.runtime import open_runtime
+
+    problem: str | None = None
+    try:
+        runtime = open_runtime(settings)
+        try:
+            runtime.live_index()
+            runtime.encoder.identity  # noqa: B018  (loads the model)
+        finally:
+            runtime.close()
+    except EXPECTED as error:
+        problem = message_of(error)
+    except Exception as error:
+        problem = f"{type(error).__name__}: {error}"
+    answer.send(" ".join(problem.split()) if problem is not None else None)
+    answer.close()
 
 
 def reconcile(
@@ -49,7 +129,12 @@ def reconcile(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Send again the work stuck in queued/processing (after a broker lost its queue)."""
+    """Send again the work stuck in queued/processing (after a broken broker lost its queue).
+
+    Prints how many assets were requeued and how many of them the broker accepted; exits 1
+    when some could not be sent (they stay queued in the catalog for the next round).
+
+    Example: clipdex reconcile --older-than 0 --json  ->  {"requeued": 3, "sent": 3}"""
     import time
     from datetime import timedelta
 
@@ -66,12 +151,20 @@ def reconcile(
         send = sender(make_celery(settings))
         version_id = runtime.live_version().id
         while True:
-            count = run_reconcile(runtime.sessions, version_id, send, age, settings.task_batch_size)
+            done = run_reconcile(runtime.sessions, version_id, send, age, settings.task_batch_size)
             if json_output:
-                print_json({"requeued": count})
+                print_json({"requeued": done.queued, "sent": done.sent})
             else:
-                typer.echo(f"requeued {count} assets")
+                typer.echo(f"requeued {done.queued} assets, sent {done.sent} to the broker")
+            if done.unsent:
+                typer.echo(
+                    f"clipdex: error: {done.unsent} of {done.queued} assets could not be sent "
+                    "to the broker (CLIPDEX_BROKER_URL); they stay queued for the next round",
+                    err=True,
+                )
             if every is None:
+                if done.unsent:
+                    raise typer.Exit(1)
                 return
             time.sleep(every)
 
