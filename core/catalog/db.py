@@ -21,7 +21,7 @@ class CatalogUnreachable(OperationalError):
     those); its message is one line naming the URL without its password."""
 
     def __init__(self, url: URL, error: OperationalError) -> None:
-        super().__init__(error.statement, error.params, error.orig)
+        super().__init__(error.statement, error.params, error.orig or error)
         self.url = url.render_as_string(hide_password=True)
         reason = str(error.orig or error).strip().splitlines() or ["connection failed"]
         self.reason = reason[0]
