@@ -8,15 +8,33 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from dataclasses import fields
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
-from search.engine import AssetInfo, Hit, LabelScore
 from search.query import SearchOptions, Term
-from search.texts import TextHit, TextSetInfo
+from search.results import AssetInfo, Hit, LabelScore, TextHit, TextSetInfo
+
+WireShape = Literal["json", "form", "query"]
+# The name of each SearchOptions / SearchFilter field in a query string or a form (the JSON
+# body uses the field names themselves, with the filters nested under "filters").
+FLAT_NAMES = {
+    "limit": "limit",
+    "offset": "offset",
+    "min_score": "min_score",
+    "adaptive_cutoff": "cutoff",
+    "collapse_duplicates": "collapse",
+    "folder": "folder",
+    "formats": "format",
+    "min_width": "min_width",
+    "min_height": "min_height",
+    "taken_after": "taken_after",
+    "taken_before": "taken_before",
+}
 
 
 class ClipdexError(RuntimeError):
@@ -64,21 +82,13 @@ class ClipdexClient:
         return self._search({"terms": [_term(t) for t in terms]}, options)
 
     def image(self, image: Path | bytes, options: SearchOptions | None = None) -> list[Hit]:
-        options = options or SearchOptions()
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
-        form: dict[str, Any] = {"limit": options.limit, "offset": options.offset}
-        if options.filters.folder:
-            form["folder"] = options.filters.folder
-        if options.min_score is not None:
-            form["min_score"] = options.min_score
+        form = wire_options(options or SearchOptions(), "form")
         body = self._call("POST", "/v1/search/image", data=form, files={"file": ("query", data)})
         return [Hit(**hit) for hit in body["hits"]]
 
     def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
-        options = options or SearchOptions()
-        params: dict[str, Any] = {"limit": options.limit, "offset": options.offset}
-        if options.min_score is not None:
-            params["min_score"] = options.min_score
+        params = wire_options(options or SearchOptions(), "query")
         body = self._call("GET", f"/v1/assets/{asset_id}/similar", params=params)
         return [Hit(**hit) for hit in body["hits"]]
 
@@ -119,24 +129,7 @@ class ClipdexClient:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _search(self, query: dict[str, Any], options: SearchOptions | None) -> list[Hit]:
-        options = options or SearchOptions()
-        filters = options.filters
-        body = {
-            **query,
-            "limit": options.limit,
-            "offset": options.offset,
-            "min_score": options.min_score,
-            "adaptive_cutoff": options.adaptive_cutoff,
-            "collapse_duplicates": options.collapse_duplicates,
-            "filters": {
-                "folder": filters.folder,
-                "formats": list(filters.formats),
-                "min_width": filters.min_width,
-                "min_height": filters.min_height,
-                "taken_after": filters.taken_after.isoformat() if filters.taken_after else None,
-                "taken_before": filters.taken_before.isoformat() if filters.taken_before else None,
-            },
-        }
+        body = {**query, **wire_options(options or SearchOptions(), "json")}
         return [Hit(**hit) for hit in self._call("POST", "/v1/search", json=body)["hits"]]
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
@@ -156,6 +149,39 @@ class ClipdexClient:
                 detail = response.text
             raise ClipdexError(response.status_code, str(detail))
         return response
+
+
+def wire_options(options: SearchOptions, shape: WireShape) -> dict[str, Any]:
+    """``options`` as the server reads them: a ``SearchIn`` JSON body (filters nested), or the
+    flat fields of a query string or a multipart form (names from ``FLAT_NAMES``, several
+    ``format`` values, ``None`` left out). Every field is sent: a field with no wire name is a
+    KeyError here, never a silent drop."""
+    top = {f.name: getattr(options, f.name) for f in fields(options) if f.name != "filters"}
+    filters = {f.name: getattr(options.filters, f.name) for f in fields(options.filters)}
+    if shape == "json":
+        return {
+            **{name: _json_value(value) for name, value in top.items()},
+            "filters": {name: _json_value(value) for name, value in filters.items()},
+        }
+    flat = {FLAT_NAMES[name]: value for name, value in (*top.items(), *filters.items())}
+    return {name: _flat_value(value) for name, value in flat.items() if value is not None}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _flat_value(value: Any) -> str | list[str]:
+    """Query strings and form fields are text; pydantic on the server parses them back."""
+    if isinstance(value, tuple | list):
+        return [str(item) for item in value]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
 
 
 def _term(term: Term) -> dict[str, Any]:

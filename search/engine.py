@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,24 @@ from core.catalog.models import Asset, AssetIndexState, Location
 from core.images import decode_bytes, decode_file
 from core.preprocess import to_model_input
 from core.runtime import Runtime
-from core.store.base import StoredHit
 from search.postprocess import CUTOFF_WINDOW, adaptive_threshold, collapse_near_duplicates
-from search.query import BadQuery, SearchOptions, Term, parse_terms, path_term
+from search.query import (
+    BadQuery,
+    SearchOptions,
+    Term,
+    check_page,
+    checked_options,
+    parse_terms,
+    path_term,
+)
+from search.results import AssetInfo, Hit, LabelScore, TextHit, TextSetInfo
 from search.text_cache import TextVectorCache
-from search.texts import TextHit, search_texts
+from search.texts import search_texts
+
+# The result types live in search.results (shared with the light client); re-exported here.
+__all__ = [
+    "AssetInfo", "Hit", "LabelScore", "SearchService", "TextHit", "TextSetInfo", "UnknownAsset",
+]  # fmt: skip
 
 MAX_LABELS = 1000
 MAX_TEMPLATES = 32
@@ -41,56 +54,6 @@ def _checked_id(asset_id: str) -> str:
         return str(uuid.UUID(asset_id))
     except ValueError:
         raise UnknownAsset(f"no asset with id {asset_id!r} (asset ids are UUIDs)") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    id: str
-    score: float
-    path: str | None
-    width: int | None
-    height: int | None
-    format: str | None
-    taken_at: str | None
-
-    @classmethod
-    def from_stored(cls, stored: StoredHit) -> Hit:
-        payload = stored.payload
-        return cls(
-            id=stored.id,
-            score=stored.score,
-            path=payload.get("path"),
-            width=payload.get("width"),
-            height=payload.get("height"),
-            format=payload.get("format"),
-            taken_at=payload.get("taken_at"),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class AssetInfo:
-    id: str
-    paths: list[str]
-    format: str | None
-    width: int | None
-    height: int | None
-    taken_at: str | None
-    bytes: int
-    sha256: str
-    state: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class LabelScore:
-    label: str
-    probability: float
-    score: float  # cosine between the image and the label's prompt ensemble
 
 
 class SearchService:
@@ -114,18 +77,12 @@ class SearchService:
 
     def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
         """More like this: the asset's own vector, without the asset itself."""
-        options = options or SearchOptions()
+        options = checked_options(options or SearchOptions(), self._max_limit())
         asset_id = _checked_id(asset_id)
         vector = self.asset_vector(asset_id)
-        widened = SearchOptions(
-            limit=options.offset + options.limit + 1,
-            offset=0,
-            filters=options.filters,
-            min_score=options.min_score,
-            adaptive_cutoff=options.adaptive_cutoff,
-            collapse_duplicates=options.collapse_duplicates,
-        )
-        hits = [hit for hit in self._search_vector(vector, widened) if hit.id != asset_id]
+        # One more from the top, so the page is still full once the asset itself is dropped.
+        widened = replace(options, limit=options.offset + options.limit + 1, offset=0)
+        hits = [hit for hit in self._ranked(vector, widened) if hit.id != asset_id]
         return hits[options.offset : options.offset + options.limit]
 
     def search(self, terms: Sequence[Term], options: SearchOptions | None = None) -> list[Hit]:
@@ -152,7 +109,7 @@ class SearchService:
         limit: int = 5,
     ) -> list[TextHit]:  # fmt: skip
         """Image -> text: the best captions or labels of a named text set."""
-        self._check_limit(limit, 0)
+        check_page(limit, 0, self._max_limit())
         vector = self._image_or_asset(image, asset_id)
         return search_texts(self._runtime, set_name, vector, limit)
 
@@ -247,18 +204,17 @@ class SearchService:
         encoded = self._runtime.encoder.encode_images(pixels[np.newaxis])
         return np.asarray(encoded[0], dtype=np.float32)
 
-    def _check_limit(self, limit: int, offset: int) -> None:
-        maximum = self._runtime.settings.search_max_limit
-        if not 1 <= limit <= maximum:
-            raise BadQuery(f"limit must be between 1 and {maximum}, got {limit}")
-        if not 0 <= offset <= 100_000:
-            raise BadQuery(f"offset must be between 0 and 100000, got {offset}")
+    def _max_limit(self) -> int:
+        return self._runtime.settings.search_max_limit
 
     def _search_vector(
         self, vector: NDArray[np.float32], options: SearchOptions | None
     ) -> list[Hit]:
-        options = options or SearchOptions()
-        self._check_limit(options.limit, options.offset)
+        options = checked_options(options or SearchOptions(), self._max_limit())
+        return self._ranked(vector, options)
+
+    def _ranked(self, vector: NDArray[np.float32], options: SearchOptions) -> list[Hit]:
+        """The refined page for checked options."""
         _, index = self._runtime.live_index()
         refine = options.adaptive_cutoff or options.collapse_duplicates is not None
         if not refine:

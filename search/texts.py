@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +18,7 @@ from core.catalog.models import IndexVersion, TextSet
 from core.runtime import Runtime
 from core.store.base import PointRecord
 from search.query import BadQuery
+from search.results import TextHit, TextSetInfo
 
 TEXT_NAMESPACE = uuid.UUID("0f5b4f5e-3a4c-5d9e-8b2a-7c6d5e4f3a2b")
 MAX_TEXTS = 100_000
@@ -26,20 +26,20 @@ MAX_TEXT_CHARS = 1000
 _ENCODE_BATCH = 256
 
 
+# TextHit and TextSetInfo live in search.results (shared with the light client); re-exported.
+__all__ = [
+    "TextHit",
+    "TextSetInfo",
+    "UnknownTextSet",
+    "add_texts",
+    "list_text_sets",
+    "search_texts",
+    "valid_name",
+]
+
+
 class UnknownTextSet(LookupError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class TextHit:
-    text: str
-    score: float
-
-
-@dataclass(frozen=True, slots=True)
-class TextSetInfo:
-    name: str
-    count: int
 
 
 def valid_name(name: str) -> str:

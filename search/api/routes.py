@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +21,7 @@ from search.api.schemas import (
     ClassifyIn,
     ClassifyOut,
     FiltersIn,
+    FlatOptionsIn,
     HealthOut,
     HitOut,
     LabelOut,
@@ -33,7 +33,7 @@ from search.api.schemas import (
     TextSetOut,
 )
 from search.engine import Hit, SearchService, UnknownAsset
-from search.query import BadQuery, SearchOptions, Term, parse_terms, path_term
+from search.query import MAX_QUERY_CHARS, BadQuery, SearchOptions, Term, parse_terms, path_term
 from search.texts import add_texts, list_text_sets
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -62,7 +62,7 @@ def _decode_b64(value: str) -> bytes:
 def _filters(body: FiltersIn) -> SearchFilter:
     return SearchFilter(
         folder=body.folder,
-        formats=tuple(f.upper() for f in body.formats),
+        formats=tuple(body.formats),  # the engine upper-cases them
         min_width=body.min_width,
         min_height=body.min_height,
         taken_after=body.taken_after,
@@ -96,6 +96,18 @@ def _terms(request: Request, body: SearchIn) -> list[Term]:
     return terms
 
 
+def _flat_options(flat: FlatOptionsIn) -> SearchOptions:
+    """The query-string / form-field shape; the same options as a ``SearchIn`` body."""
+    filters = FiltersIn(
+        folder=flat.folder, formats=flat.format, min_width=flat.min_width,
+        min_height=flat.min_height, taken_after=flat.taken_after, taken_before=flat.taken_before,
+    )  # fmt: skip
+    return SearchOptions(
+        limit=flat.limit, offset=flat.offset, filters=_filters(filters), min_score=flat.min_score,
+        adaptive_cutoff=flat.cutoff, collapse_duplicates=flat.collapse,
+    )  # fmt: skip
+
+
 def _options(body: SearchIn) -> SearchOptions:
     return SearchOptions(
         limit=body.limit,
@@ -117,42 +129,22 @@ def search_post(request: Request, body: SearchIn) -> SearchOut:
 @read_router.get("/v1/search", response_model=SearchOut, tags=["search"])
 def search_get(
     request: Request,
-    q: Annotated[str, Query(min_length=1, max_length=1000, description="beach +sunset -people")],
-    limit: Annotated[int, Query(ge=1)] = 10,
-    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-    folder: Annotated[str | None, Query(max_length=4096)] = None,
-    format: Annotated[list[str] | None, Query(max_length=20)] = None,
-    min_width: Annotated[int | None, Query(ge=0)] = None,
-    min_height: Annotated[int | None, Query(ge=0)] = None,
-    taken_after: datetime | None = None,
-    taken_before: datetime | None = None,
-    min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
-    cutoff: bool = False,
-    collapse: Annotated[float | None, Query(gt=0, le=1)] = None,
+    q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="a +b -c")],
+    flat: Annotated[FlatOptionsIn, Query()],
 ) -> SearchOut:
-    body = SearchIn(
-        query=q, limit=limit, offset=offset, min_score=min_score, adaptive_cutoff=cutoff,
-        collapse_duplicates=collapse,
-        filters=FiltersIn(
-            folder=folder, formats=format or [], min_width=min_width, min_height=min_height,
-            taken_after=taken_after, taken_before=taken_before,
-        ),
-    )  # fmt: skip
-    return search_post(request, body)
+    """A text query (``beach +sunset -people``) with every option as a query parameter."""
+    options = _flat_options(flat)
+    return _out(_service(request).text(q, options), options, request)
 
 
 @read_router.post("/v1/search/image", response_model=SearchOut, tags=["search"])
 def search_image(
     request: Request,
     file: Annotated[UploadFile, File(description="the query image")],
-    limit: Annotated[int, Form(ge=1)] = 10,
-    offset: Annotated[int, Form(ge=0, le=100_000)] = 0,
-    folder: Annotated[str | None, Form(max_length=4096)] = None,
-    min_score: Annotated[float | None, Form(ge=-1, le=1)] = None,
+    flat: Annotated[FlatOptionsIn, Form()],
 ) -> SearchOut:
-    options = SearchOptions(
-        limit=limit, offset=offset, filters=SearchFilter(folder=folder), min_score=min_score
-    )
+    """Search with an uploaded image; every option as a form field, named as in GET /v1/search."""
+    options = _flat_options(flat)
     data = file.file.read()
     return _out(_service(request).image(data, options), options, request)
 
@@ -166,12 +158,10 @@ def get_asset(request: Request, asset_id: str) -> AssetOut:
 def similar(
     request: Request,
     asset_id: str,
-    limit: Annotated[int, Query(ge=1)] = 10,
-    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
-    min_score: Annotated[float | None, Query(ge=-1, le=1)] = None,
+    flat: Annotated[FlatOptionsIn, Query()],
 ) -> SearchOut:
-    """More like this."""
-    options = SearchOptions(limit=limit, offset=offset, min_score=min_score)
+    """More like this; every option as a query parameter, named as in GET /v1/search."""
+    options = _flat_options(flat)
     return _out(_service(request).similar(asset_id, options), options, request)
 
 

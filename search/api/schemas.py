@@ -7,19 +7,49 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from search.engine import MAX_LABELS, MAX_TEMPLATES
+from search.query import (
+    COLLAPSE_CEILING,
+    COLLAPSE_FLOOR,
+    MAX_FORMAT_CHARS,
+    MAX_FORMATS,
+    MAX_OFFSET,
+    MAX_PATH_CHARS,
+    MAX_QUERY_CHARS,
+    MAX_TERMS,
+    MIN_SCORE_CEILING,
+    MIN_SCORE_FLOOR,
+)
+from search.texts import MAX_TEXT_CHARS, MAX_TEXTS
+
 Weight = Annotated[float, Field(ge=-100, le=100)]
+# The bounds of SearchOptions (search.query), shared by the JSON bodies and the flat
+# query-string / form-field shape below.
+Limit = Annotated[int, Field(ge=1)]  # the upper bound is a setting; the engine checks it
+Offset = Annotated[int, Field(ge=0, le=MAX_OFFSET)]
+Folder = Annotated[str, Field(max_length=MAX_PATH_CHARS)]
+Formats = Annotated[
+    list[Annotated[str, Field(max_length=MAX_FORMAT_CHARS)]], Field(max_length=MAX_FORMATS)
+]
+Size = Annotated[int, Field(ge=0)]
+MinScore = Annotated[float, Field(ge=MIN_SCORE_FLOOR, le=MIN_SCORE_CEILING)]
+Collapse = Annotated[
+    float,
+    Field(gt=COLLAPSE_FLOOR, le=COLLAPSE_CEILING, description="cosine above which hits are one"),
+]
+QueryText = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
 
 
 class TermIn(BaseModel):
     """One weighted query term: exactly one of text, image (base64), asset or path."""
 
     model_config = ConfigDict(extra="forbid")
-    text: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+    text: QueryText | None = None
     image: Annotated[str, Field(min_length=1, description="base64-encoded image bytes")] | None = (
         None
     )
     asset: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    path: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    path: Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)] | None = None
     weight: Weight = 1.0
 
     @model_validator(mode="after")
@@ -34,10 +64,10 @@ class TermIn(BaseModel):
 
 class FiltersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    folder: Annotated[str, Field(max_length=4096)] | None = None
-    formats: Annotated[list[Annotated[str, Field(max_length=16)]], Field(max_length=20)] = []
-    min_width: Annotated[int, Field(ge=0)] | None = None
-    min_height: Annotated[int, Field(ge=0)] | None = None
+    folder: Folder | None = None
+    formats: Formats = []
+    min_width: Size | None = None
+    min_height: Size | None = None
     taken_after: datetime | None = None
     taken_before: datetime | None = None
 
@@ -46,20 +76,41 @@ class SearchIn(BaseModel):
     """A query as text (``beach +sunset -people``) or as a list of weighted terms."""
 
     model_config = ConfigDict(extra="forbid")
-    query: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
-    terms: Annotated[list[TermIn], Field(min_length=1, max_length=16)] | None = None
-    limit: Annotated[int, Field(ge=1)] = 10
-    offset: Annotated[int, Field(ge=0, le=100_000)] = 0
+    query: QueryText | None = None
+    terms: Annotated[list[TermIn], Field(min_length=1, max_length=MAX_TERMS)] | None = None
+    limit: Limit = 10
+    offset: Offset = 0
     filters: FiltersIn = FiltersIn()
-    min_score: Annotated[float, Field(ge=-1, le=1)] | None = None
+    min_score: MinScore | None = None
     adaptive_cutoff: bool = False
-    collapse_duplicates: Annotated[float, Field(gt=0, le=1)] | None = None
+    collapse_duplicates: Collapse | None = None
 
     @model_validator(mode="after")
     def _query_or_terms(self) -> SearchIn:
         if (self.query is None) == (self.terms is None):
             raise ValueError("give either query or terms")
         return self
+
+
+class FlatOptionsIn(BaseModel):
+    """Every option of ``SearchIn`` as flat fields: the query string of ``GET /v1/search`` and
+    ``GET /v1/assets/{id}/similar``, and the form fields of ``POST /v1/search/image``.
+
+    Unknown names are ignored, not refused: the model shares the query string (or the form)
+    with the route's other parameters (``q``, ``file``).
+    """
+
+    limit: Limit = 10
+    offset: Offset = 0
+    folder: Folder | None = None
+    format: Formats = []
+    min_width: Size | None = None
+    min_height: Size | None = None
+    taken_after: datetime | None = None
+    taken_before: datetime | None = None
+    min_score: MinScore | None = None
+    cutoff: bool = Field(default=False, description="adaptive cutoff")
+    collapse: Collapse | None = None
 
 
 class HitOut(BaseModel):
@@ -94,12 +145,12 @@ class AssetOut(BaseModel):
 class ClassifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     labels: Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(
-        min_length=1, max_length=1000
+        min_length=1, max_length=MAX_LABELS
     )]  # fmt: skip
     asset: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     image: Annotated[str, Field(min_length=1, description="base64 image bytes")] | None = None
     templates: Annotated[list[Annotated[str, Field(max_length=200)]], Field(
-        min_length=1, max_length=32
+        min_length=1, max_length=MAX_TEMPLATES
     )] | None = None  # fmt: skip
 
     @model_validator(mode="after")
@@ -123,8 +174,8 @@ class ClassifyOut(BaseModel):
 class TextSetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
-    texts: Annotated[list[Annotated[str, Field(max_length=1000)]], Field(
-        min_length=1, max_length=100_000
+    texts: Annotated[list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]], Field(
+        min_length=1, max_length=MAX_TEXTS
     )]  # fmt: skip
 
 
