@@ -68,8 +68,17 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Uploaded bytes, stored by content (default: $CLIPDEX_HOME/blobs).
     blob_root: Path | None = None
+    # Writing stops cleanly (one line, exit 2) when the disk holding the home (catalog, store)
+    # or the blobs has less than this free; nothing is marked indexed that was not stored.
+    min_free_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     # Server-side paths a query may name; empty means none.
     allowed_image_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    # Requests a minute to the keyed API (/v1) per client address and, separately, per API key;
+    # over it a request gets 429 with Retry-After. 0 = no limit. Counted in memory, per process.
+    rate_limit_per_minute: int = Field(default=0, ge=0, le=1_000_000)
+    # Failed key checks (401/403) a minute per client address; past it, every keyed request
+    # from that address gets 429 before its key is looked at, until the bucket refills. 0 = off.
+    auth_failures_per_minute: int = Field(default=20, ge=0, le=1_000_000)
 
     @field_validator(
         "api_read_keys", "api_write_keys", "cors_origins", "allowed_image_roots",

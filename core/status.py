@@ -17,6 +17,7 @@ from core.catalog.models import (
     Location,
 )
 from core.runtime import Runtime
+from core.store.base import StoreError
 
 
 def state_counts(session: Session) -> dict[str, int]:
@@ -52,13 +53,17 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
             )
             or 0
         )
-    points = 0
+    points: int | None = 0
+    store_error: str | None = None
     model = None
     collection = None
     if version is not None:
         model = identity_of(version).as_dict()
         collection = version.collection
-        points = runtime.existing_index()[1].count()
+        try:
+            points = runtime.existing_index()[1].count()
+        except StoreError as error:  # the catalog still answers; say why the store did not
+            points, store_error = None, str(error)
     return {
         "home": str(runtime.settings.home),
         "store": runtime.store_kind,
@@ -69,6 +74,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
         "states": states,
         **states,
         "points": points,
+        "store_error": store_error,
         "failures": failures,
         "last_run": _run_summary(last_run),
         # Runs still marked running: in progress now, or killed before they could finish.

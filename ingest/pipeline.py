@@ -103,7 +103,11 @@ class Pipeline:
         limits: DecodeLimits,
         batch_size: int,
         workers: int,
+        before_write: Callable[[], None] | None = None,
     ) -> None:
+        """``before_write`` runs before each batch is stored (the free-space floor); when it
+        raises, that batch is neither stored nor marked indexed."""
+        self._before_write = before_write
         self._encoder = encoder
         self._index = index
         self._sessions = sessions
@@ -157,6 +161,8 @@ class Pipeline:
             started = time.perf_counter()
             vectors = self._encoder.encode_images(np.stack([p.pixels for p in good]))
             result.times.encode += time.perf_counter() - started
+        if self._before_write is not None:
+            self._before_write()
         started = time.perf_counter()
         with self._sessions() as session:
             for prepared in good:
@@ -188,10 +194,7 @@ def _record_metadata(session: Session, decoded: Decoded) -> None:
 def _record_failures(session: Session, version_id: int, bad: Sequence[Rejected]) -> int:
     """Every live path of a failed asset gets a failure row; a final failure is not retried."""
     set_states(session, version_id, [p.item.asset_id for p in bad if p.final], AssetState.FAILED)
-    return sum(
-        fail_live_paths(session, p.item.asset_id, p.stage, p.reason)
-        for p in bad
-    )
+    return sum(fail_live_paths(session, p.item.asset_id, p.stage, p.reason) for p in bad)
 
 
 def work_items(

@@ -21,8 +21,10 @@ from core.catalog.models import (
     IngestRun,
     utcnow,
 )
+from core.diskspace import check_free_space, write_paths
 from core.images import STAGE_READ
 from core.runtime import Runtime
+from core.settings import Settings
 from core.store import VectorIndex
 from ingest.payload import payloads_for
 from ingest.pipeline import Pipeline, StageTimes, work_items
@@ -85,6 +87,8 @@ def ingest(
     progress = progress or _Silent()
     started = time.perf_counter()
     roots = normalize_roots(list(paths))
+    settings = runtime.settings
+    check_free_space(_write_paths(settings), settings.min_free_bytes)  # before any write
     version = runtime.live_version()
     report = IngestReport(model=identity_of(version).label)
     with runtime.sessions() as session:
@@ -109,6 +113,7 @@ def _run(
     dispatch: SendBatch | None,
     started: float,
 ) -> IngestReport:
+    space = _write_paths(runtime.settings)
     tally = ScanTally()
     found: list[FoundFile] = [item for root in roots for item in scan(root, tally)]
     report.scanned, report.ignored, report.skipped = len(found), tally.ignored, tally.skipped
@@ -157,6 +162,7 @@ def _run(
             runtime.decode_limits(version),
             runtime.settings.batch_size,
             runtime.settings.decode_workers,
+            before_write=lambda: check_free_space(space, runtime.settings.min_free_bytes),
         )
         outcome = pipeline.run(work, progress.advance)
         report.encoded = outcome.encoded
@@ -198,6 +204,10 @@ def _refresh_payloads(
         ).all()
         if indexed:  # opens the store only when an indexed point's paths changed
             index().set_payloads(payloads_for(session, indexed))
+
+
+def _write_paths(settings: Settings) -> list[Path]:
+    return write_paths(settings.home, settings.blobs, settings.catalog_url)
 
 
 def _abort_run(sessions: sessionmaker[Session], run_id: int, error: BaseException) -> None:

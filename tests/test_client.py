@@ -223,11 +223,13 @@ def test_a_chunked_upload_over_the_limit_is_cut_off(settings: Settings) -> None:
     runtime = open_ready_runtime(small, encoder=FakeEncoder())
 
     def body() -> Iterator[bytes]:
+        # A well-formed multipart upload of 10 MB, streamed without a Content-Length.
         yield (
-            b'--b\\r\\nContent-Disposition: form-data; name="file"; filename="big.jpg"\\r\\n'
-            b"Content-Type: image/jpeg\\r\\n\\r\\n"
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+            b"Content-Type: image/jpeg\r\n\r\n"
         )
-        yield from (b"x" * 50_000 for _ in range(200))  # 10 MB, no Content-Length
+        yield from (b"x" * 50_000 for _ in range(200))
+        yield b"\r\n--b--\r\n"
 
     try:
         with serve(create_app(small, runtime)) as url:
@@ -235,6 +237,7 @@ def test_a_chunked_upload_over_the_limit_is_cut_off(settings: Settings) -> None:
                 f"{url}/v1/search/image", content=body(), timeout=30,
                 headers={"content-type": "multipart/form-data; boundary=b"},
             )  # fmt: skip
-        assert response.status_code == 413
+            assert response.status_code == 413
+            assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
     finally:
         runtime.close()

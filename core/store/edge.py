@@ -16,6 +16,7 @@ import numpy as np
 import qdrant_edge as qe
 from numpy.typing import NDArray
 
+from core.diskspace import check_free_space
 from core.store.base import (
     DATETIME_FIELDS,
     INTEGER_FIELDS,
@@ -39,8 +40,12 @@ class EdgeStore:
 
     kind = "embedded"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+        """``min_free_bytes``: refuse to open a collection below this much free space. Opening
+        one maps 32 MiB write-ahead-log segments and storage chunks; on a disk without room
+        for them the process dies of SIGBUS instead of getting an error."""
         self._root = root
+        self._min_free_bytes = min_free_bytes
         root.mkdir(parents=True, exist_ok=True)
         self._lock_file = _take_lock(root)
         self._open: dict[str, EdgeIndex] = {}
@@ -49,6 +54,7 @@ class EdgeStore:
         if name in self._open:
             return self._open[name]
         path = self._root / name
+        check_free_space([self._root], self._min_free_bytes)
         try:
             created = not (path.is_dir() and any(path.iterdir()))
             if created:

@@ -26,4 +26,4 @@ def open_store(settings: Settings, location: str | None = None) -> VectorStore:
         return QdrantStore(client, kind="server")
     from core.store.edge import EdgeStore
 
-    return EdgeStore(settings.store_path)
+    return EdgeStore(settings.store_path, settings.min_free_bytes)
