@@ -89,6 +89,10 @@ def ingest(
     roots = normalize_roots(list(paths))
     settings = runtime.settings
     check_free_space(_write_paths(settings), settings.min_free_bytes)  # before any write
+    if dispatch is None:
+        # Inline work needs the store: take it (the embedded store's lock, cheap; no collection
+        # is loaded) before registering anything, so a refused run leaves no trace.
+        _ = runtime.store
     version = runtime.live_version()
     report = IngestReport(model=identity_of(version).label)
     with runtime.sessions() as session:

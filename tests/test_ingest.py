@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from core.catalog.models import Failure
 from core.runtime import Runtime
+from core.settings import Settings
 from core.store.base import SearchFilter
 from ingest import register as register_module
 from ingest.run import ingest
@@ -165,3 +166,31 @@ def test_date_taken_filters(runtime: Runtime, library: Path) -> None:
     ] == ["old.jpg"]
     hit = service.text("x", SearchOptions(50, filters=after))[0]
     assert hit.taken_at == "2023-05-01T09:00:00Z" and (hit.width, hit.height) == (320, 240)
+
+
+def test_an_ingest_refused_because_the_store_is_in_use_registers_nothing(
+    settings: Settings, library: Path
+) -> None:
+    from sqlalchemy import func
+
+    from clipdex.catalog import open_ready_runtime
+    from core.catalog.models import IngestRun, Location
+    from core.store import open_store
+    from core.store.base import StoreLocked
+
+    holder = open_store(settings)  # another process would hold the same lock
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder())
+    try:
+        with pytest.raises(StoreLocked):
+            ingest(runtime, [library])
+        with runtime.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Location)) == 0
+            assert session.scalar(select(func.count()).select_from(IngestRun)) == 0
+    finally:
+        runtime.close()
+        holder.close()
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder())
+    try:
+        assert ingest(runtime, [library]).new == 8
+    finally:
+        runtime.close()
