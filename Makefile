@@ -4,7 +4,7 @@
 
 VENV := .venv/bin
 DEMO_HOME ?= .clipdex-demo
-DEMO_LIBRARY ?= ../shared/corpus/photos
+LIBRARY ?= samples/photos
 
 .venv/.installed: pyproject.toml constraints.txt scripts/install.sh
 	./scripts/install.sh
@@ -12,12 +12,10 @@ DEMO_LIBRARY ?= ../shared/corpus/photos
 
 install: .venv/.installed
 
-# Offline smoke run: the built-in tiny model has random weights (labelled so in every output).
-# With real weights: CLIPDEX_PRETRAINED=/path/to/open_clip_pytorch_model.bin clipdex ingest ...
+# The main job on the demo library shipped in samples/photos (or LIBRARY=~/Pictures): the
+# configured model (ViT-B-32) when its weights can be had, else the built-in tiny model.
 demo: install
-	CLIPDEX_HOME=$(DEMO_HOME) CLIPDEX_MODEL=clipdex-tiny $(VENV)/clipdex ingest $(DEMO_LIBRARY)
-	CLIPDEX_HOME=$(DEMO_HOME) CLIPDEX_MODEL=clipdex-tiny $(VENV)/clipdex search "a dog on the beach" --limit 5
-	CLIPDEX_HOME=$(DEMO_HOME) CLIPDEX_MODEL=clipdex-tiny $(VENV)/clipdex status
+	CLIPDEX_HOME=$(DEMO_HOME) ./scripts/demo.sh $(LIBRARY)
 
 lint: install
 	$(VENV)/ruff check .
