@@ -8,15 +8,17 @@ client mistake is a 4xx with a message; anything else is a 500 with no traceback
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from clipdex.auth import Read, Write
+from clipdex.auth import ApiGuard, KeyScopes, Read, Write
 from clipdex.catalog import prepare_catalog
 from clipdex.dispatch import dispatch_for
 from clipdex.errors import EXPECTED, message_of, rule_for, status_of
@@ -73,6 +75,9 @@ def create_app(
     app.state.registry = install_metrics(app)
     if runtime is not None:
         _attach(app, runtime)
+    # Keys and rate limits are decided from the headers, before anything reads the body. CORS
+    # goes outside it, so a preflight (which carries no key) is answered by CORS alone.
+    app.add_middleware(ApiGuard, settings=settings, scopes=key_scopes())
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
@@ -85,6 +90,14 @@ def create_app(
     app.include_router(search_api.ops_router)
     _install_error_handlers(app)
     return app
+
+
+def key_scopes() -> KeyScopes:
+    """The routes behind a read key and those behind a write key, as included below."""
+    return KeyScopes(
+        read=(*search_api.read_router.routes, *ingest_api.read_router.routes),
+        write=(*search_api.write_router.routes, *ingest_api.write_router.routes),
+    )
 
 
 def _attach(app: FastAPI, runtime: Runtime) -> None:
@@ -102,14 +115,37 @@ def _install_error_handlers(app: FastAPI) -> None:
     for kind in EXPECTED:
         app.add_exception_handler(kind, expected)
 
-    @app.exception_handler(ValidationError)
-    async def invalid(_: Request, error: ValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
+    async def invalid(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, ValidationError | RequestValidationError)
+        return JSONResponse({"detail": problems(error.errors())}, status_code=422)
+
+    # Both render where and what only, never the input: an echoed input can be huge, and one
+    # holding NaN or Infinity cannot be rendered as JSON at all.
+    app.add_exception_handler(ValidationError, invalid)
+    app.add_exception_handler(RequestValidationError, invalid)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
+
+
+MAX_PROBLEMS = 5
+MAX_PART_CHARS = 120
+MAX_DETAIL_CHARS = 1000
+
+
+def _clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def problems(errors: Sequence[Any]) -> str:
+    """One bounded line from validation errors: ``loc: msg`` for the first few, no inputs."""
+    parts = []
+    for error in errors[:MAX_PROBLEMS]:
+        where = ".".join(_clipped(str(part), MAX_PART_CHARS) for part in error.get("loc", ()))
+        what = _clipped(str(error.get("msg", "invalid")), 2 * MAX_PART_CHARS)
+        parts.append(f"{where}: {what}" if where else what)
+    if len(errors) > MAX_PROBLEMS:
+        parts.append(f"and {len(errors) - MAX_PROBLEMS} more")
+    return _clipped("; ".join(parts), MAX_DETAIL_CHARS) or "invalid request"

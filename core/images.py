@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -111,17 +114,35 @@ def _openers() -> tuple[str, ...]:
     return tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
 
 
-def read_limited(path: Path, max_file_bytes: int) -> bytes:
-    """Read a whole file, refusing one over the byte cap before reading it."""
+# How long reading one file may take before it is given up (a stalled network mount).
+READ_DEADLINE_SECONDS: Final = 30.0
+_CHUNK: Final = 1024 * 1024
+
+
+def read_limited(
+    path: Path, max_file_bytes: int, deadline_seconds: float = READ_DEADLINE_SECONDS
+) -> bytes:
+    """Read a whole regular file, refusing one over the byte cap before reading it.
+
+    Anything but a regular file (a FIFO, a device, a socket, a directory) is refused before it
+    is opened: opening a FIFO waits for a writer forever. The open itself is non-blocking and
+    the opened file is checked again, in case the path was swapped in between. Reading stops
+    with a rejection once it has taken longer than ``deadline_seconds``.
+    """
     try:
-        size = path.stat().st_size
-        if size > max_file_bytes:
-            raise ImageRejected(
-                STAGE_READ, f"file is {size} bytes, over the {max_file_bytes} cap",
-                RejectKind.TOO_LARGE,
-            )  # fmt: skip
-        with path.open("rb") as handle:
-            data = handle.read(max_file_bytes + 1)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise _not_regular()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb", buffering=0) as handle:
+            facts = os.fstat(handle.fileno())
+            if not stat.S_ISREG(facts.st_mode):
+                raise _not_regular()
+            if facts.st_size > max_file_bytes:
+                raise ImageRejected(
+                    STAGE_READ, f"file is {facts.st_size} bytes, over the {max_file_bytes} cap",
+                    RejectKind.TOO_LARGE,
+                )  # fmt: skip
+            data = _read_until(handle, max_file_bytes + 1, deadline_seconds)
     except OSError as error:
         raise ImageRejected(
             STAGE_READ, f"cannot read file: {error.strerror or error}", RejectKind.UNREADABLE
@@ -131,6 +152,32 @@ def read_limited(path: Path, max_file_bytes: int) -> bytes:
             STAGE_READ, f"file grew past the {max_file_bytes} byte cap", RejectKind.TOO_LARGE
         )
     return data
+
+
+def _not_regular() -> ImageRejected:
+    return ImageRejected(
+        STAGE_READ, "not a regular file (a FIFO, device, socket or directory)",
+        RejectKind.UNREADABLE,
+    )  # fmt: skip
+
+
+def _read_until(handle: BinaryIO, most: int, deadline_seconds: float) -> bytes:
+    """Up to ``most`` bytes, in chunks, giving up once the deadline has passed."""
+    deadline = time.monotonic() + deadline_seconds
+    chunks: list[bytes] = []
+    remaining = most
+    while remaining > 0:
+        chunk = handle.read(min(_CHUNK, remaining))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+        if time.monotonic() > deadline:
+            raise ImageRejected(
+                STAGE_READ, f"reading took longer than {deadline_seconds:g} s",
+                RejectKind.UNREADABLE,
+            )  # fmt: skip
+    return b"".join(chunks)
 
 
 # What Pillow raises on hostile input; anything else is a bug and must surface.
