@@ -16,6 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from core.images import ImageRejected, RejectKind
+
 _PIL_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -73,8 +75,16 @@ def _triple(value: Any) -> tuple[float, float, float]:
     return (first, second, third)
 
 
+# open_clip resizes the short side to the model's size before cropping the centre, so a very
+# thin image (20000x1) would need a billion-pixel intermediate. Refuse those instead.
+MAX_RESIZED_PIXELS = 32 * 1024 * 1024
+
+
 def to_model_input(image: Image.Image, config: PreprocessConfig) -> NDArray[np.uint8]:
-    """Resize and crop an RGB image exactly as open_clip would; return uint8 HxWx3."""
+    """Resize and crop an RGB image exactly as open_clip would; return uint8 HxWx3.
+
+    Raises :class:`core.images.ImageRejected` for an image too thin to resize in bounded
+    memory."""
     resample = _PIL_FILTERS[config.interpolation]
     target_h, target_w = config.size
     if config.resize_mode == "squash":
@@ -90,6 +100,14 @@ def to_model_input(image: Image.Image, config: PreprocessConfig) -> NDArray[np.u
             new_h, new_w = _keep_ratio_size(image, config.size, longest=False)
             # open_clip builds ResizeKeepRatio here without passing the interpolation.
             resample = Image.Resampling.BICUBIC
+        if new_h * new_w > MAX_RESIZED_PIXELS:
+            width, height = image.size
+            raise ImageRejected(
+                "decode",
+                f"image is {width}x{height}: too thin to preprocess (resizing its short side to "
+                f"{min(config.size)} would need {new_w}x{new_h} pixels)",
+                RejectKind.UNSUPPORTED,
+            )
         image = _resize(image, new_h, new_w, resample)
         image = _center_crop_or_pad(image, config.size, 0)
     array = np.asarray(image.convert("RGB"), dtype=np.uint8)

@@ -7,6 +7,7 @@ code serves inline ingest and the Celery task.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,8 @@ from core.preprocess import PreprocessConfig, to_model_input
 from core.store.base import PointRecord, VectorIndex
 from ingest.payload import payloads_for
 from ingest.records import fail_live_paths, set_states
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,9 @@ def prepare(item: WorkItem, limits: DecodeLimits, config: PreprocessConfig) -> P
         pixels = to_model_input(decoded.image, config)
     except ImageRejected as rejected:
         return Rejected(item, rejected.stage, rejected.reason)
+    except Exception as error:  # a decoder bug must cost one file, never the batch
+        log.exception("unexpected error preparing %s", item.path)
+        return Rejected(item, "decode", f"unexpected {type(error).__name__}: {error}"[:500])
     return Decoded(item, pixels, decoded.format, decoded.width, decoded.height, decoded.taken_at)
 
 
