@@ -184,6 +184,7 @@ def _read_until(handle: BinaryIO, most: int, deadline_seconds: float) -> bytes:
 _DECODE_ERRORS = (
     Image.DecompressionBombError, Image.DecompressionBombWarning, ValueError, OSError,
     SyntaxError, EOFError, IndexError, KeyError, TypeError, MemoryError,
+    RuntimeError,  # the AVIF plugin's "Failed to decode image" (found by bench/decode_fuzz.py)
 )  # fmt: skip
 
 
