@@ -47,6 +47,7 @@ class Runtime:
     encoder: Encoder
     _store: VectorStore | None = None
     _indexes: dict[str, VectorIndex] = field(default_factory=dict, init=False)
+    _encoders: dict[tuple[str, str], Encoder] = field(default_factory=dict, init=False)
     _version: IndexVersion | None = field(default=None, init=False)
     # Request threads of the HTTP API share one runtime; first use must happen once.
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
@@ -97,6 +98,25 @@ class Runtime:
                 index = self.store.open_index(version.collection, version.dim)
                 self._indexes[version.collection] = index
             return index
+
+    def encoder_for(self, version: IndexVersion) -> Encoder:
+        """The encoder that built ``version``: the configured one when it matches, else one
+        made (lazily, once per process) from the model identity stored with the version."""
+        declared = self.encoder.declared
+        key = (version.architecture, version.pretrained)
+        if key == (declared.architecture, declared.pretrained):
+            return self.encoder
+        with self._lock:
+            encoder = self._encoders.get(key)
+            if encoder is None:
+                spec = ModelSpec(
+                    version.architecture,
+                    version.pretrained,
+                    self.settings.device,
+                    self.settings.precision,
+                )
+                encoder = self._encoders[key] = OpenClipEncoder(spec)
+            return encoder
 
     def live_index(self) -> tuple[IndexVersion, VectorIndex]:
         """The live index for the configured model, created on first use."""
