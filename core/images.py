@@ -66,12 +66,18 @@ class ImageRejected(Exception):
         self.kind = kind
 
 
+# How long reading one file may take before it is refused (a stalled network mount).
+READ_DEADLINE_SECONDS: Final = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
     max_file_bytes: int
     max_image_pixels: int
     # Shortest side (pixels) that JPEG DCT scaling must keep; 0 disables draft().
     draft_min_side: int = 0
+    # Seconds reading one file may take before it is refused (a stalled network mount).
+    read_deadline_seconds: float = READ_DEADLINE_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +120,6 @@ def _openers() -> tuple[str, ...]:
     return tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
 
 
-# How long reading one file may take before it is given up (a stalled network mount).
-READ_DEADLINE_SECONDS: Final = 30.0
 _CHUNK: Final = 1024 * 1024
 
 
@@ -223,7 +227,8 @@ def identify(data: bytes, limits: DecodeLimits) -> str:
 
 
 def decode_file(path: Path, limits: DecodeLimits) -> DecodedImage:
-    return decode_bytes(read_limited(path, limits.max_file_bytes), limits)
+    data = read_limited(path, limits.max_file_bytes, limits.read_deadline_seconds)
+    return decode_bytes(data, limits)
 
 
 def decode_bytes(data: bytes, limits: DecodeLimits) -> DecodedImage:

@@ -24,7 +24,7 @@ from clipdex.catalog import open_ready_runtime
 from clipdex.cli.serving import anonymous_exposure, is_loopback
 from clipdex.http import create_app, key_scopes
 from clipdex.ratelimit import TokenBuckets
-from core.images import STAGE_READ, ImageRejected, read_limited
+from core.images import STAGE_READ, DecodeLimits, ImageRejected, decode_file, read_limited
 from core.runtime import Runtime
 from core.settings import Settings, load_settings
 from ingest.run import ingest
@@ -129,6 +129,8 @@ def test_read_limited_gives_up_past_its_deadline(tmp_path: Path) -> None:
     assert len(read_limited(big, 10**8)) == 3 * 1024 * 1024
     with pytest.raises(ImageRejected, match="longer than"):
         read_limited(big, 10**8, deadline_seconds=-1)
+    with pytest.raises(ImageRejected, match="longer than"):
+        decode_file(big, DecodeLimits(10**8, 10**8, read_deadline_seconds=-1))
 
 
 def test_a_fifo_path_term_is_refused_and_the_server_stays_up(
