@@ -202,12 +202,11 @@ class _Loaded:
 
     @classmethod
     def create(cls, spec: ModelSpec) -> _Loaded:
-
         from core.torch_compat import import_open_clip
 
+        device = _device(spec.device)  # imports torch first; refuses a device this machine lacks
         open_clip = import_open_clip()
         register_builtin_configs(open_clip)
-        device = _device(spec.device)
         if spec.model not in open_clip.list_models() and not spec.model.startswith("hf-hub:"):
             raise ModelUnavailable(
                 f"unknown model architecture {spec.model!r}; "
@@ -257,36 +256,24 @@ def _normalized(features: Any) -> Vectors:
 
 
 def _device(name: str) -> Any:
-    """The torch device for CLIPDEX_DEVICE, refused with a clear message when this machine does
-    not have it."""
+    """The torch device for CLIPDEX_DEVICE, refused with one clear line if this machine lacks it."""
     import torch
 
     try:
         device = torch.device(_resolve_device(name))
     except (RuntimeError, ValueError) as error:
         raise ModelUnavailable(
-            f"CLIPDEX_DEVICE={name!r} is not a device torch knows ({error}); "
-            "use auto, cpu, cuda, cuda:N or mps"
+            f"CLIPDEX_DEVICE={name!r} is not a torch device ({error}); use auto, cpu, cuda or mps"
         ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelUnavailable(
-                f"CLIPDEX_DEVICE={name!r} but torch sees no CUDA device on this machine "
-                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
-                "set CLIPDEX_DEVICE=cpu or auto"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ModelUnavailable(
-                f"CLIPDEX_DEVICE={name!r} but torch sees {torch.cuda.device_count()} CUDA "
-                "device(s); set CLIPDEX_DEVICE=cuda:0, cpu or auto"
-            )
-    if device.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ModelUnavailable(
-                f"CLIPDEX_DEVICE={name!r} but MPS is not available on this machine; "
-                "set CLIPDEX_DEVICE=cpu or auto"
-            )
+    mps = getattr(torch.backends, "mps", None)
+    missing = (device.type == "cuda" and not torch.cuda.is_available()) or (
+        device.type == "mps" and (mps is None or not mps.is_available())
+    )
+    if missing or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
+        raise ModelUnavailable(
+            f"CLIPDEX_DEVICE={name!r} but torch (version {torch.__version__}) sees no such "
+            f"{device.type.upper()} device on this machine; set CLIPDEX_DEVICE=cpu or auto"
+        )
     return device
 
 
@@ -317,7 +304,7 @@ def _create_model(open_clip: Any, spec: ModelSpec, device: Any) -> Any:
         finally:
             root_logger.setLevel(level)
     if spec.pretrained.startswith("hf-hub:"):
-        return _from_hub(spec, lambda: open_clip.create_model(spec.pretrained, device=device))
+        return _load_weights(spec, lambda: open_clip.create_model(spec.pretrained, device=device))
     path = Path(spec.pretrained).expanduser()
     if path.suffix or "/" in spec.pretrained:
         if not path.is_file():
@@ -325,13 +312,14 @@ def _create_model(open_clip: Any, spec: ModelSpec, device: Any) -> Any:
                 f"CLIPDEX_PRETRAINED points at {str(path)!r}, which is not a file. "
                 f"Give the path of an open_clip checkpoint for {spec.model}."
             )
-        return _with_clear_error(
+        return _load_weights(
             spec,
             lambda: open_clip.create_model(
                 spec.model, pretrained=str(path), device=device, require_pretrained=True
             ),
+            hub=False,
         )
-    return _from_hub(
+    return _load_weights(
         spec,
         lambda: open_clip.create_model(
             spec.model, pretrained=spec.pretrained, device=device, require_pretrained=True
@@ -339,56 +327,37 @@ def _create_model(open_clip: Any, spec: ModelSpec, device: Any) -> Any:
     )
 
 
-def _from_hub(spec: ModelSpec, create: Callable[[], Any]) -> Any:
-    """Weights named by a tag or an ``hf-hub:`` id. A short probe first: when the hub cannot be
-    reached (or HF_HUB_OFFLINE is set) they come from the local cache alone, so an offline
-    machine fails in seconds with one message instead of a minute of retries."""
-    offline = _hub_offline_by_env()
-    endpoint = _hub_endpoint()
-    if not offline and not _reachable(endpoint, HUB_PROBE_SECONDS):
-        with _quiet(), _hub_offline():
-            try:
-                return create()
-            except Exception as error:
-                unreachable = f"they are not in the local cache and {endpoint[0]} cannot be reached"
-                raise _unavailable(spec, error, unreachable) from error
+def _load_weights(spec: ModelSpec, create: Callable[[], Any], hub: bool = True) -> Any:
+    """Weights from a checkpoint file, or (``hub``) named by a tag or an ``hf-hub:`` id. Hub
+    weights: a short probe first; when the hub cannot be reached they come from the local cache
+    alone, so an offline machine fails in seconds with one line, not a minute of retries."""
+    from huggingface_hub import constants  # open_clip's own dependency
+
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host = endpoint.hostname or "huggingface.co"
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    offline, why = constants.HF_HUB_OFFLINE, None
+    if hub and offline:
+        why = "HF_HUB_OFFLINE is set and they are not in the local cache"
+    elif hub and not _reachable((host, port), HUB_PROBE_SECONDS):
+        why = f"they are not in the local cache and {host} cannot be reached"
+    constants.HF_HUB_OFFLINE = offline or why is not None
     try:
         with _quiet():
             return create()
     except Exception as error:
-        cached_only = "HF_HUB_OFFLINE is set and they are not in the local cache"
-        raise _unavailable(spec, error, cached_only if offline else None) from error
-
-
-def _with_clear_error(spec: ModelSpec, create: Callable[[], Any]) -> Any:
-    try:
-        with _quiet():
-            return create()
-    except Exception as error:
-        raise _unavailable(spec, error, None) from error
-
-
-def _unavailable(spec: ModelSpec, error: Exception | None, why: str | None) -> ModelUnavailable:
-    """One line: what failed, why, and the fix (CLIPDEX_PRETRAINED, or the tiny model)."""
-    if isinstance(error, ModelUnavailable):
-        return error
-    detail = why or _first_line(error)
-    return ModelUnavailable(
-        f"could not load weights {spec.pretrained!r} for model {spec.model!r}"
-        + (f" ({detail})" if detail else "")
-        + ". If this machine cannot download them, fetch the open_clip checkpoint on a machine "
-        "that can (e.g. open_clip_pytorch_model.bin from the model's Hugging Face repo) and set "
-        f"CLIPDEX_PRETRAINED=/path/to/that/file, keeping CLIPDEX_MODEL at {spec.model!r}; for "
-        f"an offline smoke run use CLIPDEX_MODEL={TINY_MODEL} (random weights, results "
-        "meaningless)."
-    )
-
-
-def _first_line(error: Exception | None) -> str:
-    if error is None:
-        return ""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        why = why or f"{type(error).__name__}: {lines[0] if lines else ''}"
+        raise ModelUnavailable(
+            f"could not load weights {spec.pretrained!r} for model {spec.model!r} ({why}). If "
+            "this machine cannot download them, fetch the open_clip checkpoint on a machine that "
+            "can (e.g. open_clip_pytorch_model.bin from the model's Hugging Face repo) and set "
+            f"CLIPDEX_PRETRAINED=/path/to/that/file, keeping CLIPDEX_MODEL at {spec.model!r}; "
+            f"for an offline smoke run use CLIPDEX_MODEL={TINY_MODEL} (random weights, results "
+            "meaningless)."
+        ) from error
+    finally:
+        constants.HF_HUB_OFFLINE = offline
 
 
 @contextlib.contextmanager
@@ -405,45 +374,15 @@ def _quiet() -> Iterator[None]:
         logging.disable(disabled)
 
 
-def _hub_offline_by_env() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """huggingface_hub in offline mode (cache only, no request) for the duration."""
-    try:
-        from huggingface_hub import constants
-    except ImportError:  # no hub client: open_clip cannot download from the hub anyway
-        yield
-        return
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
-
-
-def _hub_endpoint() -> tuple[str, int]:
-    parts = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    default_port = 80 if parts.scheme == "http" else 443
-    return parts.hostname or "huggingface.co", parts.port or default_port
-
-
 def _reachable(endpoint: tuple[str, int], timeout: float) -> bool:
     """A TCP connection to ``endpoint`` within ``timeout`` seconds, name lookup included."""
     result: list[bool] = []
 
     def probe() -> None:
-        try:
-            with socket.create_connection(endpoint, timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
+        with contextlib.suppress(OSError), socket.create_connection(endpoint, timeout=timeout):
+            result.append(True)
 
     thread = threading.Thread(target=probe, name="clipdex-hub-probe", daemon=True)
     thread.start()
     thread.join(timeout)
-    return bool(result and result[0])
+    return bool(result)
