@@ -29,6 +29,21 @@ class _ChildState:
     runtime: Runtime | None = None
 
 
+def open_for_work(runtime: Runtime) -> None:
+    """Open what a batch needs, so that a runtime that cannot work fails now: the store, the
+    live index (matched with the configured model) when one exists, and the model. It never
+    creates the first index version: that is the first ingest's, which may run right now."""
+    from core.catalog.index_versions import active_index
+
+    with runtime.sessions() as session:
+        exists = active_index(session) is not None
+    if exists:
+        runtime.live_index()
+    else:
+        runtime.store  # noqa: B018  (opens it)
+    runtime.encoder.identity  # noqa: B018  (loads the model)
+
+
 def crash_on(sha256: str) -> BeforeEncode:
     """FAULT INJECTION for tests only: kill this process with SIGKILL (as a segfault or the OOM
     killer would) when the image with this SHA-256 is about to be encoded."""
@@ -50,7 +65,7 @@ def register_tasks(app: Celery, settings: Settings, crash_on_sha256: str | None 
     def load_model(**_: Any) -> None:
         try:
             runtime = _ChildState.runtime = open_runtime(settings)
-            runtime.live_index()  # opens the store in the child, never in the parent
+            open_for_work(runtime)  # opens the store in the child, never in the parent
             log.info("worker child ready: %s", runtime.encoder.identity.label)
         except Exception as error:  # a broken child must never take a task
             _give_up_child(error)

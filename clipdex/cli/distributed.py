@@ -103,13 +103,13 @@ def _runtime_check(settings: Settings, answer: Connection) -> None:
     """In the spawned check process: what ``worker_process_init`` does in each pool child."""
     from clipdex.errors import EXPECTED, message_of
     from core.runtime import open_runtime
+    from workers.tasks import open_for_work
 
     problem: str | None = None
     try:
         runtime = open_runtime(settings)
         try:
-            runtime.live_index()
-            runtime.encoder.identity  # noqa: B018  (loads the model)
+            open_for_work(runtime)
         finally:
             runtime.close()
     except EXPECTED as error:
