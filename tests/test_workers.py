@@ -86,6 +86,9 @@ def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[object]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
+        if not started:  # as compose's one-shot migrate service: workers only check the schema
+            migrated = clipdex(env, "migrate")
+            assert migrated.returncode == 0, migrated.stderr
         log = (tmp_path / f"worker-{len(started)}.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "clipdex", "worker", "--concurrency", "1"],
@@ -155,7 +158,7 @@ def test_a_broker_that_loses_its_queue_loses_nothing(
 
     requeued = clipdex(env, "reconcile", "--older-than", "0", "--json")
     assert requeued.returncode == 0, requeued.stderr
-    assert json.loads(requeued.stdout) == {"requeued": 22}
+    assert json.loads(requeued.stdout) == {"requeued": 22, "sent": 22}
     counts = wait_until_settled(env["CLIPDEX_DATABASE_URL"])
     stop(worker)
     assert counts == {"indexed": 20, "failed": 2}
@@ -325,7 +328,7 @@ def test_redis_killed_and_restarted_empty_loses_nothing(
         env.update(own)  # the worker fixture starts with this environment
         worker = start_worker()  # type: ignore[operator]
         requeued = clipdex(own, "reconcile", "--older-than", "0", "--json")
-        assert json.loads(requeued.stdout) == {"requeued": 22}
+        assert json.loads(requeued.stdout) == {"requeued": 22, "sent": 22}
         counts = wait_until_settled(own["CLIPDEX_DATABASE_URL"])
         stop(worker)
     finally:
