@@ -45,11 +45,12 @@ def worker(
     from clipdex.catalog import prepare_catalog
     from clipdex.errors import EXPECTED, message_of
     from core.catalog.db import make_engine
-    from core.settings import load_settings
+    from clipdex.cli.common import checked_settings, expected_errors
     from workers.app import QUEUE, make_celery
     from workers.tasks import register_tasks
 
-    settings = load_settings()
+    with expected_errors():
+        settings = checked_settings()
     if not settings.broker_url:
         fail("set CLIPDEX_BROKER_URL (e.g. redis://127.0.0.1:6379/0) for workers")
     engine = make_engine(settings.catalog_url)
