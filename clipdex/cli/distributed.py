@@ -43,9 +43,9 @@ def worker(
     image is about to be encoded, as a segfault or the OOM killer would.
     """
     from clipdex.catalog import prepare_catalog
+    from clipdex.cli.common import checked_settings, expected_errors
     from clipdex.errors import EXPECTED, message_of
     from core.catalog.db import make_engine
-    from clipdex.cli.common import checked_settings, expected_errors
     from workers.app import QUEUE, make_celery
     from workers.tasks import register_tasks
 
