@@ -8,6 +8,7 @@ client mistake is a 4xx with a message; anything else is a 500 with no traceback
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from core.settings import Settings
 from ingest import api as ingest_api
 from search.api import routes as search_api
 from search.api.metrics import install_metrics
-from search.engine import SearchService
+from search.engine import LiveTarget, SearchService, target_for
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +42,95 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
+class LiveTargets:
+    """The live target every request resolves through, and its refresher.
+
+    The refresher re-reads the catalog's live version every ``interval`` seconds; when it
+    changed (``clipdex reindex`` or ``index activate`` elsewhere, on a shared store), it loads
+    that version's model and warms it with one text first, then swaps the whole target in one
+    assignment. A request takes the target once, so it is answered by one version only."""
+
+    def __init__(self, runtime: Runtime, interval: float) -> None:
+        self._runtime = runtime
+        self._interval = interval
+        self._target: LiveTarget | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def current(self) -> LiveTarget:
+        target = self._target
+        if target is not None:
+            return target
+        with self._lock:
+            if self._target is None:
+                self._target = target_for(self._runtime, self._runtime.live_version())
+            return self._target
+
+    def refresh(self) -> None:
+        """One look at the catalog; a changed live version is loaded, warmed, then swapped."""
+        current = self._target
+        if current is None:
+            return  # the first request resolves it (and creates the first version if needed)
+        live = self._runtime.catalog_live()
+        if live is None or live.id == current.version.id:
+            return
+        target = target_for(self._runtime, live)
+        target.encoder.encode_texts(["a photo"])  # load and warm the model before the swap
+        with self._lock:
+            self._target = target
+            self._runtime.follow_live(live)
+        log.info("now serving index version %d (%s)", live.id, live.collection)
+
+    def start(self) -> None:
+        if self._interval > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="live-refresh", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.refresh()
+            except Exception:  # keep serving the current target; try again next time
+                log.exception("could not follow the live index version")
+
+
 def create_app(
-    settings: Settings, runtime: Runtime | None = None, preload: bool = False
+    settings: Settings,
+    runtime: Runtime | None = None,
+    preload: bool = False,
+    refresh_interval: float = 2.0,
 ) -> FastAPI:
     """With no runtime given, the app opens one on startup (checking the catalog is migrated,
-    or migrating the embedded default) and closes it on shutdown."""
+    or migrating the embedded default) and closes it on shutdown. ``refresh_interval``: how
+    often (seconds) the server re-reads the catalog's live index version; 0 never."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runtime is not None:  # the caller owns it and has attached it already
-            yield
+            app.state.targets.start()
+            try:
+                yield
+            finally:
+                app.state.targets.stop()
             return
         opened = open_runtime(settings)
         try:
             prepare_catalog(settings, opened.engine, owner=False)
-            _attach(app, opened)
+            _attach(app, opened, refresh_interval)
             if preload:
                 _ = opened.encoder.identity  # load the model before the first request
+            app.state.targets.start()
             yield
         finally:
+            if hasattr(app.state, "targets"):
+                app.state.targets.stop()
             opened.close()
 
     app = FastAPI(
@@ -74,7 +145,7 @@ def create_app(
     app.state.dispatch = dispatch_for(settings)
     app.state.registry = install_metrics(app)
     if runtime is not None:
-        _attach(app, runtime)
+        _attach(app, runtime, refresh_interval)
     # Keys and rate limits are decided from the headers, before anything reads the body. CORS
     # goes outside it, so a preflight (which carries no key) is answered by CORS alone.
     app.add_middleware(ApiGuard, settings=settings, scopes=key_scopes())
@@ -100,9 +171,10 @@ def key_scopes() -> KeyScopes:
     )
 
 
-def _attach(app: FastAPI, runtime: Runtime) -> None:
+def _attach(app: FastAPI, runtime: Runtime, refresh_interval: float) -> None:
     app.state.runtime = runtime
-    app.state.service = SearchService(runtime)
+    app.state.targets = targets = LiveTargets(runtime, refresh_interval)
+    app.state.service = SearchService(runtime, targets.current)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

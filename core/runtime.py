@@ -12,18 +12,20 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog.db import make_engine, make_sessionmaker
 from core.catalog.index_versions import (
+    VersionRefused,
+    activate_version,
     active_index,
     check_declared,
     ensure_active_index,
     identity_of,
     version_by_id,
 )
-from core.catalog.models import IndexVersion
+from core.catalog.models import IndexVersion, TextSet
 from core.encoder import Encoder, ModelSpec, OpenClipEncoder
 from core.images import DecodeLimits, configure_pillow
 from core.preprocess import PreprocessConfig
@@ -37,6 +39,9 @@ class NoIndexYet(RuntimeError):
 
 class UnknownIndexVersion(LookupError):
     """A task or request named an index version the catalog does not have."""
+
+
+LIVE_ALIAS = "clipdex-live"
 
 
 @dataclass
@@ -133,6 +138,52 @@ class Runtime:
             if version is None:
                 raise NoIndexYet("nothing has been ingested yet: run `clipdex ingest PATH` first")
         return version, self.index_of(version)
+
+    def catalog_live(self) -> IndexVersion | None:
+        """The catalog's live version right now (no cache, no model check): what a long-running
+        server polls to follow an activation made elsewhere."""
+        with self.sessions() as session:
+            return active_index(session)
+
+    def follow_live(self, version: IndexVersion) -> None:
+        """Make ``version`` this process's live version (after an activation)."""
+        with self._lock:
+            self._version = version
+
+    def activate(self, version_id: int) -> tuple[IndexVersion, IndexVersion | None]:
+        """Make a ready/retired version live: one catalog transaction changes both versions'
+        state and ``active``; then, on a Qdrant server, one alias update names its collection."""
+        with self.sessions() as session:
+            new, old = activate_version(session, version_id)
+            session.commit()
+        self.store.point_alias(LIVE_ALIAS, new.collection)
+        with self._lock:
+            self._version = None  # next use re-reads (and re-checks) the catalog
+        return new, old
+
+    def drop(self, version_id: int) -> IndexVersion:
+        """Delete a non-live version: its catalog rows (states, text sets, jobs cascade) and
+        its collections."""
+        with self.sessions() as session:
+            version = version_by_id(session, version_id)
+            if version is None:
+                raise UnknownIndexVersion(f"no index version with id {version_id}")
+            if version.active:
+                raise VersionRefused(
+                    f"index version {version_id} is live; activate another one first"
+                )
+            text_collections = list(
+                session.scalars(
+                    select(TextSet.collection).where(TextSet.index_version_id == version_id)
+                )
+            )
+            session.delete(version)
+            session.commit()
+        with self._lock:
+            for name in (version.collection, *text_collections):
+                self._indexes.pop(name, None)
+                self.store.drop_index(name)
+        return version
 
     def model_label(self) -> str:
         """What produced the live vectors, for reports; never loads the model."""

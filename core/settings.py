@@ -22,63 +22,115 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CLIPDEX_", extra="ignore", frozen=True)
 
-    home: Path = Field(default_factory=_default_home)
-    database_url: str | None = None
-    qdrant_url: str | None = None
-    qdrant_api_key: SecretStr | None = None
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Catalog, embedded store and blobs (default: the platform's user data dir).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="The catalog: `postgresql://...` (psycopg 3); unset: SQLite under home.",
+    )
+    qdrant_url: str | None = Field(
+        default=None, description="A Qdrant server; unset: the embedded store under home."
+    )
+    qdrant_api_key: SecretStr | None = Field(default=None, description="The server's API key.")
 
-    model: str = "ViT-B-32"
-    pretrained: str = "openai"
-    device: str = "auto"
-    precision: Precision = "fp32"
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    decode_workers: int = Field(default=2, ge=1, le=256)
+    model: str = Field(
+        default="ViT-B-32",
+        description="An `open_clip.list_models()` name, or `clipdex-tiny` (offline smoke runs).",
+    )
+    pretrained: str = Field(
+        default="openai",
+        description="A pretrained tag, an `hf-hub:` id, a checkpoint path, or `random`.",
+    )
+    device: str = Field(default="auto", description="`auto` (cuda, mps, cpu), or a device.")
+    precision: Precision = Field(default="fp32", description="`fp16`/`bf16` autocast.")
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Images per encoder batch.")
+    decode_workers: int = Field(default=2, ge=1, le=256, description="Decode threads.")
 
-    max_file_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(default=89_478_485, ge=1)
-    # JPEG DCT scaling (Pillow draft) keeps the shortest side at least this many times the
-    # model input, so quality at the model's resolution is unaffected.
-    draft_factor: float = Field(default=2.0, ge=1.0)
-
-    # Distributed ingest (Celery on Redis). Unset: ingest encodes inline.
-    broker_url: str | None = None
-    # Asset ids per task message. Several encoder batches per task let decode overlap encoding
-    # inside the task, as it does inline.
-    task_batch_size: int = Field(default=256, ge=1, le=100_000)
-    task_soft_time_limit: int = Field(default=600, ge=1)
-    task_time_limit: int = Field(default=660, ge=1)
-    # Redis redelivers a task not acked within this; it must exceed the hard time limit.
-    visibility_timeout: int = Field(default=3600, ge=1)
-    max_attempts: int = Field(default=3, ge=1)
-    reconcile_after_seconds: int = Field(default=900, ge=1)
-
-    search_max_limit: int = Field(default=1000, ge=1)
-    text_cache_size: int = Field(default=4096, ge=0)
-    # Zero-shot classification: label vector = mean of these prompts, renormalized.
-    classify_templates: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["a photo of a {}."]
+    max_file_bytes: int = Field(
+        default=100 * 1024 * 1024, ge=1, description="Files above this are refused unread."
+    )
+    max_image_pixels: int = Field(
+        default=89_478_485, ge=1, description="Images above this many pixels are refused."
+    )
+    draft_factor: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="JPEG DCT scaling keeps the short side at least this many times the model "
+        "input, so quality at the model's resolution is unaffected.",
     )
 
-    # HTTP API. Keys are comma-separated; when none are set the API is open (loopback only).
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8700, ge=1, le=65535)
-    api_read_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    api_write_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # Uploaded bytes, stored by content (default: $CLIPDEX_HOME/blobs).
-    blob_root: Path | None = None
-    # Writing stops cleanly (one line, exit 2) when the disk holding the home (catalog, store)
-    # or the blobs has less than this free; nothing is marked indexed that was not stored.
-    min_free_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
-    # Server-side paths a query may name; empty means none.
-    allowed_image_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
-    # Requests a minute to the keyed API (/v1) per client address and, separately, per API key;
-    # over it a request gets 429 with Retry-After. 0 = no limit. Counted in memory, per process.
-    rate_limit_per_minute: int = Field(default=0, ge=0, le=1_000_000)
-    # Failed key checks (401/403) a minute per client address; past it, every keyed request
-    # from that address gets 429 before its key is looked at, until the bucket refills. 0 = off.
-    auth_failures_per_minute: int = Field(default=20, ge=0, le=1_000_000)
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery on Redis (`redis://...`) for workers; unset: ingest encodes inline.",
+    )
+    task_batch_size: int = Field(
+        default=256, ge=1, le=100_000, description="Asset ids per task message."
+    )
+    task_soft_time_limit: int = Field(default=600, ge=1, description="Seconds, per task.")
+    task_time_limit: int = Field(default=660, ge=1, description="Seconds, per task (hard).")
+    visibility_timeout: int = Field(
+        default=3600,
+        ge=1,
+        description="Redis redelivers a task not acked within this; above the hard limit.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="Deliveries of an asset before it is dead-lettered."
+    )
+    reconcile_after_seconds: int = Field(
+        default=900, ge=1, description="Work queued or processing longer than this is re-sent."
+    )
+
+    search_max_limit: int = Field(default=1000, ge=1, description="Largest page of hits.")
+    text_cache_size: int = Field(
+        default=4096, ge=0, description="Query texts whose vectors are kept (LRU)."
+    )
+    classify_templates: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["a photo of a {}."],
+        description="Zero-shot prompts, `|`-separated, each with a `{}` slot for the label.",
+    )
+
+    api_host: str = Field(default="127.0.0.1", description="`clipdex serve` bind address.")
+    api_port: int = Field(default=8700, ge=1, le=65535, description="`clipdex serve` port.")
+    api_read_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated keys for searching; with no keys at all the API is open "
+        "(and served on loopback only).",
+    )
+    api_write_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Comma-separated keys for uploads and text sets."
+    )
+    max_upload_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Request bodies above this get 413."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins; unset: no CORS."
+    )
+    blob_root: Path | None = Field(
+        default=None, description="Uploaded bytes, stored by content (default: home/blobs)."
+    )
+    min_free_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        description="Writing stops with one line below this much free disk (0: no check).",
+    )
+    allowed_image_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Server-side folders a query's path term may name; unset: none.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Requests a minute to /v1 per client address and per key (0: no limit).",
+    )
+    auth_failures_per_minute: int = Field(
+        default=20,
+        ge=0,
+        le=1_000_000,
+        description="Failed key checks a minute per address before 429s (0: off).",
+    )
 
     @field_validator(
         "api_read_keys", "api_write_keys", "cors_origins", "allowed_image_roots",

@@ -6,9 +6,10 @@ Scores are cosine similarities.
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
-from core.catalog.models import Asset, AssetIndexState, Location
-from core.images import decode_bytes, decode_file
+from core.catalog.models import Asset, AssetIndexState, IndexVersion, Location
+from core.encoder import Encoder
+from core.images import DecodeLimits, decode_bytes, decode_file
 from core.preprocess import to_model_input
 from core.runtime import Runtime
+from core.store import VectorIndex
 from search.postprocess import CUTOFF_WINDOW, adaptive_threshold, collapse_near_duplicates
 from search.query import (
     BadQuery,
@@ -36,7 +39,8 @@ from search.texts import search_texts
 
 # The result types live in search.results (shared with the light client); re-exported here.
 __all__ = [
-    "AssetInfo", "Hit", "LabelScore", "SearchService", "TextHit", "TextSetInfo", "UnknownAsset",
+    "AssetInfo", "Hit", "LabelScore", "LiveTarget", "SearchService", "TextHit", "TextSetInfo",
+    "UnknownAsset", "target_for",
 ]  # fmt: skip
 
 MAX_LABELS = 1000
@@ -56,48 +60,98 @@ def _checked_id(asset_id: str) -> str:
         raise UnknownAsset(f"no asset with id {asset_id!r} (asset ids are UUIDs)") from None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class LiveTarget:
+    """One index version with everything a query needs from it: its collection, the model that
+    built it (and that model's text cache), its decode limits. Swapped whole, never in parts,
+    so no query is encoded by one model and searched in another's collection."""
+
+    version: IndexVersion
+    index: VectorIndex
+    encoder: Encoder
+    texts: TextVectorCache
+    limits: DecodeLimits
+
+
+def target_for(runtime: Runtime, version: IndexVersion) -> LiveTarget:
+    encoder = runtime.encoder_for(version)
+    return LiveTarget(
+        version, runtime.index_of(version), encoder,
+        TextVectorCache(encoder, runtime.settings.text_cache_size), runtime.decode_limits(version),
+    )  # fmt: skip
+
+
 class SearchService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, targets: Callable[[], LiveTarget] | None = None) -> None:
+        """``targets`` gives the live target per call (a server that follows activations);
+        by default it is this runtime's live version, resolved once."""
         self._runtime = runtime
-        self._texts = TextVectorCache(runtime.encoder, runtime.settings.text_cache_size)
+        self._targets = targets
+        self._default: LiveTarget | None = None
+        self._lock = threading.Lock()
+
+    def target(self) -> LiveTarget:
+        """The live target now; resolve it once per request and pass it on."""
+        if self._targets is not None:
+            return self._targets()
+        with self._lock:
+            if self._default is None:
+                self._default = target_for(self._runtime, self._runtime.live_version())
+            return self._default
 
     @property
     def text_cache(self) -> TextVectorCache:
-        return self._texts
+        return self.target().texts
 
     # -- queries --------------------------------------------------------------------------
 
-    def text(self, query: str, options: SearchOptions | None = None) -> list[Hit]:
+    def text(
+        self, query: str, options: SearchOptions | None = None, target: LiveTarget | None = None
+    ) -> list[Hit]:
         """``beach +sunset -people`` style text query."""
-        return self.search(parse_terms(query), options)
+        return self.search(parse_terms(query), options, target)
 
-    def image(self, image: Path | bytes, options: SearchOptions | None = None) -> list[Hit]:
+    def image(
+        self, image: Path | bytes, options: SearchOptions | None = None,
+        target: LiveTarget | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        t = target or self.target()
         term = Term("image", image) if isinstance(image, bytes) else Term("path", str(image))
-        return self._search_vector(self._term_vector(term, trusted_path=True), options)
+        return self._search_vector(t, self._term_vector(t, term, trusted_path=True), options)
 
-    def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
+    def similar(
+        self, asset_id: str, options: SearchOptions | None = None, target: LiveTarget | None = None
+    ) -> list[Hit]:
         """More like this: the asset's own vector, without the asset itself."""
+        t = target or self.target()
         options = checked_options(options or SearchOptions(), self._max_limit())
         asset_id = _checked_id(asset_id)
-        vector = self.asset_vector(asset_id)
+        vector = self.asset_vector(asset_id, t)
         # One more from the top, so the page is still full once the asset itself is dropped.
         widened = replace(options, limit=options.offset + options.limit + 1, offset=0)
-        hits = [hit for hit in self._ranked(vector, widened) if hit.id != asset_id]
+        hits = [hit for hit in self._ranked(t, vector, widened) if hit.id != asset_id]
         return hits[options.offset : options.offset + options.limit]
 
-    def search(self, terms: Sequence[Term], options: SearchOptions | None = None) -> list[Hit]:
-        return self._search_vector(self.query_vector(terms), options)
+    def search(
+        self, terms: Sequence[Term], options: SearchOptions | None = None,
+        target: LiveTarget | None = None,
+    ) -> list[Hit]:  # fmt: skip
+        t = target or self.target()
+        return self._search_vector(t, self.query_vector(terms, t), options)
 
-    def query_vector(self, terms: Sequence[Term]) -> NDArray[np.float32]:
+    def query_vector(
+        self, terms: Sequence[Term], target: LiveTarget | None = None
+    ) -> NDArray[np.float32]:
+        t = target or self.target()
         if not terms:
             raise BadQuery("a query needs at least one term")
         if not any(term.weight > 0 for term in terms):
             raise BadQuery("a query needs at least one positive term")
         texts = [str(t.value) for t in terms if t.kind == "text"]
-        text_vectors = iter(self._texts.encode(texts)) if texts else iter(())
-        total = np.zeros(self._dim(), dtype=np.float64)
+        text_vectors = iter(t.texts.encode(texts)) if texts else iter(())
+        total = np.zeros(t.version.dim, dtype=np.float64)
         for term in terms:
-            vector = next(text_vectors) if term.kind == "text" else self._term_vector(term)
+            vector = next(text_vectors) if term.kind == "text" else self._term_vector(t, term)
             total += term.weight * vector.astype(np.float64)
         norm = float(np.linalg.norm(total))
         if norm < 1e-9:
@@ -110,7 +164,7 @@ class SearchService:
     ) -> list[TextHit]:  # fmt: skip
         """Image -> text: the best captions or labels of a named text set."""
         check_page(limit, 0, self._max_limit())
-        vector = self._image_or_asset(image, asset_id)
+        vector = self._image_or_asset(self.target(), image, asset_id)
         return search_texts(self._runtime, set_name, vector, limit)
 
     def classify(
@@ -126,13 +180,14 @@ class SearchService:
         templates = list(templates or self._runtime.settings.classify_templates)
         if not 1 <= len(templates) <= MAX_TEMPLATES or any("{}" not in t for t in templates):
             raise BadQuery(f"give 1 to {MAX_TEMPLATES} templates, each with a {{}} slot")
-        image_vector = self._image_or_asset(image, asset_id)
+        t = self.target()
+        image_vector = self._image_or_asset(t, image, asset_id)
         prompts = [template.replace("{}", label) for label in labels for template in templates]
-        per_prompt = self._texts.encode(prompts).reshape(len(labels), len(templates), -1)
+        per_prompt = t.texts.encode(prompts).reshape(len(labels), len(templates), -1)
         label_vectors = per_prompt.mean(axis=1)
         label_vectors /= np.linalg.norm(label_vectors, axis=1, keepdims=True)
         cosines = label_vectors @ image_vector
-        logits = self._runtime.encoder.logit_scale * cosines.astype(np.float64)
+        logits = t.encoder.logit_scale * cosines.astype(np.float64)
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
         ranked = sorted(zip(labels, probabilities, cosines, strict=True), key=lambda r: -r[1])
@@ -164,33 +219,33 @@ class SearchService:
             asset.size_bytes, asset.sha256, state,
         )  # fmt: skip
 
-    def asset_vector(self, asset_id: str) -> NDArray[np.float32]:
+    def asset_vector(self, asset_id: str, target: LiveTarget | None = None) -> NDArray[np.float32]:
         asset_id = _checked_id(asset_id)
-        _, index = self._runtime.live_index()
-        stored = index.retrieve([asset_id], with_vectors=True)
+        stored = (target or self.target()).index.retrieve([asset_id], with_vectors=True)
         if not stored or stored[0].vector is None:
             raise UnknownAsset(f"no indexed asset with id {asset_id}")
         return stored[0].vector
 
     # -- internals ------------------------------------------------------------------------
 
-    def _dim(self) -> int:
-        return self._runtime.live_index()[0].dim
-
-    def _image_or_asset(self, image: Path | bytes | None, asset_id: str | None) -> NDArray[Any]:
+    def _image_or_asset(
+        self, t: LiveTarget, image: Path | bytes | None, asset_id: str | None
+    ) -> NDArray[Any]:
         if (image is None) == (asset_id is None):
             raise BadQuery("give either an image or an asset id")
         if asset_id is not None:
-            return self.asset_vector(asset_id)
+            return self.asset_vector(asset_id, t)
         term = Term("image", image) if isinstance(image, bytes) else Term("path", str(image))
-        return self._term_vector(term, trusted_path=True)
+        return self._term_vector(t, term, trusted_path=True)
 
-    def _term_vector(self, term: Term, trusted_path: bool = False) -> NDArray[np.float32]:
+    def _term_vector(
+        self, t: LiveTarget, term: Term, trusted_path: bool = False
+    ) -> NDArray[np.float32]:
         if term.kind == "text":
-            return np.asarray(self._texts.encode([str(term.value)])[0], dtype=np.float32)
+            return np.asarray(t.texts.encode([str(term.value)])[0], dtype=np.float32)
         if term.kind == "asset":
-            return self.asset_vector(str(term.value))
-        limits = self._runtime.decode_limits()
+            return self.asset_vector(str(term.value), t)
+        limits = t.limits
         if term.kind == "image":
             if not isinstance(term.value, bytes):
                 raise BadQuery("an image term carries the image's bytes")
@@ -200,22 +255,24 @@ class SearchService:
             if not trusted_path:
                 path = path_term(str(term.value), self._runtime.settings.allowed_image_roots)
             decoded = decode_file(path, limits)
-        pixels = to_model_input(decoded.image, self._runtime.encoder.preprocess)
-        encoded = self._runtime.encoder.encode_images(pixels[np.newaxis])
+        pixels = to_model_input(decoded.image, t.encoder.preprocess)
+        encoded = t.encoder.encode_images(pixels[np.newaxis])
         return np.asarray(encoded[0], dtype=np.float32)
 
     def _max_limit(self) -> int:
         return self._runtime.settings.search_max_limit
 
     def _search_vector(
-        self, vector: NDArray[np.float32], options: SearchOptions | None
+        self, t: LiveTarget, vector: NDArray[np.float32], options: SearchOptions | None
     ) -> list[Hit]:
         options = checked_options(options or SearchOptions(), self._max_limit())
-        return self._ranked(vector, options)
+        return self._ranked(t, vector, options)
 
-    def _ranked(self, vector: NDArray[np.float32], options: SearchOptions) -> list[Hit]:
+    def _ranked(
+        self, t: LiveTarget, vector: NDArray[np.float32], options: SearchOptions
+    ) -> list[Hit]:
         """The refined page for checked options."""
-        _, index = self._runtime.live_index()
+        index = t.index
         refine = options.adaptive_cutoff or options.collapse_duplicates is not None
         if not refine:
             stored = index.search(vector, options.limit, options.offset, options.filters)

@@ -45,3 +45,13 @@ def test_help_does_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert output.strip() == "[]"
+
+
+def test_the_readme_settings_table_is_generated_from_the_settings() -> None:
+    """Every setting is documented, and the README cannot drift from the code."""
+    from clipdex.settings_doc import replace_in
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert replace_in(readme) == readme, "run: python -m clipdex.settings_doc"
+    for name in load_settings().model_fields:
+        assert f"`CLIPDEX_{name.upper()}`" in readme

@@ -4,12 +4,21 @@ instant and loads no torch."""
 
 from __future__ import annotations
 
-from clipdex.cli import admin, distributed, indexing, recovery, searching, serving, texts
+from clipdex.cli import (
+    admin,
+    distributed,
+    indexes,
+    indexing,
+    recovery,
+    searching,
+    serving,
+    texts,
+)
 from clipdex.cli.common import app
 
 __all__ = ["app", "main"]
 
-for _group in (indexing, searching, texts, admin, distributed, recovery, serving):
+for _group in (indexing, searching, texts, admin, distributed, recovery, serving, indexes):
     _group.register(app)
 
 

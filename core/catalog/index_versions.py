@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.catalog.models import IndexVersion
+from core.catalog.models import IndexVersion, VersionState
 from core.encoder import DeclaredModel, ModelIdentity
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 
 class ModelMismatch(RuntimeError):
     """The configured model is not the one the live index was built with."""
+
+
+class VersionRefused(RuntimeError):
+    """An index version cannot take that step in its lifecycle (activate a building one, drop
+    the live one)."""
 
 
 def collection_name(identity: ModelIdentity) -> str:
@@ -87,6 +92,7 @@ def ensure_active_index(session: Session, identity: ModelIdentity) -> IndexVersi
             preprocess=identity.preprocess,
             dim=identity.dim,
             active=True,
+            state=VersionState.LIVE,
         )
         session.add(live)
         try:
@@ -116,3 +122,53 @@ def ensure_active_index(session: Session, identity: ModelIdentity) -> IndexVersi
             identity.open_clip_version,
         )
     return live
+
+
+def all_versions(session: Session) -> list[IndexVersion]:
+    return list(session.scalars(select(IndexVersion).order_by(IndexVersion.id)))
+
+
+def version_for_identity(session: Session, identity: ModelIdentity) -> IndexVersion | None:
+    """The version (any state) whose collection holds this exact model's vectors."""
+    name = collection_name(identity)
+    return session.scalars(select(IndexVersion).where(IndexVersion.collection == name)).first()
+
+
+def new_building_version(session: Session, identity: ModelIdentity) -> IndexVersion:
+    """A new, not yet live version for ``identity`` (flushed, not committed)."""
+    version = IndexVersion(
+        collection=collection_name(identity),
+        architecture=identity.architecture,
+        pretrained=identity.pretrained,
+        open_clip_version=identity.open_clip_version,
+        preprocess=identity.preprocess,
+        dim=identity.dim,
+        active=False,
+        state=VersionState.BUILDING,
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def activate_version(session: Session, version_id: int) -> tuple[IndexVersion, IndexVersion | None]:
+    """Make a ready or retired version live and retire the live one, in the caller's
+    transaction (commit once: ``state`` and ``active`` change together). Returns (new, old)."""
+    version = session.get(IndexVersion, version_id, with_for_update=True)
+    if version is None:
+        raise VersionRefused(f"no index version with id {version_id}")
+    if version.state == VersionState.BUILDING:
+        raise VersionRefused(
+            f"index version {version_id} is still building; finish it with `clipdex reindex`"
+        )
+    old = active_index(session)
+    if old is not None and old.id == version.id:
+        return version, None
+    if old is not None:
+        old.active = False
+        old.state = VersionState.RETIRED
+        session.flush()  # no two active rows at any point of the transaction
+    version.active = True
+    version.state = VersionState.LIVE
+    session.flush()
+    return version, old

@@ -49,6 +49,15 @@ class AssetState(StrEnum):
     FAILED = "failed"
 
 
+class VersionState(StrEnum):
+    """Lifecycle of an index version. Exactly the ``live`` one has ``active`` true."""
+
+    BUILDING = "building"
+    READY = "ready"
+    LIVE = "live"
+    RETIRED = "retired"
+
+
 class Asset(Base):
     """One piece of content. id = uuid5(namespace, sha256) = the Qdrant point id."""
 
@@ -91,6 +100,7 @@ class IndexVersion(Base):
     preprocess: Mapped[dict[str, Any]] = mapped_column(JSON)
     dim: Mapped[int] = mapped_column(Integer)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default=VersionState.BUILDING)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

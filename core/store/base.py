@@ -130,4 +130,13 @@ class VectorStore(Protocol):
         """Open the collection, creating it (with payload indexes) when it does not exist."""
         ...
 
+    def drop_index(self, name: str) -> None:
+        """Delete a collection and its points; nothing happens when it does not exist."""
+        ...
+
+    def point_alias(self, alias: str, name: str) -> None:
+        """Make ``alias`` name collection ``name`` in one atomic step (a Qdrant server's
+        collection aliases); stores without aliases do nothing (the catalog decides)."""
+        ...
+
     def close(self) -> None: ...

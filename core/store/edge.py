@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -71,6 +72,17 @@ class EdgeStore:
             index.create_payload_indexes()
         self._open[name] = index
         return index
+
+    def drop_index(self, name: str) -> None:
+        index = self._open.pop(name, None)
+        if index is not None:
+            index.close()
+        path = self._root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+
+    def point_alias(self, alias: str, name: str) -> None:
+        """The embedded store has no aliases: the catalog's live version is the only pointer."""
 
     def close(self) -> None:
         for index in self._open.values():

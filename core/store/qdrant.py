@@ -56,6 +56,27 @@ class QdrantStore:
                 raise StoreError(f"collection {name!r} holds {size}-d vectors, not {dim}-d")
         return QdrantIndex(self._client, name, dim, self._server)
 
+    def drop_index(self, name: str) -> None:
+        if self._client.collection_exists(name):
+            self._client.delete_collection(name)
+
+    def point_alias(self, alias: str, name: str) -> None:
+        """One ``update_collection_aliases`` call: readers of the alias never see it missing."""
+        if not self._server:
+            return
+        existing = {a.alias_name for a in self._client.get_aliases().aliases}
+        actions: list[Any] = []
+        if alias in existing:
+            actions.append(
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
+            )
+        actions.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=name, alias_name=alias)
+            )
+        )
+        self._client.update_collection_aliases(change_aliases_operations=actions)
+
     def close(self) -> None:
         self._client.close()
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
+from core.catalog.index_versions import identity_of
 from core.images import decode_file
 from core.store.base import SearchFilter
 from search.api.metrics import render
@@ -24,6 +25,8 @@ from search.api.schemas import (
     FlatOptionsIn,
     HealthOut,
     HitOut,
+    IndexOut,
+    IndexVersionOut,
     LabelOut,
     SearchIn,
     SearchOut,
@@ -32,7 +35,7 @@ from search.api.schemas import (
     TextSetIn,
     TextSetOut,
 )
-from search.engine import Hit, SearchService, UnknownAsset
+from search.engine import Hit, LiveTarget, SearchService, UnknownAsset
 from search.query import MAX_QUERY_CHARS, BadQuery, SearchOptions, Term, parse_terms, path_term
 from search.texts import add_texts, list_text_sets
 
@@ -70,12 +73,21 @@ def _filters(body: FiltersIn) -> SearchFilter:
     )
 
 
-def _out(hits: list[Hit], options: SearchOptions, request: Request) -> SearchOut:
+INDEX_HEADER = "X-Clipdex-Index"
+
+
+def _out(
+    hits: list[Hit], options: SearchOptions, target: LiveTarget, response: Response
+) -> SearchOut:
+    """A page of hits, naming the index version (and its model) that answered it."""
+    version = target.version
+    response.headers[INDEX_HEADER] = str(version.id)
     return SearchOut(
         hits=[HitOut(**hit.as_dict()) for hit in hits],
         limit=options.limit,
         offset=options.offset,
-        model=_model(request),
+        model=identity_of(version).label,
+        index=IndexOut(id=version.id, collection=version.collection),
     )
 
 
@@ -120,33 +132,42 @@ def _options(body: SearchIn) -> SearchOptions:
 
 
 @read_router.post("/v1/search", response_model=SearchOut, tags=["search"])
-def search_post(request: Request, body: SearchIn) -> SearchOut:
+def search_post(request: Request, response: Response, body: SearchIn) -> SearchOut:
     """Text, image, asset and mixed weighted queries, with negatives."""
     options = _options(body)
-    return _out(_service(request).search(_terms(request, body), options), options, request)
+    service = _service(request)
+    target = service.target()
+    hits = service.search(_terms(request, body), options, target)
+    return _out(hits, options, target, response)
 
 
 @read_router.get("/v1/search", response_model=SearchOut, tags=["search"])
 def search_get(
     request: Request,
+    response: Response,
     q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="a +b -c")],
     flat: Annotated[FlatOptionsIn, Query()],
 ) -> SearchOut:
     """A text query (``beach +sunset -people``) with every option as a query parameter."""
     options = _flat_options(flat)
-    return _out(_service(request).text(q, options), options, request)
+    service = _service(request)
+    target = service.target()
+    return _out(service.text(q, options, target), options, target, response)
 
 
 @read_router.post("/v1/search/image", response_model=SearchOut, tags=["search"])
 def search_image(
     request: Request,
+    response: Response,
     file: Annotated[UploadFile, File(description="the query image")],
     flat: Annotated[FlatOptionsIn, Form()],
 ) -> SearchOut:
     """Search with an uploaded image; every option as a form field, named as in GET /v1/search."""
     options = _flat_options(flat)
     data = file.file.read()
-    return _out(_service(request).image(data, options), options, request)
+    service = _service(request)
+    target = service.target()
+    return _out(service.image(data, options, target), options, target, response)
 
 
 @read_router.get("/v1/assets/{asset_id}", response_model=AssetOut, tags=["assets"])
@@ -157,12 +178,26 @@ def get_asset(request: Request, asset_id: str) -> AssetOut:
 @read_router.get("/v1/assets/{asset_id}/similar", response_model=SearchOut, tags=["assets"])
 def similar(
     request: Request,
+    response: Response,
     asset_id: str,
     flat: Annotated[FlatOptionsIn, Query()],
 ) -> SearchOut:
     """More like this; every option as a query parameter, named as in GET /v1/search."""
     options = _flat_options(flat)
-    return _out(_service(request).similar(asset_id, options), options, request)
+    service = _service(request)
+    target = service.target()
+    return _out(service.similar(asset_id, options, target), options, target, response)
+
+
+@read_router.get("/v1/index", response_model=IndexVersionOut, tags=["index"])
+def live_index(request: Request) -> IndexVersionOut:
+    """The index version this server answers from now (it follows activations)."""
+    version = _service(request).target().version
+    return IndexVersionOut(
+        id=version.id, collection=version.collection, architecture=version.architecture,
+        pretrained=version.pretrained, dim=version.dim, state=version.state,
+        model=identity_of(version).label,
+    )  # fmt: skip
 
 
 @read_router.get(

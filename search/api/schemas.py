@@ -123,11 +123,27 @@ class HitOut(BaseModel):
     taken_at: str | None
 
 
+class IndexOut(BaseModel):
+    """The index version that answered."""
+
+    id: int
+    collection: str
+
+
+class IndexVersionOut(IndexOut):
+    architecture: str
+    pretrained: str
+    dim: int
+    state: str
+    model: str
+
+
 class SearchOut(BaseModel):
     hits: list[HitOut]
     limit: int
     offset: int
     model: str
+    index: IndexOut | None = None
 
 
 class AssetOut(BaseModel):

@@ -1,0 +1,229 @@
+"""Reindex: build a new index version for another model from the catalog, while the live one
+keeps serving; then, once it holds exactly what the live one holds, make it live.
+
+Everything is decided from the catalog and the store, so a run killed at any point (kill -9)
+resumes where it stopped: the ``building`` version for the same model is adopted, points it
+already stored are adopted (not encoded again), and only what is still pending is encoded.
+The caller passes everything in (encoder, decode limits, batch sizes); nothing here reads
+settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from core.catalog.batching import chunked
+from core.catalog.index_versions import (
+    active_index,
+    new_building_version,
+    version_for_identity,
+)
+from core.catalog.models import (
+    AssetIndexState,
+    AssetState,
+    IndexVersion,
+    Location,
+    VersionState,
+    utcnow,
+)
+from core.encoder import Encoder
+from core.images import DecodeLimits
+from core.runtime import Runtime
+from ingest.pipeline import Pipeline, work_items
+from ingest.records import adopt_stored
+from ingest.run import Progress
+
+OPEN = (AssetState.PENDING, AssetState.QUEUED, AssetState.PROCESSING)
+MAX_CATCH_UP_PASSES = 20
+
+
+class _Silent:
+    def phase(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        pass
+
+
+class ReindexRefused(RuntimeError):
+    """Nothing to reindex from, or the model asked for is the live one already."""
+
+
+@dataclass(slots=True)
+class ReindexReport:
+    version: int = 0
+    collection: str = ""
+    model: str = ""
+    resumed: bool = False
+    registered: int = 0
+    encoded: int = 0
+    reused: int = 0
+    failed: int = 0
+    removed: int = 0
+    catch_up_passes: int = 0
+    indexed: int = 0
+    points: int = 0
+    state: str = ""
+    swapped: bool = False
+    previous: int | None = None
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexPlan:
+    """What a run needs besides the kernel: the new model and how to feed it."""
+
+    encoder: Encoder
+    limits: DecodeLimits
+    batch_size: int
+    decode_workers: int
+    swap: bool = True
+    before_write: Callable[[], None] | None = None
+
+
+def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = None) -> ReindexReport:
+    """Build (or resume) the version for ``plan.encoder``'s model, catch it up with the live
+    one until they agree, mark it ready and, when ``plan.swap``, activate it."""
+    progress = progress or _Silent()
+    started = time.perf_counter()
+    identity = plan.encoder.identity  # loads the new model: its identity names the collection
+    report = ReindexReport(model=identity.label)
+    with runtime.sessions() as session:
+        live = active_index(session)
+        if live is None:
+            raise ReindexRefused("nothing has been ingested yet: there is nothing to reindex")
+        version = version_for_identity(session, identity)
+        if version is not None and version.active:
+            raise ReindexRefused(
+                f"{identity.label} is the live index already (version {version.id})"
+            )
+        if version is None:
+            version = new_building_version(session, identity)
+        else:
+            report.resumed = version.state == VersionState.BUILDING
+            version.state = VersionState.BUILDING
+        session.commit()
+    report.version, report.collection = version.id, version.collection
+    index = runtime.index_of(version)
+
+    with runtime.sessions() as session:
+        report.registered = _register_live_assets(session, version.id)
+        session.commit()
+
+    pipeline = Pipeline(
+        plan.encoder, index, runtime.sessions, version.id, plan.limits, plan.batch_size,
+        plan.decode_workers, before_write=plan.before_write,
+    )  # fmt: skip
+    while True:
+        report.catch_up_passes += 1
+        with runtime.sessions() as session:
+            live = active_index(session)
+            assert live is not None
+            added, removed = _catch_up(session, live.id, version.id, index.delete)
+            session.commit()
+            work = work_items(session, version.id, list(OPEN))
+        report.removed += removed
+        reused = 0
+        if work:
+            with runtime.sessions() as session:
+                adopted = adopt_stored(session, version.id, index, [w.asset_id for w in work])
+                session.commit()
+            reused = len(adopted)
+            work = [item for item in work if item.asset_id not in adopted]
+        report.reused += reused
+        if work:
+            phase = "reindexing" if report.catch_up_passes == 1 else "catching up"
+            progress.phase(phase, len(work))
+            outcome = pipeline.run(work, progress.advance)
+            report.encoded += outcome.encoded
+            report.failed += outcome.failed
+        if not work and not added and not removed and not reused:
+            break
+        if report.catch_up_passes >= MAX_CATCH_UP_PASSES:
+            raise ReindexRefused(
+                "the library keeps changing faster than the reindex catches up; run it again"
+            )
+
+    with runtime.sessions() as session:
+        fresh = session.get(IndexVersion, version.id)
+        assert fresh is not None
+        fresh.state = VersionState.READY
+        session.commit()
+        report.indexed = _indexed_count(session, version.id)
+    report.points = index.count()
+    report.state = VersionState.READY
+    if plan.swap:
+        new, old = runtime.activate(version.id)
+        report.state, report.swapped = new.state, True
+        report.previous = old.id if old is not None else None
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def _register_live_assets(session: Session, version_id: int) -> int:
+    """Every asset with a live path gets a ``pending`` row for the new version (once)."""
+    live_assets = set(
+        session.scalars(select(Location.asset_id).where(Location.missing.is_(False)).distinct())
+    )
+    known = set(
+        session.scalars(
+            select(AssetIndexState.asset_id).where(AssetIndexState.index_version_id == version_id)
+        )
+    )
+    return _add_pending(session, version_id, live_assets - known)
+
+
+def _add_pending(session: Session, version_id: int, ids: set[str]) -> int:
+    now = utcnow()
+    for chunk in chunked(sorted(ids)):
+        session.execute(
+            insert(AssetIndexState),
+            [
+                {"asset_id": a, "index_version_id": version_id, "state": AssetState.PENDING,
+                 "attempts": 0, "updated_at": now}
+                for a in chunk
+            ],
+        )  # fmt: skip
+    return len(ids)
+
+
+def _states(session: Session, version_id: int) -> dict[str, str]:
+    rows = session.execute(
+        select(AssetIndexState.asset_id, AssetIndexState.state).where(
+            AssetIndexState.index_version_id == version_id
+        )
+    )
+    return {asset_id: state for asset_id, state in rows}
+
+
+def _catch_up(
+    session: Session, live_id: int, new_id: int, delete_points: Callable[[list[str]], None]
+) -> tuple[int, int]:
+    """Bring the new version's rows in line with the live one's indexed set: assets indexed
+    live but unknown to the new version become pending; assets the new version has but the
+    live one no longer indexes leave it (points and rows). Failures stay recorded."""
+    live = {a for a, state in _states(session, live_id).items() if state == AssetState.INDEXED}
+    new = _states(session, new_id)
+    _add_pending(session, new_id, live - set(new))
+    stale = sorted(a for a, state in new.items() if a not in live and state != AssetState.FAILED)
+    for chunk in chunked(stale):
+        delete_points(list(chunk))
+        session.execute(
+            delete(AssetIndexState).where(
+                AssetIndexState.index_version_id == new_id, AssetIndexState.asset_id.in_(chunk)
+            )
+        )
+    return len(live - set(new)), len(stale)
+
+
+def _indexed_count(session: Session, version_id: int) -> int:
+    return sum(1 for state in _states(session, version_id).values() if state == AssetState.INDEXED)

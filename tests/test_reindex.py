@@ -1,0 +1,182 @@
+"""Reindex to another model from the catalog, index version states, activate and drop."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from sqlalchemy import select
+
+from clipdex.catalog import open_ready_runtime
+from core.catalog.index_versions import VersionRefused, all_versions
+from core.catalog.models import AssetIndexState, AssetState
+from core.encoder import DeclaredModel, Encoder, ModelIdentity, ModelSpec, OpenClipEncoder
+from core.runtime import Runtime, decode_limits
+from core.settings import load_settings
+from ingest.reindex import ReindexPlan, reindex
+from ingest.run import ingest
+from search.engine import SearchService, target_for
+from tests.fakes import FAKE_PREPROCESS, FakeEncoder
+
+
+class OtherFake(FakeEncoder):
+    """Another 'model': its own identity, vectors rotated; may die after some images."""
+
+    dim = 48
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        super().__init__()
+        self.fail_after = fail_after
+
+    @property
+    def declared(self) -> DeclaredModel:
+        return DeclaredModel("fake2", "none")
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity("fake2", "none", "0", FAKE_PREPROCESS.as_dict(), self.dim)
+
+    def encode_images(self, pixels: NDArray[np.uint8]) -> NDArray[np.float32]:
+        if self.fail_after is not None and self.images_encoded + len(pixels) > self.fail_after:
+            raise KeyboardInterrupt("killed mid-run")
+        return np.roll(super().encode_images(pixels), 5, axis=1)
+
+
+def plan_for(runtime: Runtime, encoder: Encoder, swap: bool = True) -> ReindexPlan:
+    limits = decode_limits(runtime.settings, encoder.preprocess)
+    return ReindexPlan(encoder, limits, batch_size=4, decode_workers=2, swap=swap)
+
+
+def indexed(runtime: Runtime, version_id: int) -> set[str]:
+    with runtime.sessions() as session:
+        return set(
+            session.scalars(
+                select(AssetIndexState.asset_id).where(
+                    AssetIndexState.index_version_id == version_id,
+                    AssetIndexState.state == AssetState.INDEXED,
+                )
+            )
+        )
+
+
+def points(runtime: Runtime, version_id: int) -> set[str]:
+    return set(runtime.index_of(runtime.version(version_id)).iter_ids())
+
+
+@pytest.mark.unit
+def test_reindex_builds_an_exact_version_and_swaps(runtime: Runtime, library: Path) -> None:
+    ingest(runtime, [library])
+    old = runtime.live_version()
+    other = OtherFake()
+    report = reindex(runtime, plan_for(runtime, other, swap=False))
+    assert report.state == "ready" and not report.swapped
+    assert indexed(runtime, report.version) == points(runtime, report.version)
+    assert indexed(runtime, report.version) == indexed(runtime, old.id)
+    assert other.images_encoded == len(indexed(runtime, old.id)) == report.encoded
+
+    new, retired = runtime.activate(report.version)
+    assert new.state == "live" and retired is not None and retired.id == old.id
+    with runtime.sessions() as session:
+        states = {v.id: (v.state, v.active) for v in all_versions(session)}
+    assert states == {old.id: ("retired", False), new.id: ("live", True)}
+
+    # Rollback is the same command; a live version cannot be dropped, a retired one can.
+    runtime.activate(old.id)
+    with pytest.raises(VersionRefused):
+        runtime.drop(old.id)
+    runtime.drop(new.id)
+    with runtime.sessions() as session:
+        assert [v.id for v in all_versions(session)] == [old.id]
+
+
+@pytest.mark.unit
+def test_catch_up_follows_changes_to_the_live_version(runtime: Runtime, library: Path) -> None:
+    ingest(runtime, [library])
+    first = reindex(runtime, plan_for(runtime, OtherFake(), swap=False))
+    # The library changes while the new version waits: one file gone, one new one.
+    gone = next(library.rglob("*.jpg"))
+    extra = library / "extra.jpg"
+    shutil.copy2(gone, extra)
+    gone.unlink()
+    rotate(extra)
+    ingest(runtime, [library])
+    live = runtime.live_version()
+    again = reindex(runtime, plan_for(runtime, OtherFake()))
+    assert again.version == first.version and again.swapped
+    assert indexed(runtime, again.version) == points(runtime, again.version)
+    assert indexed(runtime, again.version) == indexed(runtime, live.id)
+
+
+def rotate(path: Path) -> None:
+    """Make a copied file's bytes differ, so it is a new asset."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rotated = image.rotate(90, expand=True)
+    rotated.save(path, "JPEG")
+
+
+@pytest.mark.unit
+def test_interrupted_reindex_resumes_without_encoding_twice(
+    runtime: Runtime, library: Path
+) -> None:
+    ingest(runtime, [library])
+    live = runtime.live_version()
+    total = len(indexed(runtime, live.id))
+    dying = OtherFake(fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        reindex(runtime, plan_for(runtime, dying))
+    assert dying.images_encoded == 4
+    with runtime.sessions() as session:
+        building = [v for v in all_versions(session) if v.state == "building"]
+    assert len(building) == 1
+    resumed = OtherFake()
+    report = reindex(runtime, plan_for(runtime, resumed))
+    assert report.resumed and report.version == building[0].id and report.swapped
+    assert dying.images_encoded + resumed.images_encoded == total
+    assert indexed(runtime, report.version) == points(runtime, report.version)
+    assert indexed(runtime, report.version) == indexed(runtime, live.id)
+
+
+@pytest.mark.tiny_real
+def test_reindex_to_vit_b_32_ranks_like_a_fresh_index(
+    tmp_path: Path, photos: Path, random_vit_checkpoint: Path
+) -> None:
+    library = tmp_path / "photos"
+    library.mkdir()
+    for source in sorted(photos.glob("*.jpg"))[:12]:
+        shutil.copy2(source, library / source.name)
+    tiny = load_settings(home=tmp_path / "a", model="clipdex-tiny", batch_size=8, device="cpu")
+    vit = load_settings(
+        home=tmp_path / "b", model="ViT-B-32", pretrained=str(random_vit_checkpoint),
+        batch_size=8, device="cpu",
+    )  # fmt: skip
+    encoder = OpenClipEncoder(ModelSpec.from_settings(vit))
+    query = "a dog on the beach"
+
+    fresh = open_ready_runtime(vit, encoder=encoder)
+    try:
+        ingest(fresh, [library])
+        expected = [hit.id for hit in SearchService(fresh).text(query)]
+    finally:
+        fresh.close()
+
+    runtime = open_ready_runtime(tiny)
+    try:
+        ingest(runtime, [library])
+        old = runtime.live_version()
+        report = reindex(runtime, plan_for(runtime, encoder))
+        assert report.swapped and report.indexed == 12 == report.points
+        assert indexed(runtime, report.version) == indexed(runtime, old.id)
+        new = runtime.version(report.version)
+        target = target_for(runtime, new)
+        hits = SearchService(runtime, lambda: target).text(query)
+        assert [hit.id for hit in hits] == expected
+        runtime.activate(old.id)
+        assert runtime.catalog_live() is not None
+        assert runtime.catalog_live().id == old.id  # type: ignore[union-attr]
+    finally:
+        runtime.close()

@@ -1,0 +1,86 @@
+"""A running server follows an activation without a restart: every response names one index
+version, none fails, and each client sees the version switch once."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from qdrant_client import QdrantClient
+
+from clipdex.catalog import open_ready_runtime
+from clipdex.http import create_app
+from core.runtime import Runtime
+from core.settings import Settings
+from core.store.qdrant import QdrantStore
+from ingest.reindex import reindex
+from ingest.run import ingest
+from search.engine import SearchService, target_for
+from tests.fakes import FakeEncoder
+from tests.test_reindex import OtherFake, plan_for
+
+Seen = tuple[int, int, str | None, int | None, list[str]]
+
+
+@pytest.fixture
+def shared(settings: Settings, library: Path) -> Iterator[tuple[Runtime, OtherFake]]:
+    store = QdrantStore(QdrantClient(":memory:"), "memory")
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder(), store=store)
+    other = OtherFake()
+    runtime._encoders[(other.declared.architecture, other.declared.pretrained)] = other
+    ingest(runtime, [library])
+    yield runtime, other
+    runtime.close()
+
+
+@pytest.mark.unit
+def test_serve_switches_versions_once_with_no_failed_request(
+    shared: tuple[Runtime, OtherFake],
+) -> None:
+    runtime, other = shared
+    old = runtime.live_version()
+    new = reindex(runtime, plan_for(runtime, other, swap=False)).version
+    ready = target_for(runtime, runtime.version(new))
+    expected_new = [h.id for h in SearchService(runtime, lambda: ready).text("a red bicycle")]
+    app = create_app(runtime.settings, runtime, refresh_interval=0.05)
+    seen: list[list[Seen]] = [[] for _ in range(4)]
+    stop = threading.Event()
+
+    def client_loop(client: TestClient, out: list[Seen]) -> None:
+        while not stop.is_set():
+            response = client.get("/v1/search", params={"q": "a red bicycle"})
+            body = response.json() if response.status_code == 200 else {}
+            index = (body.get("index") or {}).get("id")
+            ids = [hit["id"] for hit in body.get("hits", [])]
+            out.append(
+                (response.status_code, 0, response.headers.get("X-Clipdex-Index"), index, ids)
+            )
+
+    with TestClient(app) as client:
+        assert client.get("/v1/index").json()["id"] == old.id
+        threads = [threading.Thread(target=client_loop, args=(client, s)) for s in seen]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        runtime.activate(new)
+        deadline = time.monotonic() + 10
+        while client.get("/v1/index").json()["id"] != new and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert client.get("/v1/index").json()["id"] == new
+
+    for responses in seen:
+        assert responses and all(status == 200 for status, *_ in responses)
+        versions = [index for *_, index, _ in responses]
+        assert all(header == str(index) for _, _, header, index, _ in responses)
+        switches = sum(1 for a, b in itertools.pairwise(versions) if a != b)
+        assert versions[0] == old.id and versions[-1] == new and switches == 1
+        assert all(ids == expected_new for *_, index, ids in responses if index == new)
