@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import load_settings
+from core.settings import Settings, load_settings
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.unit
 
@@ -53,5 +54,5 @@ def test_the_readme_settings_table_is_generated_from_the_settings() -> None:
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert replace_in(readme) == readme, "run: python -m clipdex.settings_doc"
-    for name in load_settings().model_fields:
+    for name in Settings.model_fields:
         assert f"`CLIPDEX_{name.upper()}`" in readme
