@@ -29,7 +29,7 @@ from core.store import VectorIndex
 from ingest.payload import payloads_for
 from ingest.pipeline import Pipeline, StageTimes, work_items
 from ingest.queueing import SendBatch, enqueue_pending
-from ingest.records import adopt_stored, record_failure
+from ingest.records import adopt_stored, record_failure, set_states
 from ingest.register import register
 from ingest.scan import FoundFile, ScanTally, normalize_roots, scan
 
@@ -197,7 +197,9 @@ def _remove_orphans(
 def _refresh_payloads(
     session: Session, version_id: int, index: Callable[[], VectorIndex], touched: set[str]
 ) -> None:
-    """Moves and new duplicate paths change an indexed point's payload, not its vector."""
+    """Moves and new duplicate paths change an indexed point's payload, not its vector. An
+    indexed asset whose point is gone (deleted, a lost store) goes back to pending instead, so
+    this run encodes it again rather than failing on a payload write to no point."""
     for chunk in chunked(sorted(touched)):
         indexed = session.scalars(
             select(AssetIndexState.asset_id).where(
@@ -206,8 +208,15 @@ def _refresh_payloads(
                 AssetIndexState.asset_id.in_(chunk),
             )
         ).all()
-        if indexed:  # opens the store only when an indexed point's paths changed
-            index().set_payloads(payloads_for(session, indexed))
+        if not indexed:  # opens the store only when an indexed point's paths changed
+            continue
+        stored = index().existing_ids(indexed)
+        lost = [asset_id for asset_id in indexed if asset_id not in stored]
+        if lost:
+            log.warning("%d indexed assets had no point; they are encoded again", len(lost))
+            set_states(session, version_id, lost, AssetState.PENDING)
+        if stored:
+            index().set_payloads(payloads_for(session, stored))
 
 
 def _write_paths(settings: Settings) -> list[Path]:

@@ -7,18 +7,31 @@ from __future__ import annotations
 from clipdex.cli import (
     admin,
     distributed,
+    evaluating,
     indexes,
     indexing,
     recovery,
     searching,
     serving,
     texts,
+    verifying,
 )
 from clipdex.cli.common import app
 
 __all__ = ["app", "main"]
 
-for _group in (indexing, searching, texts, admin, distributed, recovery, serving, indexes):
+for _group in (
+    indexing,
+    searching,
+    texts,
+    admin,
+    distributed,
+    recovery,
+    serving,
+    verifying,
+    indexes,
+    evaluating,
+):
     _group.register(app)
 
 
