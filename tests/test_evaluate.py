@@ -55,7 +55,9 @@ def test_hit_reciprocal_rank_and_ndcg_on_hand_made_rankings() -> None:
     assert ndcg_at(ranked, {"b"}, 10) == pytest.approx(1 / math.log2(3))
     # two relevant at ranks 2 and 4; ideal puts them at 1 and 2
     ideal = 1 + 1 / math.log2(3)
-    assert ndcg_at(ranked, {"b", "d"}, 10) == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / ideal)
+    assert ndcg_at(ranked, {"b", "d"}, 10) == pytest.approx(
+        (1 / math.log2(3) + 1 / math.log2(5)) / ideal
+    )
     # more relevant than the cutoff: the ideal is capped at k
     assert ndcg_at(["a", "b"], {"a", "b", "c"}, 2) == pytest.approx(1.0)
     assert ndcg_at(ranked, {"e"}, 3) == 0.0
