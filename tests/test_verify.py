@@ -157,6 +157,28 @@ def test_stuck_rows_are_requeued_and_encoded(
     assert_found(runtime, photo)
 
 
+def test_with_a_broker_repair_sends_the_work_to_the_workers(
+    runtime: Runtime, library: Path, fake_encoder: FakeEncoder
+) -> None:
+    ingest(runtime, [library])
+    version, index = runtime.live_index()
+    lost = sorted(index.iter_ids())[:2]
+    index.delete(lost)
+    sent: list[tuple[int, list[str]]] = []
+    done = repair(
+        runtime.sessions, index, version, checks(runtime.settings), None,
+        send=lambda version_id, ids: sent.append((version_id, ids)),
+    )  # fmt: skip
+    assert (done.missing_points, done.queued, done.encoded) == (2, 2, 0)
+    assert sent == [(version.id, lost)] and fake_encoder.images_encoded == 8
+    with runtime.sessions() as session:
+        states = session.scalars(
+            select(AssetIndexState.state).where(AssetIndexState.asset_id.in_(lost))
+        ).all()
+    assert states == [AssetState.QUEUED] * 2
+    assert check(runtime).clean  # queued just now: in flight, not stuck
+
+
 def test_a_fresh_processing_row_is_not_stuck(runtime: Runtime, library: Path) -> None:
     ingest(runtime, [library])
     asset_id = id_of(runtime, sorted(library.rglob("*.jpg"))[0])
