@@ -180,3 +180,38 @@ def test_reindex_to_vit_b_32_ranks_like_a_fresh_index(
         assert runtime.catalog_live().id == old.id  # type: ignore[union-attr]
     finally:
         runtime.close()
+
+
+@pytest.mark.tiny_real
+def test_cli_index_list_reindex_activate_and_drop(tmp_path: Path, photos: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    library = tmp_path / "photos"
+    library.mkdir()
+    for source in sorted(photos.glob("*.jpg"))[:4]:
+        shutil.copy2(source, library / source.name)
+    env = cli_env(tmp_path / "home", CLIPDEX_DEVICE="cpu")
+
+    def clipdex(*args: str, code: int = 0) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "clipdex", *args], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == code, done.stderr
+        return done.stdout
+
+    clipdex("ingest", str(library))
+    report = json.loads(clipdex("reindex", "--model", "ViT-B-32", "--pretrained", "random",
+                                "--no-swap", "--json"))  # fmt: skip
+    assert report["state"] == "ready" and report["indexed"] == 4 == report["points"]
+    rows = {row["id"]: row for row in json.loads(clipdex("index", "list", "--json"))}
+    assert rows[report["version"]]["state"] == "ready" and rows[report["version"]]["dim"] == 512
+    assert rows[report["version"]]["assets"] == {"indexed": 4}
+    clipdex("index", "drop", "1", code=2)  # the live one is refused
+    clipdex("index", "activate", str(report["version"]))
+    clipdex("index", "activate", "1")  # rollback
+    clipdex("index", "drop", str(report["version"]))
+    assert [row["id"] for row in json.loads(clipdex("index", "list", "--json"))] == [1]

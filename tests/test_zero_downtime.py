@@ -15,7 +15,7 @@ from qdrant_client import QdrantClient
 
 from clipdex.catalog import open_ready_runtime
 from clipdex.http import create_app
-from core.runtime import Runtime
+from core.runtime import LIVE_ALIAS, Runtime
 from core.settings import Settings
 from core.store.qdrant import QdrantStore
 from ingest.reindex import reindex
@@ -76,6 +76,13 @@ def test_serve_switches_versions_once_with_no_failed_request(
         for thread in threads:
             thread.join()
         assert client.get("/v1/index").json()["id"] == new
+        # Rollback is the same command, and the server follows it back.
+        runtime.activate(old.id)
+        while client.get("/v1/index").json()["id"] != old.id and time.monotonic() < deadline:
+            time.sleep(0.05)
+        response = client.get("/v1/search", params={"q": "a red bicycle"})
+        assert response.headers["X-Clipdex-Index"] == str(old.id)
+        assert response.json()["index"]["id"] == old.id
 
     for responses in seen:
         assert responses and all(status == 200 for status, *_ in responses)
@@ -84,3 +91,27 @@ def test_serve_switches_versions_once_with_no_failed_request(
         switches = sum(1 for a, b in itertools.pairwise(versions) if a != b)
         assert versions[0] == old.id and versions[-1] == new and switches == 1
         assert all(ids == expected_new for *_, index, ids in responses if index == new)
+
+
+@pytest.mark.unit
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect")
+def test_activation_on_a_server_moves_the_live_alias_in_one_call(
+    settings: Settings, library: Path
+) -> None:
+    client = QdrantClient(":memory:")
+    store = QdrantStore(client, "server")  # local mode has aliases too: the server code path
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder(), store=store)
+    try:
+        ingest(runtime, [library])
+        old = runtime.live_version()
+        new = reindex(runtime, plan_for(runtime, OtherFake())).version
+        aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+        assert aliases == {LIVE_ALIAS: runtime.version(new).collection}
+        runtime.activate(old.id)
+        aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+        assert aliases == {LIVE_ALIAS: old.collection}
+        dropped = runtime.drop(new)
+        assert not client.collection_exists(dropped.collection)
+        assert client.collection_exists(old.collection)
+    finally:
+        runtime.close()
