@@ -215,3 +215,63 @@ def test_cli_index_list_reindex_activate_and_drop(tmp_path: Path, photos: Path) 
     clipdex("index", "activate", "1")  # rollback
     clipdex("index", "drop", str(report["version"]))
     assert [row["id"] for row in json.loads(clipdex("index", "list", "--json"))] == [1]
+
+
+@pytest.mark.tiny_real
+def test_reindex_killed_with_sigkill_resumes_exact(
+    tmp_path: Path, photos: Path, random_vit_checkpoint: Path
+) -> None:
+    import json
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import cli_env
+
+    library = tmp_path / "photos"
+    library.mkdir()
+    for source in sorted(photos.glob("*.jpg"))[:20]:
+        shutil.copy2(source, library / source.name)
+    home = tmp_path / "home"
+    env = cli_env(home, CLIPDEX_DEVICE="cpu", CLIPDEX_BATCH_SIZE="2")
+    command = [sys.executable, "-m", "clipdex"]
+    subprocess.run([*command, "ingest", str(library)], env=env, check=True, capture_output=True)
+    reindex_args = ["reindex", "--model", "ViT-B-32", "--pretrained", str(random_vit_checkpoint)]
+
+    def indexed_new() -> int:
+        with sqlite3.connect(home / "catalog.db") as db:
+            row = db.execute(
+                "SELECT count(*) FROM asset_index_states WHERE index_version_id = 2 "
+                "AND state = 'indexed'"
+            ).fetchone()
+        return int(row[0])
+
+    child = subprocess.Popen(
+        [*command, *reindex_args, "--json"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:
+        try:
+            if indexed_new() >= 4:
+                break
+        except sqlite3.OperationalError:
+            pass  # table or version not there yet
+        time.sleep(0.02)
+    assert child.poll() is None, "the reindex finished before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = indexed_new()
+    assert 4 <= before < 20
+
+    done = subprocess.run(
+        [*command, *reindex_args, "--json"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["resumed"] and report["swapped"] and report["version"] == 2
+    assert report["indexed"] == 20 == report["points"]
+    # Only what the killed run had not stored was encoded again: nothing twice.
+    assert report["encoded"] == 20 - before - report["reused"]
