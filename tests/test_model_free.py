@@ -127,3 +127,41 @@ def test_enqueueing_for_workers_needs_no_model(
         assert client.llen("clipdex") == 1  # one task message for the batch, not one per image
     finally:
         client.flushdb()
+
+
+def test_uploading_for_workers_needs_no_model(
+    home: tuple[Path, Path], poisoned: Path, photos: Path
+) -> None:
+    """The API accepts an upload and hands it to the workers without importing torch."""
+    import redis
+
+    broker = "redis://127.0.0.1:6379/13"
+    script = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from clipdex.catalog import open_ready_runtime\n"
+        "from clipdex.http import create_app\n"
+        "from core.settings import load_settings\n"
+        "settings = load_settings()\n"
+        "runtime = open_ready_runtime(settings)\n"
+        "with TestClient(create_app(settings, runtime)) as client:\n"
+        "    data = open(sys.argv[1], 'rb').read()\n"
+        "    answer = client.post('/v1/images', files={'files': ('up.jpg', data)})\n"
+        "    print(answer.status_code, answer.json()['new'])\n"
+        "runtime.close()\n"
+        "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))\n"
+    )
+    client = redis.Redis.from_url(broker)
+    client.flushdb()
+    upload = sorted(photos.glob("*.jpg"))[12]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script, str(upload)],
+            env=cli_env(home[0], PYTHONPATH=str(poisoned), CLIPDEX_BROKER_URL=broker),
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split("\n")[:2] == ["202 1", "[]"]
+        assert client.llen("clipdex") == 1
+    finally:
+        client.flushdb()
