@@ -6,6 +6,7 @@ where a running server follows the swap by itself)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -115,12 +116,24 @@ def reindex(
         str | None, typer.Option(help="Pretrained tag or checkpoint path (default: openai).")
     ] = None,
     swap: Annotated[bool, typer.Option(help="Make the new version live when it is done.")] = True,
+    gate: Annotated[
+        Path | None,
+        typer.Option(
+            help="Queries (JSONL, as for `clipdex eval`) both versions are scored on before the "
+            "swap; a worse new version stays ready and the command exits 1."
+        ),
+    ] = None,
+    max_drop: Annotated[
+        float, typer.Option(help="With --gate: the largest drop of nDCG@10 or recall@10 allowed.")
+    ] = 0.02,
     json_output: JsonOption = False,
 ) -> None:
     """Build a new index version with another model from the catalog, then swap it in.
 
     Resumable: run the same command again after an interruption. On an embedded home stop
     `clipdex serve` first (the embedded store admits one process), or use a Qdrant server.
+    With --gate the swap happens only if the new version scores no worse than the live one
+    (by more than --max-drop) on the given queries.
 
     Example: clipdex reindex --model ViT-B-32 --pretrained openai --json"""
     from clipdex.progress import TerminalProgress, wants_bar
@@ -130,7 +143,15 @@ def reindex(
     from core.runtime import decode_limits
     from ingest.reindex import ReindexPlan, ReindexRefused
     from ingest.reindex import reindex as run_reindex
+    from search.evaluate import load_queries
 
+    queries = None
+    if gate is not None:
+        try:
+            queries = load_queries(gate)
+        except (OSError, ValueError) as error:
+            fail(str(error))
+    gated: dict[str, Any] | None = None
     with opened_runtime() as runtime:
         settings = runtime.settings
         spec = ModelSpec(model, pretrained or "openai", settings.device, settings.precision)
@@ -141,7 +162,7 @@ def reindex(
             limits=decode_limits(settings, encoder.preprocess),
             batch_size=settings.batch_size,
             decode_workers=settings.decode_workers,
-            swap=swap,
+            swap=swap and queries is None,
             before_write=lambda: check_free_space(space, settings.min_free_bytes),
         )
         _ = runtime.store  # take the embedded store's lock before any work
@@ -153,9 +174,58 @@ def reindex(
                 report = run_reindex(runtime, plan)
         except (ReindexRefused, VersionRefused) as error:
             fail(str(error))
+        if queries is not None and report.state == "ready":
+            gated = _gate(runtime, report.version, queries, max_drop, swap)
+            report.state, report.swapped = gated["state"], gated["swapped"]
     if json_output:
-        print_json(report.as_dict())
-        return
+        print_json({**report.as_dict(), **({"gate": gated} if gated else {})})
+    else:
+        _print_report(report, gated)
+    if gated is not None and not gated["passed"]:
+        raise typer.Exit(1)
+
+
+def _gate(
+    runtime: Runtime, version_id: int, queries: list[Any], max_drop: float, swap: bool
+) -> dict[str, Any]:
+    """Score the new and the live version on the same queries; swap only if not worse."""
+    from search.evaluate import evaluate
+
+    live = runtime.live_version()
+    new_scores = evaluate(runtime, runtime.version(version_id), queries)
+    live_scores = evaluate(runtime, live, queries)
+    drops = {
+        "ndcg@10": live_scores.ndcg_at_10 - new_scores.ndcg_at_10,
+        "recall@10": live_scores.recall_at_10 - new_scores.recall_at_10,
+    }
+    passed = all(drop <= max_drop + 1e-12 for drop in drops.values())
+    swapped = False
+    if passed and swap:
+        runtime.activate(version_id)
+        swapped = True
+    return {
+        "passed": passed, "max_drop": max_drop, "drops": drops, "swapped": swapped,
+        "state": "live" if swapped else "ready",
+        "new": new_scores.as_dict(), "live": live_scores.as_dict(),
+    }  # fmt: skip
+
+
+def _print_report(report: Any, gated: dict[str, Any] | None) -> None:
+    if gated is not None:
+        for name in ("new", "live"):
+            scores = gated[name]
+            typer.echo(
+                f"gate {name:>4} (version {scores['version']}): nDCG@10 {scores['ndcg@10']:.3f}, "
+                f"recall@10 {scores['recall@10']:.3f}, MRR {scores['mrr']:.3f} "
+                f"over {scores['queries']} queries"
+            )
+        if not gated["passed"]:
+            typer.echo(
+                f"clipdex: gate refused the swap: the new version is worse by more than "
+                f"{gated['max_drop']} (it stays ready; `clipdex index activate "
+                f"{report.version}` swaps anyway)",
+                err=True,
+            )
     typer.echo(
         f"index version {report.version} ({shown(report.model)}): {report.indexed} indexed, "
         f"{report.points} points; {report.encoded} encoded, {report.reused} reused, "
