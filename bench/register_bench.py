@@ -2,14 +2,15 @@
 
     .venv/bin/python -m bench.register_bench [--sizes 10000,100000] [--workers 2] [--repeat 3]
 
-For each size N: N tiny files with distinct bytes (16 random bytes each) in a temporary folder
-and a fresh SQLite catalog. Timed: ``register`` plus its commit, the scan's stat done before.
+For each size N: N tiny files with distinct bytes (16 random bytes each) in a temporary folder.
+A round registers them into a fresh SQLite catalog, in a fresh process (so its peak RSS, VmHWM
+reset before each phase where the kernel allows, is its own), timing ``register`` plus its
+commit, the scan's stat done before:
   first    every file new: hash, classify, write the assets, states and locations
   no-op    a rescan with every file unchanged: the catalog work alone, nothing hashed
-  touched  a rescan after another 1% of the files were rewritten (new bytes, new mtime)
-Each phase runs --repeat times (first: on a fresh catalog each time) and the best time is shown:
-on a shared machine the best is the least disturbed. Each size runs in its own process, so its
-peak RSS (VmHWM, reset before each phase where the kernel allows) is its own.
+  touched  a rescan after 1% of the files were rewritten (new bytes, new mtime)
+--repeat rounds run for every size, the sizes taking turns so that each sees the same stretches
+of a shared machine's load; the best time of the rounds is shown, the highest peak.
 """
 
 from __future__ import annotations
@@ -114,61 +115,55 @@ class Catalog:
         return Phase(wall / len(files) * 1e6, cpu / len(files) * 1e6, base, _peak_mb()), result
 
 
-def rewrite(found: list[FoundFile], offset: int) -> int:
-    """New bytes and a later mtime for every TOUCH_EVERY-th file from ``offset``."""
-    changed = found[offset::TOUCH_EVERY]
+def rewrite(found: list[FoundFile]) -> int:
+    """New bytes and a later mtime for every TOUCH_EVERY-th file."""
+    changed = found[::TOUCH_EVERY]
     for item in changed:
-        later = item.mtime_ns + (offset + 1) * 1_000_000_000
+        later = item.mtime_ns + 1_000_000_000
         Path(item.path).write_bytes(os.urandom(16))
         os.utime(item.path, ns=(later, later))
     return len(changed)
 
 
-def measure_size(size: int, workers: int, repeat: int, parent: str) -> SizeResult:
-    """One size, start to end, in a fresh process (see the module docstring)."""
-    work = Path(tempfile.mkdtemp(prefix=f"register-bench-{size}-", dir=parent))
+def measure_round(library: str, workers: int, catalog_path: str) -> SizeResult:
+    """One round on ``library`` with a fresh catalog (see the module docstring)."""
+    root = Path(library)
+    found = list(scan(root, ScanTally()))
+    size = len(found)
+    catalog = Catalog(Path(catalog_path), root, workers)
     try:
-        library = work / "library"
-        make_library(library, size)
-        found = list(scan(library, ScanTally()))
-        assert len(found) == size
-        firsts = []
-        for attempt in range(repeat):
-            catalog = Catalog(work / f"catalog-{attempt}.db", library, workers)
-            phase, result = catalog.timed(found)
-            assert (result.new, result.failed_read) == (size, []), result.new
-            firsts.append(phase)
-            if attempt < repeat - 1:
-                catalog.engine.dispose()
-        noops = []
-        for _ in range(repeat):
-            phase, result = catalog.timed(found)
-            assert (result.unchanged, len(result.touched)) == (size, 0), result.unchanged
-            noops.append(phase)
-        touches = []
-        for attempt in range(repeat):
-            changed = rewrite(found, attempt)
-            found = list(scan(library, ScanTally()))
-            phase, result = catalog.timed(found)
-            assert (result.modified, len(result.orphaned)) == (changed, changed), result.modified
-            touches.append(phase)
-        catalog.engine.dispose()
-        return SizeResult(size, _best(firsts), _best(noops), _best(touches))
+        first, result = catalog.timed(found)
+        assert (result.new, result.failed_read) == (size, []), result.new
+        noop, result = catalog.timed(found)
+        assert (result.unchanged, len(result.touched)) == (size, 0), result.unchanged
+        changed = rewrite(found)
+        touched, result = catalog.timed(list(scan(root, ScanTally())))
+        assert (result.modified, len(result.orphaned)) == (changed, changed), result.modified
+        return SizeResult(size, first, noop, touched)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        catalog.engine.dispose()
+        Path(catalog_path).unlink()
 
 
-def _best(phases: list[Phase]) -> Phase:
-    """The fastest times; the memory of all runs: the lowest base, the highest peak."""
-    wall = min(phase.us_per_file for phase in phases)
-    cpu = min(phase.cpu_us_per_file for phase in phases)
-    base = min(phase.base_mb for phase in phases)
-    return Phase(wall, cpu, base, max(phase.peak_mb for phase in phases))
+def best_of(rounds: list[SizeResult]) -> SizeResult:
+    def best(phases: list[Phase]) -> Phase:
+        wall = min(phase.us_per_file for phase in phases)
+        cpu = min(phase.cpu_us_per_file for phase in phases)
+        base = min(phase.base_mb for phase in phases)
+        return Phase(wall, cpu, base, max(phase.peak_mb for phase in phases))
+
+    return SizeResult(
+        rounds[0].size,
+        best([r.first for r in rounds]),
+        best([r.noop for r in rounds]),
+        best([r.touched for r in rounds]),
+    )
 
 
-def run_isolated(size: int, workers: int, repeat: int, parent: str) -> SizeResult:
+def run_isolated(library: Path, workers: int) -> SizeResult:
+    catalog = library.parent / "catalog.db"
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(measure_size, size, workers, repeat, parent).result()
+        return pool.submit(measure_round, str(library), workers, str(catalog)).result()
 
 
 def _cell(phase: Phase) -> str:
@@ -208,13 +203,22 @@ def main() -> None:
     parent = args.dir or tempfile.gettempdir()
     machine = platform.processor() or platform.machine()
     print(f"{machine}, {os.cpu_count()} cores, SQLite catalog, {args.workers} hashing threads")
-    results = []
-    for size in sizes:
-        started = time.perf_counter()
-        results.append(run_isolated(size, args.workers, max(1, args.repeat), parent))
-        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-        print(f"  {size} files measured in {time.perf_counter() - started:.0f}s (load {load})")
-    report(results)
+    work = Path(tempfile.mkdtemp(prefix="register-bench-", dir=parent))
+    try:
+        libraries = {size: work / f"{size}" / "library" for size in sizes}
+        for size, library in libraries.items():
+            make_library(library, size)
+        rounds: dict[int, list[SizeResult]] = {size: [] for size in sizes}
+        for attempt in range(max(1, args.repeat)):
+            for size, library in libraries.items():
+                started = time.perf_counter()
+                rounds[size].append(run_isolated(library, args.workers))
+                load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+                seconds = time.perf_counter() - started
+                print(f"  round {attempt + 1}, {size} files: {seconds:.0f}s (load {load})")
+        report([best_of(rounds[size]) for size in sizes])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
