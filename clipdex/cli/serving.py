@@ -60,10 +60,21 @@ def serve(
 
     import uvicorn
 
+    from clipdex.catalog import open_ready_runtime
     from clipdex.http import create_app
 
-    app_ = create_app(settings, preload=True)
-    uvicorn.run(app_, host=bind, port=port or settings.api_port)
+    with expected_errors():  # a locked store, a catalog not at head, missing weights: one line
+        runtime = open_ready_runtime(settings, owner=False)
+        try:
+            _ = runtime.store
+            _ = runtime.encoder.identity  # load the model before the first request
+        except BaseException:
+            runtime.close()
+            raise
+    try:
+        uvicorn.run(create_app(settings, runtime), host=bind, port=port or settings.api_port)
+    finally:
+        runtime.close()
 
 
 def register(app: typer.Typer) -> None:
