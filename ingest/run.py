@@ -29,7 +29,7 @@ from core.store import VectorIndex
 from ingest.payload import payloads_for
 from ingest.pipeline import Pipeline, StageTimes, work_items
 from ingest.queueing import SendBatch, enqueue_pending
-from ingest.records import adopt_stored, record_failure, set_states
+from ingest.records import adopt_stored, record_failures, set_states
 from ingest.register import register
 from ingest.scan import FoundFile, ScanTally, normalize_roots, scan
 
@@ -130,8 +130,13 @@ def _run(
         registered = register(
             session, version.id, roots, found, runtime.settings.decode_workers, progress.advance
         )
-        for path, reason in [*tally.unreadable, *registered.failed_read]:
-            record_failure(session, path, STAGE_READ, reason)
+        record_failures(  # one statement per chunk, not per file (20k unreadable files)
+            session,
+            [
+                (path, STAGE_READ, reason, None)
+                for path, reason in [*tally.unreadable, *registered.failed_read]
+            ],
+        )
         report.removed = _remove_orphans(session, version.id, index, registered.orphaned)
         _refresh_payloads(session, version.id, index, registered.touched)
         session.commit()

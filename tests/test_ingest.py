@@ -194,3 +194,34 @@ def test_an_ingest_refused_because_the_store_is_in_use_registers_nothing(
         assert ingest(runtime, [library]).new == 8
     finally:
         runtime.close()
+
+
+def test_recording_many_failed_files_takes_statements_per_chunk_not_per_file(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """20,000 unreadable files once took 219 s: one query each. Now 40 and 400 cost the same."""
+    from sqlalchemy import event, func
+
+    def statements_for(count: int) -> int:
+        folder = tmp_path / f"odd-{count}"
+        folder.mkdir()
+        for number in range(count):  # names that are not UTF-8 are recorded as failures
+            name = os.fsencode(folder) + b"/caf\xe9-%d.jpg" % number
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT, 0o644))
+        seen: list[str] = []
+
+        def count_statement(*args: object) -> None:
+            seen.append(str(args[2]))
+
+        event.listen(runtime.engine, "before_cursor_execute", count_statement)
+        try:
+            report = ingest(runtime, [folder])
+        finally:
+            event.remove(runtime.engine, "before_cursor_execute", count_statement)
+        assert report.failed == count
+        return sum("failures" in statement for statement in seen)
+
+    small, large = statements_for(40), statements_for(400)
+    assert large <= small + 2
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Failure)) == 440
