@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.catalog.index_versions import active_index, identity_of
+from core.catalog.ingest_runs import close_dead_runs
 from core.catalog.models import (
     Asset,
     AssetIndexState,
@@ -46,6 +47,8 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
             or 0
         )
         failures = session.scalar(select(func.count()).select_from(Failure)) or 0
+        close_dead_runs(session)
+        session.commit()
         last_run = session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(1)).first()
         unfinished = (
             session.scalar(

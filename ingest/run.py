@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog.batching import chunked
 from core.catalog.index_versions import identity_of
+from core.catalog.ingest_runs import run_owner
 from core.catalog.models import (
     AssetIndexState,
     AssetState,
@@ -96,7 +97,7 @@ def ingest(
     version = runtime.live_version()
     report = IngestReport(model=identity_of(version).label)
     with runtime.sessions() as session:
-        run = IngestRun(roots=[str(r) for r in roots])
+        run = IngestRun(roots=[str(r) for r in roots], counts=run_owner())
         session.add(run)
         session.commit()
         run_id = run.id

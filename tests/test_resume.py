@@ -70,3 +70,9 @@ def test_kill_9_then_resume(photos: Path, tmp_path: Path) -> None:
     counts = json.loads(status.stdout)
     assert counts["indexed"] == counts["points"] == counts["assets"] == total
     assert counts["pending"] == 0
+    # The killed run does not claim to be running forever: status closed it as killed.
+    assert counts["unfinished_runs"] == 0
+    runs = sqlite3.connect(home / "catalog.db").execute(
+        "SELECT status FROM ingest_runs ORDER BY id"
+    )
+    assert [row[0] for row in runs] == ["killed", "done"]
