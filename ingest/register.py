@@ -283,12 +283,15 @@ class _FailureBook:
             self.forgotten.append(path)
 
     def copy(self, asset_id: str, path: str) -> None:
-        for row in self.by_asset.get(asset_id, ()):
-            if self.rows.get(row.path) is row:
-                made = FailureRow(path, asset_id, row.stage, row.reason)
-                self.rows[path] = self.copies[path] = made
-                self.by_asset[asset_id].append(made)
-                return
+        """Same bytes as a file that failed: the same reason, from a row still there or, when a
+        move forgot the only one, from the row as it was before this scan."""
+        known = self.by_asset.get(asset_id, [])
+        present = [row for row in known if self.rows.get(row.path) is row]
+        for row in present or known[:1]:
+            made = FailureRow(path, asset_id, row.stage, row.reason)
+            self.rows[path] = self.copies[path] = made
+            known.append(made)
+            return
 
 
 def load_locations(session: Session, roots: Sequence[Path]) -> dict[str, KnownLocation]:

@@ -225,3 +225,18 @@ def test_recording_many_failed_files_takes_statements_per_chunk_not_per_file(
     assert large <= small + 2
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Failure)) == 440
+
+
+def test_a_moved_bad_file_keeps_its_failure_at_the_new_path(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a real jpeg at all")
+    assert ingest(runtime, [folder]).failed == 1
+    (folder / "moved").mkdir()
+    (folder / "broken.jpg").rename(folder / "moved" / "broken.jpg")
+    ingest(runtime, [folder])
+    with runtime.sessions() as session:
+        paths = list(session.scalars(select(Failure.path)))
+    assert paths == [str(folder / "moved" / "broken.jpg")]
