@@ -77,7 +77,7 @@ def _triple(value: Any) -> tuple[float, float, float]:
 
 # open_clip resizes the short side to the model's size before cropping the centre, so a very
 # thin image (20000x1) would need a billion-pixel intermediate. Refuse those instead.
-MAX_RESIZED_PIXELS = 32 * 1024 * 1024
+MAX_RESIZED_PIXELS = 64 * 1024 * 1024  # an RGB intermediate of at most ~200 MB
 
 
 def to_model_input(image: Image.Image, config: PreprocessConfig) -> NDArray[np.uint8]:
@@ -128,7 +128,9 @@ def _keep_ratio_size(image: Image.Image, target: tuple[int, int], longest: bool)
     width, height = image.size
     ratio_h, ratio_w = height / target[0], width / target[1]
     ratio = max(ratio_h, ratio_w) if longest else min(ratio_h, ratio_w)
-    return round(height / ratio), round(width / ratio)
+    # open_clip's own transform fails on a side that rounds to 0 (a 1x128 image fitted into
+    # 64x96); one pixel is the nearest size that exists.
+    return max(1, round(height / ratio)), max(1, round(width / ratio))
 
 
 def _resize(image: Image.Image, height: int, width: int, resample: Image.Resampling) -> Image.Image:

@@ -61,7 +61,12 @@ def test_matches_open_clip_for_any_size(
 ) -> None:
     config = PreprocessConfig(size, MEAN, STD, interpolation, mode, fill_color=0)
     image = noise_image(width, height)
-    assert torch.equal(ours(image, config), theirs(image, config))
+    try:
+        reference = theirs(image, config)
+    except ValueError:  # open_clip cannot resize a side that rounds to 0 pixels; we use 1
+        assert ours(image, config).shape == (3, *size)
+        return
+    assert torch.equal(ours(image, config), reference)
 
 
 def test_matches_open_clip_on_real_photos(photos: Path) -> None:
