@@ -71,6 +71,8 @@ def _check(data: bytes, limits: DecodeLimits) -> Result:
         return ("over_memory", "decode", "MemoryError escaped decode_bytes")
     try:
         pixels = to_model_input(decoded.image, CONFIG)
+    except ImageRejected as rejected:  # too thin to resize in bounded memory: a rejection
+        return ("rejected", str(rejected.kind), rejected.reason)
     except MemoryError:
         return ("over_memory", "preprocess", "MemoryError in to_model_input")
     image = decoded.image
