@@ -80,20 +80,24 @@ def _mismatch_message(
     )
 
 
+def _version_row(identity: ModelIdentity, state: VersionState) -> IndexVersion:
+    return IndexVersion(
+        collection=collection_name(identity),
+        architecture=identity.architecture,
+        pretrained=identity.pretrained,
+        open_clip_version=identity.open_clip_version,
+        preprocess=identity.preprocess,
+        dim=identity.dim,
+        active=state == VersionState.LIVE,
+        state=state,
+    )
+
+
 def ensure_active_index(session: Session, identity: ModelIdentity) -> IndexVersion:
     """Return the live index for this model, creating it on first use; refuse another model."""
     live = active_index(session)
     if live is None:
-        live = IndexVersion(
-            collection=collection_name(identity),
-            architecture=identity.architecture,
-            pretrained=identity.pretrained,
-            open_clip_version=identity.open_clip_version,
-            preprocess=identity.preprocess,
-            dim=identity.dim,
-            active=True,
-            state=VersionState.LIVE,
-        )
+        live = _version_row(identity, VersionState.LIVE)
         session.add(live)
         try:
             session.commit()
@@ -136,16 +140,7 @@ def version_for_identity(session: Session, identity: ModelIdentity) -> IndexVers
 
 def new_building_version(session: Session, identity: ModelIdentity) -> IndexVersion:
     """A new, not yet live version for ``identity`` (flushed, not committed)."""
-    version = IndexVersion(
-        collection=collection_name(identity),
-        architecture=identity.architecture,
-        pretrained=identity.pretrained,
-        open_clip_version=identity.open_clip_version,
-        preprocess=identity.preprocess,
-        dim=identity.dim,
-        active=False,
-        state=VersionState.BUILDING,
-    )
+    version = _version_row(identity, VersionState.BUILDING)
     session.add(version)
     session.flush()
     return version
