@@ -14,7 +14,7 @@ from core.settings import Settings, load_settings
 from tests.fakes import FakeEncoder
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+CORPUS = (REPO.parent / "shared" / "corpus").resolve()  # ingest stores resolved paths
 PHOTOS = CORPUS / "photos"
 PILLOW = CORPUS / "pillow-images"
 POSTGRES_URL = os.environ.get(
