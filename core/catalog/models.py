@@ -71,6 +71,26 @@ class Asset(Base):
     height: Mapped[int | None] = mapped_column(Integer)
     taken_at: Mapped[datetime | None] = mapped_column(DateTime)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # EXIF text, searchable by keyword and filterable (camera) -- None when absent.
+    camera_make: Mapped[str | None] = mapped_column(String(128))
+    camera_model: Mapped[str | None] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    # The user's own key/value metadata (manifests, uploads, ``clipdex tag``, zero-shot tags).
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Library(Base):
+    """A folder the user asked clipdex to keep indexed (``clipdex library add``)."""
+
+    __tablename__ = "libraries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    excludes: Mapped[list[str]] = mapped_column(JSON, default=list)  # gitignore-style globs
+    include_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_scan_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_scan: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # counts of the last scan
 
 
 class Location(Base):
