@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 
 from core.preprocess import PreprocessConfig
 from core.settings import Settings
+from core.text_tower import TextTower
 
 TINY_MODEL = "clipdex-tiny"
 RANDOM_WEIGHTS = "random"
@@ -183,6 +184,7 @@ class _Loaded:
 
         self._torch = torch
         self._model = model
+        self._text = TextTower(model)
         self._tokenizer = tokenizer
         self._device = device
         self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.precision)
@@ -233,7 +235,7 @@ class _Loaded:
         torch = self._torch
         with torch.inference_mode(), self._autocast():
             tokens = self._tokenizer(list(texts)).to(self._device)
-            features = self._model.encode_text(tokens)
+            features = self._text.encode(tokens)
         return _normalized(features)
 
     def _autocast(self) -> Any:
