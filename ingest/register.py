@@ -3,7 +3,9 @@
 Unchanged files (same size and mtime) are not even hashed. Changed and new files are hashed,
 and content decides: new content becomes a pending asset; known content under a new path is a
 move (its old path vanished in this scan) or a duplicate; either way the vector is reused.
-Paths that vanished are marked missing; an asset left with no path leaves the index.
+Paths that vanished are marked missing; an asset left with no path leaves the index. Known
+content at a new path whose old path outside the scanned roots no longer exists moved too
+(from another library, or a renamed top folder).
 
 Read the catalog as plain rows, ``classify`` (pure: rows in, a plan out), ``apply_plan`` with
 set-based, chunked Core statements: no round trip and no ORM object per file.
@@ -14,7 +16,6 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
+    not_,
     or_,
     select,
     update,
@@ -35,17 +37,15 @@ from sqlalchemy.orm import Session
 
 from core.catalog.batching import chunked
 from core.catalog.models import AssetState, Base, Location, utcnow
-from core.ids import asset_id_for_digest, sha256_of_file
+from ingest.hashing import Content, hash_all
 from ingest.records import FAILURES, executemany
 from ingest.scan import FoundFile
 
 ASSETS = Base.metadata.tables["assets"]
 LOCATIONS = Base.metadata.tables["locations"]
+_L = LOCATIONS.c
+LOCATION_COLUMNS = (_L.id, _L.path, _L.asset_id, _L.size_bytes, _L.mtime_ns, _L.missing)
 STATES = Base.metadata.tables["asset_index_states"]
-HASH_SLICE = 64  # files per hashing task: amortizes the thread pool's cost per task
-# Threads pay off only when hashing (which releases the GIL) outweighs the per-file Python work:
-# measured here, 2 threads halve the time from 256 KiB a file, tie at 64 KiB, double it at 4 KiB.
-PARALLEL_HASH_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -67,17 +67,6 @@ class KnownLocation(NamedTuple):
     size_bytes: int
     mtime_ns: int
     missing: bool
-
-
-class Content(NamedTuple):
-    """What hashing a file found: its SHA-256 and the asset id derived from it."""
-
-    sha256: str
-    asset_id: str
-
-    @classmethod
-    def of(cls, sha256: str) -> Content:
-        return cls(sha256, asset_id_for_digest(sha256))
 
 
 class FailureRow(NamedTuple):
@@ -105,6 +94,9 @@ class KnownContent:
 
     states: Mapping[str, str | None]  # every known asset id -> its state in this version, or None
     failures: Sequence[FailureRow] = ()  # at the scanned paths or of failed assets; oldest first
+    # Live paths of that content outside the scanned roots that no longer exist: seen again at
+    # a new path, such content moved there, whatever root it came from.
+    vanished: Sequence[KnownLocation] = ()
 
 
 @dataclass(slots=True)
@@ -143,13 +135,16 @@ def register(
     found: Sequence[FoundFile],
     hash_workers: int,
     on_hashed: Callable[[int], None] | None = None,
+    spared: Sequence[Path] = (),
 ) -> RegisterResult:
+    """``spared``: folders under the roots that were not scanned (a library root that is not
+    mounted): their paths are left as they are, never marked missing."""
     session.flush()  # the statements below bypass the unit of work: write what it holds first
     failed_read: list[tuple[str, str]] = []
     with _cyclic_gc_paused():
-        existing = load_locations(session, roots)
+        existing = load_locations(session, roots, spared)
         to_hash = [item for item in found if not is_unchanged(existing.get(item.path), item)]
-        contents = _hash_all(to_hash, hash_workers, failed_read, on_hashed)
+        contents = hash_all(to_hash, hash_workers, failed_read, on_hashed)
         known = load_known(session, index_version_id, roots, contents.values())
         plan = classify(existing, found, contents, known)
         orphaned = apply_plan(session, index_version_id, plan)
@@ -199,7 +194,7 @@ def classify(
     states = known.states
     seen = {item.path for item in found}
     gone_assets: set[str] = set()
-    for loc in existing.values():
+    for loc in [*existing.values(), *known.vanished]:
         if not loc.missing and loc.path not in seen:
             plan.gone_locations.append(loc.id)
             gone_assets.add(loc.asset_id)
@@ -294,15 +289,33 @@ class _FailureBook:
             return
 
 
-def load_locations(session: Session, roots: Sequence[Path]) -> dict[str, KnownLocation]:
-    """The catalog's locations at or below ``roots``, by path."""
+def load_locations(
+    session: Session, roots: Sequence[Path], spared: Sequence[Path] = ()
+) -> dict[str, KnownLocation]:
+    """The catalog's locations at or below ``roots`` and not below ``spared``, by path."""
     if not roots:
         return {}
     c = LOCATIONS.c
-    query = select(c.id, c.path, c.asset_id, c.size_bytes, c.mtime_ns, c.missing).where(
-        or_(*(root_clause(root, c.path) for root in roots))
-    )
+    query = select(*LOCATION_COLUMNS).where(or_(*(root_clause(root, c.path) for root in roots)))
+    if spared:
+        query = query.where(not_(or_(*(root_clause(root, c.path) for root in spared))))
     return {row[1]: KnownLocation(*row) for row in session.execute(query).all()}
+
+
+def vanished_elsewhere(
+    session: Session, roots: Sequence[Path], asset_ids: Collection[str]
+) -> list[KnownLocation]:
+    """Live locations of ``asset_ids`` outside ``roots`` whose file no longer exists."""
+    c = LOCATIONS.c
+    query = select(*LOCATION_COLUMNS).where(c.missing.is_(False))
+    if roots:
+        query = query.where(not_(or_(*(root_clause(root, c.path) for root in roots))))
+    rows = [
+        KnownLocation(*row)
+        for chunk in chunked(sorted(asset_ids))
+        for row in session.execute(query.where(c.asset_id.in_(chunk)))
+    ]
+    return [row for row in rows if not os.path.lexists(row.path)]
 
 
 def load_known(
@@ -323,7 +336,8 @@ def load_known(
     failed = [asset_id for asset_id, state in states.items() if state == AssetState.FAILED]
     queries += [columns.where(f.asset_id.in_(chunk)) for chunk in chunked(failed)]
     failures = {row[0]: FailureRow(*row[1:]) for query in queries for row in session.execute(query)}
-    return KnownContent(states, [failures[key] for key in sorted(failures)])
+    vanished = vanished_elsewhere(session, roots, states)
+    return KnownContent(states, [failures[key] for key in sorted(failures)], vanished)
 
 
 def apply_plan(session: Session, version_id: int, plan: RegisterPlan) -> set[str]:
@@ -359,39 +373,3 @@ def _without_live_paths(session: Session, asset_ids: Collection[str]) -> set[str
         query = select(c.asset_id).where(c.asset_id.in_(chunk), c.missing.is_(False)).distinct()
         alive.update(session.scalars(query))
     return set(asset_ids) - alive
-
-
-def _hash_all(
-    files: Sequence[FoundFile],
-    workers: int,
-    failed: list[tuple[str, str]],
-    on_hashed: Callable[[int], None] | None,
-) -> dict[str, Content]:
-    """Hash ``files`` in order, on ``workers`` threads when they are large enough to gain from
-    it (PARALLEL_HASH_BYTES); the unreadable go to ``failed`` with a reason."""
-    contents: dict[str, Content] = {}
-    if not files:
-        return contents
-    parallel = workers > 1 and sum(f.size for f in files) >= len(files) * PARALLEL_HASH_BYTES
-    step = max(1, min(HASH_SLICE, len(files) // (workers * 4))) if parallel else HASH_SLICE
-    slices = [files[start : start + step] for start in range(0, len(files), step)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for results in pool.map(_hash_slice, slices) if parallel else map(_hash_slice, slices):
-            for path, content, reason in results:
-                if content is not None:
-                    contents[path] = content
-                else:
-                    failed.append((path, reason or "unreadable"))
-                if on_hashed is not None:
-                    on_hashed(1)
-    return contents
-
-
-def _hash_slice(files: Sequence[FoundFile]) -> list[tuple[str, Content | None, str | None]]:
-    results: list[tuple[str, Content | None, str | None]] = []
-    for item in files:
-        try:
-            results.append((item.path, Content.of(sha256_of_file(Path(item.path))), None))
-        except OSError as error:
-            results.append((item.path, None, f"cannot read file: {error.strerror or error}"))
-    return results

@@ -2,7 +2,10 @@
 
 Symlinks are never followed (a link can point outside the root or form a cycle); sockets,
 FIFOs and devices are skipped; only files with an image extension are candidates. Content, not
-the extension, decides the real format later.
+the extension, decides the real format later. Hidden names (a leading dot) and the system
+folders of NAS boxes and other systems (``SYSTEM_FOLDERS``) are excluded unless the rules
+include hidden names, and so is whatever matches the rules' gitignore-style globs (relative to
+the rules' base: the library root).
 
 File names are bytes on Linux; Python decodes the ones that are not valid UTF-8 with
 surrogateescape. The catalog stores text (SQLite, PostgreSQL), so such a path cannot be stored
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pathspec
 
 from core.images import IMAGE_EXTENSIONS
 
@@ -26,8 +31,63 @@ NOT_UTF8_FILE = "file name is not valid UTF-8; rename it to index it"
 NOT_UTF8_FOLDER = "folder name is not valid UTF-8; nothing under it was indexed; rename it"
 
 
+# Folders that systems and NAS boxes write next to photos (thumbnails, recycle bins, indexes).
+SYSTEM_FOLDERS = frozenset(
+    name.casefold()
+    for name in (
+        "@eaDir", "#recycle", "#snapshot", "@Recycle", "@Recently-Snapshot", ".@__thumb",
+        ".thumbnails", "System Volume Information", "$RECYCLE.BIN", "RECYCLER", "lost+found",
+        ".Trashes", ".Spotlight-V100", ".fseventsd", "__MACOSX",
+    )
+)  # fmt: skip
+
+
 class UnusableRoot(ValueError):
     """A root given to ingest whose path cannot be stored in the catalog."""
+
+
+class BadExclude(ValueError):
+    """An exclude glob that is not a valid gitignore-style pattern."""
+
+
+def exclude_spec(globs: Sequence[str]) -> pathspec.GitIgnoreSpec:
+    """Compiled gitignore-style globs; an invalid one is a ``BadExclude`` naming it."""
+    for glob in globs:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([glob])
+        except ValueError as error:
+            raise BadExclude(f"invalid exclude pattern {glob!r}: {error}") from None
+    return pathspec.GitIgnoreSpec.from_lines(globs)
+
+
+class ScanRules:
+    """What a scan leaves out: hidden and system names (unless ``include_hidden``), paths
+    matching ``excludes`` (relative to ``base``), and the ``prune`` folders (scanned apart)."""
+
+    def __init__(
+        self,
+        base: Path | None = None,
+        excludes: Sequence[str] = (),
+        include_hidden: bool = False,
+        prune: Iterable[str] = (),
+    ) -> None:
+        self.base = str(base).rstrip(os.sep) + os.sep if base is not None else None
+        self.spec = exclude_spec(excludes) if excludes and base is not None else None
+        self.include_hidden = include_hidden
+        self.prune = frozenset(prune)
+
+    def excludes(self, path: str, name: str, folder: bool) -> bool:
+        if not self.include_hidden and (name.startswith(".") or name.casefold() in SYSTEM_FOLDERS):
+            return True
+        if folder and path in self.prune:
+            return True
+        if self.spec is None or self.base is None or not path.startswith(self.base):
+            return False
+        relative = path[len(self.base) :] + ("/" if folder else "")
+        return self.spec.match_file(relative)
+
+
+DEFAULT_RULES = ScanRules()
 
 
 def is_storable(path: str) -> bool:
@@ -55,6 +115,7 @@ class FoundFile:
 class ScanTally:
     ignored: int = 0  # regular files that are not images by extension
     skipped: int = 0  # symlinks and special files
+    excluded: int = 0  # files and folders left out: hidden, system, matching an exclude
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
@@ -74,8 +135,9 @@ def normalize_roots(paths: list[Path]) -> list[Path]:
     return roots
 
 
-def scan(root: Path, tally: ScanTally) -> Iterator[FoundFile]:
-    """Yield the image files under ``root`` (or ``root`` itself if it is a file)."""
+def scan(root: Path, tally: ScanTally, rules: ScanRules = DEFAULT_RULES) -> Iterator[FoundFile]:
+    """Yield the image files under ``root`` (or ``root`` itself if it is a file) that ``rules``
+    keep; ``root`` itself is never excluded (it was named)."""
     if root.is_file():
         found = _consider(str(root), tally)
         if found is not None:
@@ -93,7 +155,9 @@ def scan(root: Path, tally: ScanTally) -> Iterator[FoundFile]:
             continue
         subfolders = []
         for entry in entries:
-            if entry.is_symlink():
+            if rules.excludes(entry.path, entry.name, entry.is_dir(follow_symlinks=False)):
+                tally.excluded += 1
+            elif entry.is_symlink():
                 tally.skipped += 1
             elif entry.is_dir(follow_symlinks=False):
                 if is_storable(entry.name):

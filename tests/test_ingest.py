@@ -15,7 +15,7 @@ from core.catalog.models import Failure
 from core.runtime import Runtime
 from core.settings import Settings
 from core.store.base import SearchFilter
-from ingest import register as register_module
+from ingest import hashing as hashing_module
 from ingest.run import ingest
 from search.engine import SearchService
 from search.query import SearchOptions
@@ -49,9 +49,9 @@ def test_unchanged_files_are_not_hashed_or_encoded(
 ) -> None:
     ingest(runtime, [library])
     hashed: list[Path] = []
-    real_hash = register_module.sha256_of_file
+    real_hash = hashing_module.sha256_of_file
     monkeypatch.setattr(
-        register_module, "sha256_of_file", lambda p: hashed.append(p) or real_hash(p)
+        hashing_module, "sha256_of_file", lambda p: hashed.append(p) or real_hash(p)
     )
     report = ingest(runtime, [library])
     assert (report.unchanged, report.new, report.encoded) == (8, 0, 0)

@@ -17,9 +17,9 @@ from core.catalog.db import make_engine, make_sessionmaker
 from core.catalog.index_versions import ensure_active_index
 from core.catalog.models import AssetState, Failure, Location
 from core.ids import sha256_of_bytes
+from ingest.hashing import Content
 from ingest.records import record_failure, record_failures
 from ingest.register import (
-    Content,
     FailureRow,
     KnownContent,
     KnownLocation,
