@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -119,6 +120,21 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Server-side folders a query's path term may name; unset: none.",
     )
+    url_max_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="A manifest URL's download stops above this."
+    )
+    url_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="Deadline of one URL download, redirects included."
+    )
+    url_allow_private: bool = Field(
+        default=False,
+        description="Let manifest URLs reach private, loopback, link-local and reserved addresses "
+        "(refused by default: SSRF).",
+    )
+    url_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated networks (CIDR) manifest URLs may reach even if private.",
+    )
     rate_limit_per_minute: int = Field(
         default=0,
         ge=0,
@@ -134,7 +150,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "api_read_keys", "api_write_keys", "cors_origins", "allowed_image_roots",
-        "classify_templates", mode="before",
+        "classify_templates", "url_allow_networks", mode="before",
     )  # fmt: skip
     @classmethod
     def _list_from_text(cls, value: Any, info: ValidationInfo) -> Any:
@@ -151,6 +167,13 @@ class Settings(BaseSettings):
     def _templates_have_a_slot(cls, value: list[str]) -> list[str]:
         if not value or any("{}" not in template for template in value):
             raise ValueError("every classify template needs a {} slot for the label")
+        return value
+
+    @field_validator("url_allow_networks", mode="after")
+    @classmethod
+    def _networks_parse(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
         return value
 
     @model_validator(mode="after")
