@@ -10,6 +10,7 @@ from clipdex.cli import (
     evaluating,
     indexes,
     indexing,
+    library_tools,
     recovery,
     searching,
     serving,
@@ -31,6 +32,7 @@ for _group in (
     verifying,
     indexes,
     evaluating,
+    library_tools,
 ):
     _group.register(app)
 
