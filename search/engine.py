@@ -36,15 +36,21 @@ from search.query import (
 from search.results import AssetInfo, Hit, LabelScore, TextHit, TextSetInfo
 from search.text_cache import TextVectorCache
 from search.texts import search_texts
+from search.zeroshot import (
+    MAX_LABELS,
+    MAX_TEMPLATES,
+    checked_labels,
+    checked_templates,
+    label_probabilities,
+    label_vectors,
+)
 
 # The result types live in search.results (shared with the light client); re-exported here.
 __all__ = [
-    "AssetInfo", "Hit", "LabelScore", "LiveTarget", "SearchService", "TextHit", "TextSetInfo",
-    "UnknownAsset", "target_for",
+    "MAX_LABELS", "MAX_TEMPLATES", "AssetInfo", "Hit", "LabelScore", "LiveTarget", "SearchService",
+    "TextHit", "TextSetInfo", "UnknownAsset", "target_for",
 ]  # fmt: skip
 
-MAX_LABELS = 1000
-MAX_TEMPLATES = 32
 _COLLAPSE_OVERFETCH = 4
 
 
@@ -172,24 +178,12 @@ class SearchService:
         asset_id: str | None = None, templates: Sequence[str] | None = None,
     ) -> list[LabelScore]:  # fmt: skip
         """Zero-shot: softmax(logit_scale * cosine) over prompt-ensemble label vectors."""
-        labels = [label.strip() for label in labels]
-        if not 1 <= len(labels) <= MAX_LABELS or not all(labels):
-            raise BadQuery(f"give between 1 and {MAX_LABELS} non-empty labels")
-        if len(set(labels)) != len(labels):
-            raise BadQuery("labels must be distinct")
-        templates = list(templates or self._runtime.settings.classify_templates)
-        if not 1 <= len(templates) <= MAX_TEMPLATES or any("{}" not in t for t in templates):
-            raise BadQuery(f"give 1 to {MAX_TEMPLATES} templates, each with a {{}} slot")
+        labels = checked_labels(labels)
+        templates = checked_templates(templates, self._runtime.settings.classify_templates)
         t = self.target()
         image_vector = self._image_or_asset(t, image, asset_id)
-        prompts = [template.replace("{}", label) for label in labels for template in templates]
-        per_prompt = t.texts.encode(prompts).reshape(len(labels), len(templates), -1)
-        label_vectors = per_prompt.mean(axis=1)
-        label_vectors /= np.linalg.norm(label_vectors, axis=1, keepdims=True)
-        cosines = label_vectors @ image_vector
-        logits = t.encoder.logit_scale * cosines.astype(np.float64)
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
+        cosines = label_vectors(t.texts.encode, labels, templates) @ image_vector
+        probabilities = label_probabilities(cosines, t.encoder.logit_scale)
         ranked = sorted(zip(labels, probabilities, cosines, strict=True), key=lambda r: -r[1])
         return [LabelScore(label, float(p), float(c)) for label, p, c in ranked]
 
