@@ -17,15 +17,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 
+from clipdex.admin_jobs import ServerJobs
 from clipdex.auth import ApiGuard, KeyScopes, Read, Write
 from clipdex.catalog import prepare_catalog
 from clipdex.dispatch import dispatch_for
 from clipdex.errors import EXPECTED, message_of, rule_for, status_of
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
+from ingest import admin_api
 from ingest import api as ingest_api
+from search.api import media
 from search.api import routes as search_api
 from search.api.metrics import install_metrics
 from search.engine import LiveTarget, SearchService, target_for
@@ -106,10 +110,13 @@ def create_app(
     runtime: Runtime | None = None,
     preload: bool = False,
     refresh_interval: float = 2.0,
+    local_token: str | None = None,
 ) -> FastAPI:
     """With no runtime given, the app opens one on startup (checking the catalog is migrated,
     or migrating the embedded default) and closes it on shutdown. ``refresh_interval``: how
-    often (seconds) the server re-reads the catalog's live index version; 0 never."""
+    often (seconds) the server re-reads the catalog's live index version; 0 never.
+    ``local_token``: one more key with every scope (``clipdex serve`` on an embedded home
+    gives it to the CLI through ``serve.json``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,23 +149,26 @@ def create_app(
         max_body_size=settings.max_upload_bytes,
     )
     app.state.settings = settings
+    app.state.local_token = local_token
     app.state.dispatch = dispatch_for(settings)
     app.state.registry = install_metrics(app)
     if runtime is not None:
         _attach(app, runtime, refresh_interval)
     # Keys and rate limits are decided from the headers, before anything reads the body. CORS
     # goes outside it, so a preflight (which carries no key) is answered by CORS alone.
-    app.add_middleware(ApiGuard, settings=settings, scopes=key_scopes())
+    app.add_middleware(ApiGuard, settings=settings, scopes=key_scopes(), local_token=local_token)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Content-Type"],
         )  # fmt: skip
-    for router in (search_api.read_router, ingest_api.read_router):
+    for router in (search_api.read_router, ingest_api.read_router, media.router):
         app.include_router(router, dependencies=[Read], responses=ERRORS)
-    for router in (search_api.write_router, ingest_api.write_router):
+    for router in (search_api.write_router, ingest_api.write_router, admin_api.write_router):
         app.include_router(router, dependencies=[Write], responses=ERRORS)
+    app.include_router(admin_api.read_router, dependencies=[Read], responses=ERRORS)
     app.include_router(search_api.ops_router)
+    app.mount("/static", StaticFiles(directory=search_api.STATIC), name="static")  # the page
     _install_error_handlers(app)
     return app
 
@@ -166,8 +176,12 @@ def create_app(
 def key_scopes() -> KeyScopes:
     """The routes behind a read key and those behind a write key, as included below."""
     return KeyScopes(
-        read=(*search_api.read_router.routes, *ingest_api.read_router.routes),
-        write=(*search_api.write_router.routes, *ingest_api.write_router.routes),
+        read=(*search_api.read_router.routes, *ingest_api.read_router.routes, *media.router.routes),
+        write=(
+            *search_api.write_router.routes,
+            *ingest_api.write_router.routes,
+            *admin_api.write_router.routes,
+        ),
     )
 
 
@@ -175,6 +189,7 @@ def _attach(app: FastAPI, runtime: Runtime, refresh_interval: float) -> None:
     app.state.runtime = runtime
     app.state.targets = targets = LiveTargets(runtime, refresh_interval)
     app.state.service = SearchService(runtime, targets.current)
+    app.state.jobs = ServerJobs(runtime, targets, app.state.dispatch)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

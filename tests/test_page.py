@@ -1,13 +1,21 @@
-"""The results page in a real headless Chromium: type a query, see thumbnails, click one."""
+"""The results page in a real headless Chromium: search, filter, sort, the full view with
+"more like this", the URL as the page's state (reload, back), drag-and-drop, upload names."""
 
 from __future__ import annotations
 
+import base64
+import io
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from pydantic import SecretStr
 
 from clipdex.http import create_app
 from core.runtime import Runtime
@@ -20,6 +28,7 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
+DAYS = [3, 7, 1, 8, 2, 6, 4, 5]  # the day each library photo was taken (in name order)
 
 
 @pytest.fixture(scope="module")
@@ -34,43 +43,238 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def site(runtime: Runtime, library: Path) -> Iterator[str]:
+def dated(library: Path) -> dict[str, int]:
+    """The library's photos re-saved with an EXIF date each: file name -> day of March 2021."""
+    days = {}
+    for day, path in zip(DAYS, sorted(library.rglob("*.jpg"), key=lambda p: p.name), strict=True):
+        exif = Image.Exif()
+        exif.get_ifd(0x8769)[36867] = f"2021:03:{day:02d} 10:00:00"
+        with Image.open(path) as image:
+            image.load()
+        image.save(path, "JPEG", quality=90, exif=exif)
+        days[path.name] = day
+    return days
+
+
+@pytest.fixture
+def site(runtime: Runtime, library: Path, dated: dict[str, int]) -> Iterator[str]:
     ingest(runtime, [library])
     with serve(create_app(runtime.settings, runtime)) as url:
         yield url
 
 
-def test_search_shows_thumbnails_and_more_like_this(
-    browser: Browser, site: str, tmp_path: Path
-) -> None:
-    page = browser.new_page()
-    page.goto(site)
-    page.fill("#query", "a dog on the beach")
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    opened = browser.new_page()
+    yield opened
+    opened.close()
+
+
+def search_for(page: Page, text: str) -> None:
+    page.fill("#query", text)
     page.click("#search-button")
+
+
+def ids(page: Page) -> list[str | None]:
     figures = page.locator("#grid figure")
-    expect(figures).to_have_count(8)
-    expect(page.locator("#status")).to_contain_text("8 results")
-    first = figures.nth(0)
+    return [figures.nth(i).get_attribute("data-id") for i in range(figures.count())]
+
+
+def names(page: Page) -> list[str]:
+    return page.locator("#grid .name").all_inner_texts()
+
+
+def url_params(page: Page) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(page.url).query)
+
+
+def thumbnails_loaded(page: Page) -> None:
     page.wait_for_function(
         "() => [...document.querySelectorAll('#grid img')].every(i => i.naturalWidth > 0)"
     )
+
+
+def test_search_then_filter_then_sort_by_date(
+    page: Page, site: str, library: Path, dated: dict[str, int], tmp_path: Path
+) -> None:
+    page.goto(site)
+    search_for(page, "a dog on the beach")
+    figures = page.locator("#grid figure")
+    expect(figures).to_have_count(8)
+    expect(page.locator("#status")).to_contain_text("8 results")
+    thumbnails_loaded(page)
     scores = [float(s) for s in page.locator("#grid .score").all_inner_texts()]
     assert scores == sorted(scores, reverse=True)
+
+    page.click("#filter-panel summary")
+    page.fill("#f-folder", str(library.resolve() / "trips"))
+    page.press("#f-folder", "Enter")
+    expect(figures).to_have_count(4)  # only the photos in trips/
+    trips = {p.name for p in (library / "trips").glob("*.jpg")}
+    assert set(names(page)) == trips
+    expect(page.locator("#filter-count")).to_have_text("(1)")
+
+    page.select_option("#sort", "-taken_at")
+    page.wait_for_url(lambda url: "sort=-taken_at" in url)
+    newest_first = sorted(trips, key=lambda name: -dated[name])
+    expect(page.locator("#grid .name")).to_have_text(newest_first)
+    page.select_option("#sort", "taken_at")
+    expect(page.locator("#grid .name")).to_have_text(newest_first[::-1])
     page.screenshot(path=str(tmp_path / "results.png"))
 
+
+def test_full_view_shows_details_and_more_like_this(page: Page, site: str) -> None:
+    page.goto(site)
+    search_for(page, "a dog on the beach")
+    expect(page.locator("#grid figure")).to_have_count(8)
+    first = page.locator("#grid figure").nth(0)
     clicked = first.get_attribute("data-id")
-    first.locator("img").click()
-    expect(figures).to_have_count(7)  # more like this: everything but the clicked image
-    ids = [figures.nth(i).get_attribute("data-id") for i in range(7)]
-    assert clicked not in ids
-    page.close()
+    name = first.locator(".name").inner_text()
+    first.locator("button.open").click()
+
+    dialog = page.locator("#detail")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#detail-title")).to_have_text(name)
+    page.wait_for_function("() => document.querySelector('#detail-image').naturalWidth > 0")
+    assert page.locator("#detail-image").get_attribute("data-source") == "original"
+    natural = page.evaluate(
+        "() => [document.querySelector('#detail-image').naturalWidth,"
+        " document.querySelector('#detail-image').naturalHeight]"
+    )
+    size = f"{natural[0]} \N{MULTIPLICATION SIGN} {natural[1]}"
+    expect(page.locator('dd[data-fact="Size"]')).to_have_text(size)
+    expect(page.locator('dd[data-fact="Format"]')).to_have_text("JPEG")
+    expect(page.locator('dd[data-fact="Taken"]')).to_contain_text("2021-03-")
+    expect(page.locator('dd[data-fact="Paths"]')).to_contain_text(name)
+    assert url_params(page)["view"] == [clicked]
+
+    page.click("#more-like-this")
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#grid figure")).to_have_count(7)  # everything but the clicked image
+    assert clicked not in ids(page)
+    assert url_params(page)["similar"] == [clicked]
+
+    page.go_back()  # the full view again
+    expect(dialog).to_be_visible()
+    page.keyboard.press("Escape")  # closing it is a step back too
+    expect(dialog).to_be_hidden()
+    assert "view" not in url_params(page)
+    expect(page.locator("#query")).to_have_value("a dog on the beach")
+    expect(page.locator("#grid figure")).to_have_count(8)
 
 
-def test_a_bad_query_shows_the_message(browser: Browser, site: str) -> None:
-    page = browser.new_page()
+def test_the_url_is_the_state_reload_and_back(page: Page, site: str, library: Path) -> None:
+    page.goto(site)
+    search_for(page, "a dog on the beach")
+    expect(page.locator("#grid figure")).to_have_count(8)
+    dog = ids(page)
+    page.click("#filter-panel summary")
+    page.fill("#f-folder", str(library.resolve() / "trips"))
+    page.press("#f-folder", "Enter")
+    expect(page.locator("#grid figure")).to_have_count(4)
+    in_trips = ids(page)
+    page.select_option("#sort", "-taken_at")
+    page.wait_for_url(lambda url: "sort=-taken_at" in url)
+    expect(page.locator("#grid figure")).to_have_count(4)
+    filtered = ids(page)
+
+    page.reload()
+    expect(page.locator("#grid figure")).to_have_count(4)
+    assert ids(page) == filtered
+    expect(page.locator("#query")).to_have_value("a dog on the beach")
+    expect(page.locator("#f-folder")).to_have_value(str(library.resolve() / "trips"))
+    expect(page.locator("#sort")).to_have_value("-taken_at")
+
+    shared = browser_page_for(page, page.url)  # a shared link opens the same results
+    expect(shared.locator("#grid figure")).to_have_count(4)
+    assert ids(shared) == filtered
+    shared.close()
+
+    search_for(page, "a red bicycle")
+    expect(page.locator("#query")).to_have_value("a red bicycle")
+    page.wait_for_url(lambda url: "bicycle" in url)
+    page.go_back()
+    expect(page.locator("#query")).to_have_value("a dog on the beach")
+    expect(page.locator("#grid figure")).to_have_count(4)
+    assert ids(page) == filtered
+    page.go_back()
+    expect(page.locator("#sort")).to_have_value("relevance")
+    assert ids(page) == in_trips
+    page.go_back()
+    expect(page.locator("#grid figure")).to_have_count(8)
+    assert ids(page) == dog
+    expect(page.locator("#f-folder")).to_have_value("")
+
+
+def browser_page_for(page: Page, url: str) -> Page:
+    assert page.context.browser is not None
+    shared = page.context.browser.new_page()
+    shared.goto(url)
+    return shared
+
+
+def test_dropping_an_image_searches_with_it(page: Page, site: str, library: Path) -> None:
+    photo = sorted(library.rglob("*.jpg"))[0]
+    page.goto(site)
+    data = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "query.jpg", { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        base64.b64encode(photo.read_bytes()).decode(),
+    )
+    page.dispatch_event("body", "dragover", {"dataTransfer": data})
+    expect(page.locator("#drop-zone")).to_be_visible()
+    page.dispatch_event("body", "drop", {"dataTransfer": data})
+    expect(page.locator("#drop-zone")).to_be_hidden()
+    expect(page.locator("#grid figure")).to_have_count(8)
+    assert names(page)[0] == photo.name  # the same picture comes first
+    assert float(page.locator("#grid .score").first.inner_text()) > 0.99
+    assert "image" in url_params(page)
+
+
+def test_an_upload_shows_its_original_name(page: Page, site: str) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 64), (250, 120, 10)).save(buffer, "JPEG")
+    files = [("files", ("Holiday at the lake.jpg", buffer.getvalue(), "image/jpeg"))]
+    accepted = httpx.post(f"{site}/v1/images", files=files).json()
+    deadline = time.monotonic() + 30
+    while not httpx.get(f"{site}/v1/jobs/{accepted['job']}").json()["done"]:
+        assert time.monotonic() < deadline, "the upload was not indexed"
+        time.sleep(0.1)
+    page.goto(site)
+    search_for(page, "an orange picture")
+    upload = page.locator(f'#grid figure[data-id="{accepted["assets"][0]}"]')
+    expect(upload.locator(".name")).to_have_text("Holiday at the lake.jpg")
+    upload.locator("button.open").click()
+    expect(page.locator("#detail-title")).to_have_text("Holiday at the lake.jpg")
+
+
+def test_the_page_sends_the_key_from_local_storage(
+    browser: Browser, runtime: Runtime, library: Path
+) -> None:
+    ingest(runtime, [library])
+    settings = runtime.settings.model_copy(update={"api_read_keys": [SecretStr("reader")]})
+    with serve(create_app(settings, runtime)) as url:
+        page = browser.new_page()
+        page.goto(url)
+        search_for(page, "a dog")
+        expect(page.locator("#status")).to_have_class("error")
+        page.fill("#api-key", "reader")
+        page.press("#api-key", "Tab")  # the change stores the key and runs the search again
+        expect(page.locator("#grid figure")).to_have_count(8)
+        thumbnails_loaded(page)
+        page.reload()  # the key stays in localStorage
+        expect(page.locator("#api-key")).to_have_value("reader")
+        expect(page.locator("#grid figure")).to_have_count(8)
+        page.close()
+
+
+def test_a_bad_query_shows_the_message(page: Page, site: str) -> None:
     page.goto(site)
     page.fill("#query", "-people")
     page.click("#search-button")
     expect(page.locator("#status")).to_contain_text("positive term")
     expect(page.locator("#status")).to_have_class("error")
-    page.close()
