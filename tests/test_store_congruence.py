@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from core.store.base import PointRecord, SearchFilter, StoreLocked, VectorIndex
+from core.store.base import PointRecord, SearchFilter, StoreLocked, VectorIndex, VectorStore
 from core.store.edge import EdgeStore
 from core.store.qdrant import QdrantStore
 
@@ -20,6 +20,8 @@ pytestmark = pytest.mark.unit
 DIM = 16
 FOLDERS = ["/lib/a", "/lib/b", "/lib/b/c"]
 FORMATS = ["JPEG", "PNG", "WEBP"]
+CAMERAS = [("Canon", "EOS 5D"), ("NIKON CORPORATION", "D750"), None]
+ORIENTATIONS = ["landscape", "portrait", "square"]
 
 
 def make_points(count: int = 300) -> list[PointRecord]:
@@ -34,7 +36,14 @@ def make_points(count: int = 300) -> list[PointRecord]:
             "format": FORMATS[i % 3],
             "width": 100 + i,
             "height": 50 + (i * 7) % 400,
+            "bytes": 1000 + (i * 37) % 5000,
+            "orientation": ORIENTATIONS[i % 3],
+            "name": f"photo_{i}.jpg",
+            "meta": {"album": f"trip{i % 5}", "tags": ["beach"] if i % 7 == 0 else ["city"]},
         }
+        camera = CAMERAS[i % 3]
+        if camera:
+            payload["camera_make"], payload["camera_model"] = camera
         if i % 4:
             payload["taken_at"] = f"20{10 + i % 12:02d}-06-01T12:00:00Z"
         points.append(
@@ -45,7 +54,7 @@ def make_points(count: int = 300) -> list[PointRecord]:
 
 @pytest.fixture
 def indexes(tmp_path: Path) -> Iterator[dict[str, VectorIndex]]:
-    stores = {
+    stores: dict[str, VectorStore] = {
         "edge": EdgeStore(tmp_path / "edge"),
         "memory": QdrantStore(QdrantClient(location=":memory:"), kind="memory"),
         "local-path": QdrantStore(QdrantClient(path=str(tmp_path / "local")), kind="local"),
@@ -67,6 +76,13 @@ FILTERS = [
     SearchFilter(min_width=250, min_height=200),
     SearchFilter(taken_after=datetime(2014, 1, 1), taken_before=datetime(2019, 1, 1)),
     SearchFilter(folder="/lib/b/c", formats=("WEBP",), min_width=150),
+    SearchFilter(max_width=200, max_height=300),
+    SearchFilter(orientation="portrait"),
+    SearchFilter(min_bytes=2000, max_bytes=4000),
+    SearchFilter(camera_make="Canon"),
+    SearchFilter(camera_model="D750", min_width=150),
+    SearchFilter(metadata=(("album", "trip3"),)),
+    SearchFilter(metadata=(("album", "trip1"), ("tags", "beach"))),
 ]
 
 
@@ -87,6 +103,69 @@ def test_same_exact_top_k_everywhere(
         }
         assert answers["edge"], "a filter that matches nothing proves nothing"
         assert answers["edge"] == answers["memory"] == answers["local-path"]
+
+
+KEYWORD_QUERIES = [
+    (["photo", "42"], None),  # a file name: its own number is the rarest word
+    (["beach"], None),  # a tag
+    (["nikon"], SearchFilter(folder="/lib/a")),  # EXIF make, filtered
+    (["eos", "5d", "trip2"], SearchFilter(orientation="landscape")),
+    (["nothing", "here"], None),
+]
+
+
+@pytest.mark.parametrize(("words", "search_filter"), KEYWORD_QUERIES)
+def test_same_keyword_ranking_everywhere(
+    indexes: dict[str, VectorIndex], words: list[str], search_filter: SearchFilter | None
+) -> None:
+    answers = {
+        name: [(h.id, round(h.score, 4)) for h in index.keyword_search(words, 400, search_filter)]
+        for name, index in indexes.items()
+    }
+    assert answers["edge"] == answers["memory"] == answers["local-path"]
+    expected = {
+        p.id
+        for p in make_points()
+        if set(words) & _words(p.payload) and _passes(p.payload, search_filter)
+    }
+    assert {hit_id for hit_id, _ in answers["edge"]} == expected
+
+
+def _words(payload: dict[str, object]) -> set[str]:
+    from core.store.keywords import payload_words
+
+    return payload_words(payload)
+
+
+def _passes(payload: dict[str, object], search_filter: SearchFilter | None) -> bool:
+    if search_filter is None:
+        return True
+    folder_ok = search_filter.folder is None or search_filter.folder in payload["folders"]  # type: ignore[operator]
+    shape_ok = search_filter.orientation in (None, payload["orientation"])
+    return folder_ok and shape_ok
+
+
+def test_a_file_name_is_found_first_by_keyword(indexes: dict[str, VectorIndex]) -> None:
+    wanted = str(uuid.UUID(int=43))  # photo_42.jpg
+    for index in indexes.values():
+        assert index.keyword_search(["photo", "42"], 5)[0].id == wanted
+
+
+def test_counts_agree_with_filters(indexes: dict[str, VectorIndex]) -> None:
+    for search_filter in FILTERS:
+        counts = {name: index.count(search_filter) for name, index in indexes.items()}
+        assert len(set(counts.values())) == 1, counts
+
+
+def test_keywords_follow_a_payload_rewrite(indexes: dict[str, VectorIndex]) -> None:
+    moved = str(uuid.UUID(int=2))
+    for index in indexes.values():
+        assert not index.keyword_search(["holidays"], 5)
+        index.set_payloads({moved: {"path": "/lib/holidays/x.jpg", "meta": {"tag": "sunny"}}})
+        assert [h.id for h in index.keyword_search(["holidays"], 5)] == [moved]
+        assert [h.id for h in index.keyword_search(["sunny"], 5)] == [moved]
+        hits = index.search(make_points()[1].vector, 1, with_vectors=True)
+        assert hits[0].vector is not None and hits[0].vector.shape == (DIM,)
 
 
 def test_paging_scores_and_counts_agree(indexes: dict[str, VectorIndex]) -> None:

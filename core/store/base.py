@@ -12,10 +12,13 @@ from numpy.typing import NDArray
 
 Payload = dict[str, Any]
 
-# Payload fields that filters use; each gets a payload index, nothing else does.
-KEYWORD_FIELDS = ("folders", "format")
-INTEGER_FIELDS = ("width", "height")
+# Payload fields that filters use; each gets a payload index, nothing else does. User
+# metadata keys (``meta.<key>``) get a keyword index when first filtered on.
+KEYWORD_FIELDS = ("folders", "format", "orientation", "camera_make", "camera_model")
+INTEGER_FIELDS = ("width", "height", "bytes")
 DATETIME_FIELDS = ("taken_at",)
+META_PREFIX = "meta."
+ORIENTATIONS = ("portrait", "landscape", "square")
 
 
 class StoreError(RuntimeError):
@@ -43,7 +46,8 @@ class StoredHit:
 
 @dataclass(frozen=True, slots=True)
 class SearchFilter:
-    """Filters every backend understands. ``folder`` matches any ancestor folder of a path."""
+    """Filters every backend understands. ``folder`` matches any ancestor folder of a path;
+    ``metadata`` pairs match ``meta.<key>`` exactly (any element of a list value)."""
 
     folder: str | None = None
     formats: tuple[str, ...] = ()
@@ -51,10 +55,79 @@ class SearchFilter:
     min_height: int | None = None
     taken_after: datetime | None = None
     taken_before: datetime | None = None
+    max_width: int | None = None
+    max_height: int | None = None
+    orientation: str | None = None  # one of ORIENTATIONS
+    min_bytes: int | None = None
+    max_bytes: int | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
 
     @property
     def empty(self) -> bool:
         return self == SearchFilter()
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """``key`` equals one of ``values`` (for a list payload: any element does)."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Between:
+    """``low <= key <= high`` on a number; ``None`` leaves that side open."""
+
+    key: str
+    low: int | None
+    high: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class During:
+    """``after <= key < before`` on a datetime; ``None`` leaves that side open."""
+
+    key: str
+    after: datetime | None
+    before: datetime | None
+
+
+Condition = Match | Between | During
+
+
+def conditions(search_filter: SearchFilter | None) -> list[Condition]:
+    """The filter as backend-neutral conditions, all of which must hold; each backend only
+    spells these three shapes in its own types."""
+    if search_filter is None or search_filter.empty:
+        return []
+    f = search_filter
+    found: list[Condition] = []
+    for key, value in (
+        ("folders", f.folder), ("orientation", f.orientation),
+        ("camera_make", f.camera_make), ("camera_model", f.camera_model),
+    ):  # fmt: skip
+        if value:
+            found.append(Match(key, (value,)))
+    if f.formats:
+        found.append(Match("format", f.formats))
+    found.extend(Match(META_PREFIX + key, (value,)) for key, value in f.metadata)
+    for key, low, high in (
+        ("width", f.min_width, f.max_width), ("height", f.min_height, f.max_height),
+        ("bytes", f.min_bytes, f.max_bytes),
+    ):  # fmt: skip
+        if low is not None or high is not None:
+            found.append(Between(key, low, high))
+    if f.taken_after is not None or f.taken_before is not None:
+        found.append(During("taken_at", f.taken_after, f.taken_before))
+    return found
+
+
+def metadata_keys(search_filter: SearchFilter | None) -> set[str]:
+    """The ``meta.<key>`` payload paths a filter uses (they get an index on first use)."""
+    return {META_PREFIX + key for key, _ in search_filter.metadata} if search_filter else set()
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -77,7 +150,10 @@ def vector_as_list(vector: NDArray[np.float32], dim: int) -> list[float]:
 
 
 def stored_hit(point_id: Any, score: float, payload: Any, vector: Any) -> StoredHit:
-    """A backend's point (any id type, optional payload and vector) as a :class:`StoredHit`."""
+    """A backend's point (any id type, optional payload and vector) as a :class:`StoredHit`;
+    of named vectors, the dense unnamed one."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
     array = None if vector is None else np.asarray(vector, dtype=np.float32)
     return StoredHit(str(point_id), float(score), dict(payload or {}), array)
 
@@ -108,17 +184,42 @@ class VectorIndex(Protocol):
         with_vectors: bool = False,
     ) -> list[StoredHit]: ...
 
+    def keyword_search(
+        self,
+        words: Sequence[str],
+        limit: int,
+        search_filter: SearchFilter | None = None,
+        with_vectors: bool = False,
+    ) -> list[StoredHit]:
+        """Points sharing at least one of ``words`` (see ``core.store.keywords``), best
+        first by IDF-weighted overlap; ties by id, so every backend gives one order."""
+        ...
+
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]: ...
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]: ...
 
-    def count(self) -> int: ...
+    def count(self, search_filter: SearchFilter | None = None) -> int:
+        """Exact number of points (matching the filter, when one is given)."""
+        ...
 
     def iter_ids(self) -> Iterator[str]: ...
 
     def optimize(self) -> None:
         """Build whatever index the backend builds lazily (HNSW in Qdrant Edge)."""
         ...
+
+
+def by_score_then_id(hits: list[StoredHit]) -> list[StoredHit]:
+    """Best first, equal scores (to 5 decimals) by id: backends break ties differently."""
+    return sorted(hits, key=lambda h: (-round(h.score, 5), h.id))
+
+
+def keyword_missing(name: str) -> StoreError:
+    return StoreError(
+        f"collection {name!r} was built before keyword search existed; rebuild it with "
+        "`clipdex reindex` to search by keyword"
+    )
 
 
 class VectorStore(Protocol):

@@ -22,16 +22,24 @@ from core.store.base import (
     DATETIME_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    Between,
+    Condition,
+    Match,
     Payload,
     PointRecord,
     SearchFilter,
     StoredHit,
     StoreError,
     StoreLocked,
+    by_score_then_id,
+    conditions,
+    keyword_missing,
+    metadata_keys,
     rfc3339,
     stored_hit,
     vector_as_list,
 )
+from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
 
 _SCROLL_PAGE = 1024
 
@@ -59,7 +67,12 @@ class EdgeStore:
         try:
             created = not (path.is_dir() and any(path.iterdir()))
             if created:
-                config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine))
+                config = qe.EdgeConfig(
+                    vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine),
+                    sparse_vectors={
+                        KEYWORDS_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
+                    },
+                )
                 shard = qe.EdgeShard.create(str(path), config)
             else:
                 shard = qe.EdgeShard.load(str(path))
@@ -122,6 +135,9 @@ class EdgeIndex:
         self.name = name
         self.dim = dim
         self._shard = shard
+        self._indexed: set[str] = set(shard.info().payload_schema)
+        # Collections made before keyword search have no keyword vector: learnt on first write.
+        self._keywords = True
 
     def create_payload_indexes(self) -> None:
         kinds = (
@@ -130,17 +146,51 @@ class EdgeIndex:
             + [(f, qe.PayloadSchemaType.Datetime) for f in DATETIME_FIELDS]
         )
         for field_name, schema in kinds:
+            self._index_field(field_name, schema)
+
+    def _index_field(self, field_name: str, schema: qe.PayloadSchemaType) -> None:
+        if field_name not in self._indexed:
             self._shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+            self._indexed.add(field_name)
+
+    def _index_metadata(self, search_filter: SearchFilter | None) -> None:
+        for key in metadata_keys(search_filter):
+            self._index_field(key, qe.PayloadSchemaType.Keyword)
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
-        batch = [qe.Point(p.id, vector_as_list(p.vector, self.dim), p.payload) for p in points]
+        if self._keywords and self._try_keywords(
+            qe.UpdateOperation.upsert_points([self._point(p, keywords=True) for p in points])
+        ):
+            return
+        batch = [self._point(p, keywords=False) for p in points]
         self._shard.update(qe.UpdateOperation.upsert_points(batch))
 
+    def _point(self, point: PointRecord, keywords: bool) -> qe.Point:
+        dense = vector_as_list(point.vector, self.dim)
+        vector: Any = {"": dense, KEYWORDS_VECTOR: _sparse(point.payload)} if keywords else dense
+        return qe.Point(point.id, vector, point.payload)
+
     def set_payloads(self, payloads: Mapping[str, Payload]) -> None:
+        """The payload and the keyword vector derived from it, together."""
         for point_id, payload in payloads.items():
             self._shard.update(qe.UpdateOperation.overwrite_payload([point_id], payload))
+            if self._keywords:
+                vectors = qe.PointVectors(point_id, {KEYWORDS_VECTOR: _sparse(payload)})
+                self._try_keywords(qe.UpdateOperation.update_vectors([vectors]))
+
+    def _try_keywords(self, operation: qe.UpdateOperation) -> bool:
+        """Apply a write that carries keyword vectors; False (and remembered) when this
+        collection predates them."""
+        try:
+            self._shard.update(operation)
+        except Exception as error:
+            if "Not existing vector name" not in str(error):
+                raise
+            self._keywords = False
+            return False
+        return True
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -155,16 +205,43 @@ class EdgeIndex:
         exact: bool = False,
         with_vectors: bool = False,
     ) -> list[StoredHit]:
+        self._index_metadata(search_filter)
         request = qe.QueryRequest(
             limit=limit,
             offset=offset or None,
             query=qe.Query.Nearest(vector_as_list(vector, self.dim)),
             with_payload=True,
-            with_vector=with_vectors,
+            with_vector=[""] if with_vectors else False,
             filter=_edge_filter(search_filter),
             params=qe.SearchParams(exact=exact),
         )
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in self._shard.query(request)]
+
+    def keyword_search(
+        self,
+        words: Sequence[str],
+        limit: int,
+        search_filter: SearchFilter | None = None,
+        with_vectors: bool = False,
+    ) -> list[StoredHit]:
+        indices, values = sparse_of(words)
+        if not indices:
+            return []
+        self._index_metadata(search_filter)
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(qe.SparseVector(indices, values), using=KEYWORDS_VECTOR),
+            with_payload=True,
+            with_vector=[""] if with_vectors else False,
+            filter=_edge_filter(search_filter),
+        )
+        try:
+            points = self._shard.query(request)
+        except Exception as error:
+            if "Not existing vector name" in str(error):
+                raise keyword_missing(self.name) from error
+            raise
+        return by_score_then_id([stored_hit(p.id, p.score, p.payload, p.vector) for p in points])
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
@@ -178,8 +255,10 @@ class EdgeIndex:
         records = self._shard.retrieve(list(ids), with_payload=False, with_vector=False)
         return {str(r.id) for r in records}
 
-    def count(self) -> int:
-        return int(self._shard.count(qe.CountRequest(exact=True)))
+    def count(self, search_filter: SearchFilter | None = None) -> int:
+        self._index_metadata(search_filter)
+        request = qe.CountRequest(exact=True, filter=_edge_filter(search_filter))
+        return int(self._shard.count(request))
 
     def iter_ids(self) -> Iterator[str]:
         offset: Any = None
@@ -199,26 +278,28 @@ class EdgeIndex:
         self._shard.close()
 
 
+def _sparse(payload: Payload) -> qe.SparseVector:
+    return qe.SparseVector(*sparse_of(payload_words(payload)))
+
+
 def _edge_filter(search_filter: SearchFilter | None) -> qe.Filter | None:
-    if search_filter is None or search_filter.empty:
-        return None
-    must: list[Any] = []
-    if search_filter.folder:
-        must.append(qe.FieldCondition("folders", match=qe.MatchValue(search_filter.folder)))
-    if search_filter.formats:
-        must.append(qe.FieldCondition("format", match=qe.MatchAny(list(search_filter.formats))))
-    if search_filter.min_width is not None:
-        must.append(qe.FieldCondition("width", range=qe.RangeFloat(gte=search_filter.min_width)))
-    if search_filter.min_height is not None:
-        must.append(qe.FieldCondition("height", range=qe.RangeFloat(gte=search_filter.min_height)))
-    if search_filter.taken_after is not None or search_filter.taken_before is not None:
-        after, before = search_filter.taken_after, search_filter.taken_before
-        must.append(
-            qe.FieldCondition(
-                "taken_at",
-                range=qe.RangeDateTime(
-                    gte=rfc3339(after) if after else None, lt=rfc3339(before) if before else None
-                ),
-            )
+    found = conditions(search_filter)
+    return qe.Filter(must=[_edge_condition(c) for c in found]) if found else None
+
+
+def _edge_condition(condition: Condition) -> Any:
+    if isinstance(condition, Match):
+        values = list(condition.values)
+        match = qe.MatchValue(values[0]) if len(values) == 1 else qe.MatchAny(values)
+        return qe.FieldCondition(condition.key, match=match)
+    if isinstance(condition, Between):
+        return qe.FieldCondition(
+            condition.key, range=qe.RangeFloat(gte=condition.low, lte=condition.high)
         )
-    return qe.Filter(must=must)
+    after, before = condition.after, condition.before
+    return qe.FieldCondition(
+        condition.key,
+        range=qe.RangeDateTime(
+            gte=rfc3339(after) if after else None, lt=rfc3339(before) if before else None
+        ),
+    )

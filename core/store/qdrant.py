@@ -17,15 +17,23 @@ from core.store.base import (
     DATETIME_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    Between,
+    Condition,
+    Match,
     Payload,
     PointRecord,
     SearchFilter,
     StoredHit,
     StoreError,
     as_utc,
+    by_score_then_id,
+    conditions,
+    keyword_missing,
+    metadata_keys,
     stored_hit,
     vector_as_list,
 )
+from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
 
 _SCROLL_PAGE = 1024
 
@@ -40,7 +48,11 @@ class QdrantStore:
     def open_index(self, name: str, dim: int) -> QdrantIndex:
         if not self._client.collection_exists(name):
             self._client.create_collection(
-                name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                name,
+                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                sparse_vectors_config={
+                    KEYWORDS_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
             )
             schemas = (
                 [(f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
@@ -50,11 +62,12 @@ class QdrantStore:
             for field_name, schema in schemas if self._server else []:
                 self._client.create_payload_index(name, field_name, schema, wait=True)
         else:
-            existing = self._client.get_collection(name).config.params.vectors
-            size = getattr(existing, "size", None)
+            params = self._client.get_collection(name).config.params
+            size = getattr(params.vectors, "size", None)
             if size is not None and size != dim:
                 raise StoreError(f"collection {name!r} holds {size}-d vectors, not {dim}-d")
-        return QdrantIndex(self._client, name, dim, self._server)
+        sparse = self._client.get_collection(name).config.params.sparse_vectors or {}
+        return QdrantIndex(self._client, name, dim, self._server, KEYWORDS_VECTOR in sparse)
 
     def drop_index(self, name: str) -> None:
         if self._client.collection_exists(name):
@@ -82,26 +95,45 @@ class QdrantStore:
 
 
 class QdrantIndex:
-    def __init__(self, client: QdrantClient, name: str, dim: int, server: bool) -> None:
+    def __init__(
+        self, client: QdrantClient, name: str, dim: int, server: bool, keywords: bool = True
+    ) -> None:
         self._client = client
         self.name = name
         self.dim = dim
         self._server = server
+        self._keywords = keywords  # False for collections made before keyword search
+        self._indexed: set[str] = set()
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
         structs = [
-            models.PointStruct(
-                id=p.id, vector=vector_as_list(p.vector, self.dim), payload=p.payload
-            )
-            for p in points
+            models.PointStruct(id=p.id, vector=self._vectors(p), payload=p.payload) for p in points
         ]
         self._client.upsert(self.name, points=structs, wait=True)
 
+    def _vectors(self, point: PointRecord) -> Any:
+        dense = vector_as_list(point.vector, self.dim)
+        return {"": dense, KEYWORDS_VECTOR: _sparse(point.payload)} if self._keywords else dense
+
     def set_payloads(self, payloads: Mapping[str, Payload]) -> None:
+        """The payload and the keyword vector derived from it, together."""
         for point_id, payload in payloads.items():
             self._client.overwrite_payload(self.name, payload=payload, points=[point_id], wait=True)
+            if self._keywords:
+                vectors = models.PointVectors(
+                    id=point_id, vector={KEYWORDS_VECTOR: _sparse(payload)}
+                )
+                self._client.update_vectors(self.name, [vectors], wait=True)
+
+    def _index_metadata(self, search_filter: SearchFilter | None) -> None:
+        """A keyword index on each user-metadata key, made the first time it is filtered on."""
+        for key in metadata_keys(search_filter) - self._indexed if self._server else ():
+            self._client.create_payload_index(
+                self.name, key, models.PayloadSchemaType.KEYWORD, wait=True
+            )
+            self._indexed.add(key)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -116,6 +148,7 @@ class QdrantIndex:
         exact: bool = False,
         with_vectors: bool = False,
     ) -> list[StoredHit]:
+        self._index_metadata(search_filter)
         response = self._client.query_points(
             self.name,
             query=vector_as_list(vector, self.dim),
@@ -124,9 +157,34 @@ class QdrantIndex:
             query_filter=_qdrant_filter(search_filter),
             search_params=models.SearchParams(exact=exact) if self._server else None,
             with_payload=True,
-            with_vectors=with_vectors,
+            with_vectors=[""] if with_vectors and self._keywords else with_vectors,
         )
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in response.points]
+
+    def keyword_search(
+        self,
+        words: Sequence[str],
+        limit: int,
+        search_filter: SearchFilter | None = None,
+        with_vectors: bool = False,
+    ) -> list[StoredHit]:
+        if not self._keywords:
+            raise keyword_missing(self.name)
+        indices, values = sparse_of(words)
+        if not indices:
+            return []
+        self._index_metadata(search_filter)
+        response = self._client.query_points(
+            self.name,
+            query=models.SparseVector(indices=indices, values=values),
+            using=KEYWORDS_VECTOR,
+            limit=limit,
+            query_filter=_qdrant_filter(search_filter),
+            with_payload=True,
+            with_vectors=[""] if with_vectors else False,
+        )
+        points = response.points
+        return by_score_then_id([stored_hit(p.id, p.score, p.payload, p.vector) for p in points])
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
@@ -144,8 +202,12 @@ class QdrantIndex:
         )
         return {str(r.id) for r in records}
 
-    def count(self) -> int:
-        return int(self._client.count(self.name, exact=True).count)
+    def count(self, search_filter: SearchFilter | None = None) -> int:
+        self._index_metadata(search_filter)
+        counted = self._client.count(
+            self.name, count_filter=_qdrant_filter(search_filter), exact=True
+        )
+        return int(counted.count)
 
     def iter_ids(self) -> Iterator[str]:
         offset: Any = None
@@ -161,38 +223,31 @@ class QdrantIndex:
         """A Qdrant server builds HNSW in the background; local mode has none to build."""
 
 
+def _sparse(payload: Payload) -> models.SparseVector:
+    indices, values = sparse_of(payload_words(payload))
+    return models.SparseVector(indices=indices, values=values)
+
+
 def _qdrant_filter(search_filter: SearchFilter | None) -> models.Filter | None:
-    if search_filter is None or search_filter.empty:
-        return None
-    must: list[Any] = []
-    if search_filter.folder:
-        must.append(
-            models.FieldCondition(
-                key="folders", match=models.MatchValue(value=search_filter.folder)
-            )
+    found = conditions(search_filter)
+    return models.Filter(must=[_qdrant_condition(c) for c in found]) if found else None
+
+
+def _qdrant_condition(condition: Condition) -> models.FieldCondition:
+    if isinstance(condition, Match):
+        values = list(condition.values)
+        match: Any = (
+            models.MatchValue(value=values[0]) if len(values) == 1 else models.MatchAny(any=values)
         )
-    if search_filter.formats:
-        must.append(
-            models.FieldCondition(
-                key="format", match=models.MatchAny(any=list(search_filter.formats))
-            )
+        return models.FieldCondition(key=condition.key, match=match)
+    if isinstance(condition, Between):
+        return models.FieldCondition(
+            key=condition.key, range=models.Range(gte=condition.low, lte=condition.high)
         )
-    if search_filter.min_width is not None:
-        must.append(
-            models.FieldCondition(key="width", range=models.Range(gte=search_filter.min_width))
-        )
-    if search_filter.min_height is not None:
-        must.append(
-            models.FieldCondition(key="height", range=models.Range(gte=search_filter.min_height))
-        )
-    if search_filter.taken_after is not None or search_filter.taken_before is not None:
-        after, before = search_filter.taken_after, search_filter.taken_before
-        must.append(
-            models.FieldCondition(
-                key="taken_at",
-                range=models.DatetimeRange(
-                    gte=as_utc(after) if after else None, lt=as_utc(before) if before else None
-                ),
-            )
-        )
-    return models.Filter(must=must)
+    after, before = condition.after, condition.before
+    return models.FieldCondition(
+        key=condition.key,
+        range=models.DatetimeRange(
+            gte=as_utc(after) if after else None, lt=as_utc(before) if before else None
+        ),
+    )
