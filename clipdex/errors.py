@@ -18,6 +18,7 @@ from core.encoder import ModelUnavailable
 from core.images import STAGE_READ, ImageRejected, RejectKind
 from core.runtime import NoIndexYet, UnknownIndexVersion
 from core.store.base import StoreError
+from ingest.libraries import UnknownLibrary
 from ingest.scan import UnusableRoot
 from ingest.uploads import BadUpload, UnknownJob
 from migrations.runner import CatalogNotAtHead
@@ -74,7 +75,11 @@ def _image_message(error: Exception) -> str:
 RULES: tuple[Rule, ...] = (
     Rule((BadQuery, BadUpload, UnusableRoot), 422),
     Rule((ImageRejected,), _image_status, _image_message),
-    Rule((UnknownAsset, UnknownTextSet, UnknownJob, UnknownIndexVersion), 404, _lookup_message),
+    Rule(
+        (UnknownAsset, UnknownTextSet, UnknownJob, UnknownIndexVersion, UnknownLibrary),
+        404,
+        _lookup_message,
+    ),
     Rule((NoIndexYet,), 409),
     Rule((ModelUnavailable, ModelMismatch, StoreError, CatalogNotAtHead), 503, server_fault=True),
     # Configuration: a refused CLIPDEX_* value, a database URL that is not one, or a catalog

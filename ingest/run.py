@@ -1,22 +1,22 @@
-"""One ingest run: scan the roots, register changes, remove what vanished, encode what is new."""
+"""One ingest run: scan the roots, register changes, remove what vanished, encode what is new.
+
+The roots are the folders named, or every library (``ingest.libraries``); each is scanned with
+its library's rules, and a library root that is missing is reported and spared."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.catalog.batching import chunked
 from core.catalog.index_versions import identity_of
 from core.catalog.ingest_runs import run_owner
 from core.catalog.models import (
-    AssetIndexState,
     AssetState,
     IndexVersion,
     IngestRun,
@@ -27,12 +27,13 @@ from core.images import STAGE_READ
 from core.runtime import Runtime
 from core.settings import Settings
 from core.store import VectorIndex
-from ingest.payload import payloads_for
+from ingest.forget import refresh_payloads, remove_orphans
+from ingest.libraries import ScanPlan, plan_scans, record_scans
 from ingest.pipeline import Pipeline, StageTimes, work_items
 from ingest.queueing import SendBatch, enqueue_pending
-from ingest.records import adopt_stored, record_failures, set_states
+from ingest.records import adopt_stored, record_failures
 from ingest.register import register
-from ingest.scan import FoundFile, ScanTally, normalize_roots, scan
+from ingest.scan import FoundFile, ScanTally, scan
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,10 @@ class IngestReport:
     queued: int = 0  # sent to workers (distributed ingest)
     failed: int = 0
     removed: int = 0
-    ignored: int = 0
-    skipped: int = 0
+    ignored: int = 0  # not images by extension: videos, RAW, anything else
+    skipped: int = 0  # symlinks and special files
+    excluded: int = 0  # hidden, system folders, excludes (a folder counts once)
+    missing_roots: list[str] = field(default_factory=list)  # library roots not there: kept
     seconds: float = 0.0
     model: str = ""
 
@@ -87,7 +90,8 @@ def ingest(
     unless something must be encoded, and nothing opens the store unless something changed."""
     progress = progress or _Silent()
     started = time.perf_counter()
-    roots = normalize_roots(list(paths))
+    with runtime.sessions() as session:
+        plan = plan_scans(session, paths)
     settings = runtime.settings
     check_free_space(_write_paths(settings), settings.min_free_bytes)  # before any write
     if dispatch is None:
@@ -96,13 +100,14 @@ def ingest(
         _ = runtime.store
     version = runtime.live_version()
     report = IngestReport(model=identity_of(version).label)
+    report.missing_roots = [str(root) for root in plan.missing]
     with runtime.sessions() as session:
-        run = IngestRun(roots=[str(r) for r in roots], counts=run_owner())
+        run = IngestRun(roots=[str(r) for r in plan.roots], counts=run_owner())
         session.add(run)
         session.commit()
         run_id = run.id
     try:
-        return _run(runtime, roots, version, report, run_id, progress, dispatch, started)
+        return _run(runtime, plan, version, report, run_id, progress, dispatch, started)
     except BaseException as error:  # a refused or crashed run says so instead of "running"
         _abort_run(runtime.sessions, run_id, error)
         raise
@@ -110,7 +115,7 @@ def ingest(
 
 def _run(
     runtime: Runtime,
-    roots: list[Path],
+    plan: ScanPlan,
     version: IndexVersion,
     report: IngestReport,
     run_id: int,
@@ -120,8 +125,9 @@ def _run(
 ) -> IngestReport:
     space = _write_paths(runtime.settings)
     tally = ScanTally()
-    found: list[FoundFile] = [item for root in roots for item in scan(root, tally)]
+    found, per_library = _scan_all(plan, tally)
     report.scanned, report.ignored, report.skipped = len(found), tally.ignored, tally.skipped
+    report.excluded = tally.excluded
 
     def index() -> VectorIndex:
         return runtime.index_of(version)
@@ -129,8 +135,9 @@ def _run(
     with runtime.sessions() as session:
         progress.phase("hashing", len(found))
         registered = register(
-            session, version.id, roots, found, runtime.settings.decode_workers, progress.advance
-        )
+            session, version.id, plan.roots, found, runtime.settings.decode_workers,
+            progress.advance, spared=plan.missing,
+        )  # fmt: skip
         record_failures(  # one statement per chunk, not per file (20k unreadable files)
             session,
             [
@@ -138,8 +145,9 @@ def _run(
                 for path, reason in [*tally.unreadable, *registered.failed_read]
             ],
         )
-        report.removed = _remove_orphans(session, version.id, index, registered.orphaned)
-        _refresh_payloads(session, version.id, index, registered.touched)
+        report.removed = remove_orphans(session, version.id, index, registered.orphaned)
+        refresh_payloads(session, version.id, index, registered.touched)
+        record_scans(session, plan, per_library)
         session.commit()
     for name in ("new", "modified", "unchanged", "moved", "duplicates"):
         setattr(report, name, getattr(registered, name))
@@ -183,46 +191,26 @@ def _run(
     return report
 
 
-def _remove_orphans(
-    session: Session, version_id: int, index: Callable[[], VectorIndex], orphaned: set[str]
-) -> int:
-    """Assets with no live path leave the index; the asset row stays as content history."""
-    if not orphaned:
-        return 0
-    for chunk in chunked(sorted(orphaned)):
-        index().delete(chunk)
-        session.execute(
-            delete(AssetIndexState).where(
-                AssetIndexState.index_version_id == version_id,
-                AssetIndexState.asset_id.in_(chunk),
-            )
-        )
-    return len(orphaned)
-
-
-def _refresh_payloads(
-    session: Session, version_id: int, index: Callable[[], VectorIndex], touched: set[str]
-) -> None:
-    """Moves and new duplicate paths change an indexed point's payload, not its vector. An
-    indexed asset whose point is gone (deleted, a lost store) goes back to pending instead, so
-    this run encodes it again rather than failing on a payload write to no point."""
-    for chunk in chunked(sorted(touched)):
-        indexed = session.scalars(
-            select(AssetIndexState.asset_id).where(
-                AssetIndexState.index_version_id == version_id,
-                AssetIndexState.state == AssetState.INDEXED,
-                AssetIndexState.asset_id.in_(chunk),
-            )
-        ).all()
-        if not indexed:  # opens the store only when an indexed point's paths changed
-            continue
-        stored = index().existing_ids(indexed)
-        lost = [asset_id for asset_id in indexed if asset_id not in stored]
-        if lost:
-            log.warning("%d indexed assets had no point; they are encoded again", len(lost))
-            set_states(session, version_id, lost, AssetState.PENDING)
-        if stored:
-            index().set_payloads(payloads_for(session, stored))
+def _scan_all(
+    plan: ScanPlan, tally: ScanTally
+) -> tuple[list[FoundFile], dict[int, dict[str, int]]]:
+    """Every scan of the plan; the counts of each library scanned whole, by its id."""
+    found: list[FoundFile] = []
+    per_library: dict[int, dict[str, int]] = {}
+    for root, rules, library_id in plan.scans:
+        own = ScanTally()
+        before = len(found)
+        found.extend(scan(root, own, rules))
+        tally.ignored += own.ignored
+        tally.skipped += own.skipped
+        tally.excluded += own.excluded
+        tally.unreadable.extend(own.unreadable)
+        if library_id is not None:
+            per_library[library_id] = {
+                "scanned": len(found) - before, "ignored": own.ignored, "skipped": own.skipped,
+                "excluded": own.excluded, "unreadable": len(own.unreadable),
+            }  # fmt: skip
+    return found, per_library
 
 
 def _write_paths(settings: Settings) -> list[Path]:

@@ -46,7 +46,7 @@ class UnusableRoot(ValueError):
     """A root given to ingest whose path cannot be stored in the catalog."""
 
 
-class BadExclude(ValueError):
+class BadExclude(UnusableRoot):
     """An exclude glob that is not a valid gitignore-style pattern."""
 
 

@@ -10,6 +10,7 @@ from clipdex.cli import (
     evaluating,
     indexes,
     indexing,
+    libraries,
     library_tools,
     recovery,
     searching,
@@ -23,6 +24,7 @@ __all__ = ["app", "main"]
 
 for _group in (
     indexing,
+    libraries,
     searching,
     texts,
     admin,

@@ -19,7 +19,10 @@ OPEN_STATES = ("pending", "queued", "processing")
 
 
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Folders or files to ingest.")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Folders or files to ingest; none: rescan every library."),
+    ] = None,
     wait: Annotated[
         bool, typer.Option(help="With CLIPDEX_BROKER_URL: wait until workers are done.")
     ] = True,
@@ -31,6 +34,7 @@ def ingest(
     (`clipdex worker`) in batches; the command shows progress until they are done.
 
     Example: clipdex ingest ~/Pictures --json"""
+    paths = paths or []  # no folder: every library (`clipdex library add`)
     from clipdex.dispatch import dispatch_for
     from clipdex.progress import TerminalProgress, wants_bar
     from ingest.run import ingest as run_ingest
@@ -56,8 +60,16 @@ def ingest(
         f"{report.scanned} scanned: {report.new} new, {report.modified} modified, "
         f"{report.unchanged} unchanged, {report.moved} moved, {report.duplicates} duplicates; "
         f"{report.encoded} encoded, {report.reused} reused, {report.failed} failed, "
-        f"{report.removed} removed in {report.seconds:.1f}s  [{shown(report.model)}]"
+        f"{report.removed} removed in {report.seconds:.1f}s  [{shown(report.model)}]; "
+        f"{report.ignored} ignored (not images: videos, RAW, other), {report.skipped} skipped "
+        f"(links, special files), {report.excluded} excluded (hidden, system, excludes)"
     )
+    for root in report.missing_roots:
+        typer.echo(
+            f"warning: library root {shown(root)} is missing (not mounted?): its paths are "
+            "kept; `clipdex library remove` it if it is gone for good",
+            err=True,
+        )
     if report.failed:
         typer.echo("see `clipdex failures` for the reasons", err=True)
 

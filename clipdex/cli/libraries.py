@@ -1,0 +1,122 @@
+"""Libraries: ``library add|list|remove`` (folders kept indexed) and ``watch`` (keep them so)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from clipdex.cli.common import JsonOption, opened_runtime, print_json
+from clipdex.display import shown
+
+if TYPE_CHECKING:
+    from ingest.libraries import LibraryInfo
+
+library_app = typer.Typer(
+    help="Folders clipdex keeps indexed: `clipdex ingest` with no folder rescans them all.",
+    no_args_is_help=True,
+)
+
+
+def add(
+    path: Annotated[Path, typer.Argument(help="The library's top folder.")],
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="A gitignore-style glob to leave out, e.g. 'raw/' or '*.tmp'."),
+    ] = None,
+    include_hidden: Annotated[
+        bool,
+        typer.Option(
+            "--include-hidden",
+            help="Keep hidden names (a leading dot) and system folders (@eaDir, .thumbnails).",
+        ),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Add a folder as a library (or set the rules of one); `clipdex ingest` then scans it.
+
+    Example: clipdex library add ~/Pictures --exclude 'exports/' --exclude '*.tmp'"""
+    from ingest.libraries import add_library, info_of
+
+    with opened_runtime() as runtime, runtime.sessions() as session:
+        library, created = add_library(session, path, exclude or [], include_hidden)
+        info = info_of(session, library)
+        session.commit()
+    if json_output:
+        print_json({**info.as_dict(), "created": created})
+        return
+    verb = "added" if created else "updated"
+    typer.echo(f"{verb} library {info.id}: {shown(info.path)}{_rules(info)}")
+    typer.echo("run `clipdex ingest` to scan it", err=True)
+
+
+def _rules(info: LibraryInfo) -> str:
+    parts = [f"excludes {', '.join(shown(g) for g in info.excludes)}"] if info.excludes else []
+    if info.include_hidden:
+        parts.append("hidden names kept")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def describe(info: LibraryInfo) -> str:
+    """One line per library, with its root flagged when it is missing."""
+    scan = info.last_scan or {}
+    seen = (
+        f"last scan {info.last_scan_at:%Y-%m-%d %H:%M}: {scan.get('scanned', 0)} images, "
+        f"{scan.get('excluded', 0)} excluded"
+        if info.last_scan_at is not None
+        else "never scanned"
+    )
+    flag = "  MISSING ROOT (not mounted? its paths are kept)" if info.missing else ""
+    return f"{info.id:>3}  {shown(info.path)}{_rules(info)}  [{seen}]{flag}"
+
+
+def list_(json_output: JsonOption = False) -> None:
+    """The libraries, their rules and last scan; a root that is not there is flagged."""
+    from ingest.libraries import list_libraries
+
+    with opened_runtime() as runtime, runtime.sessions() as session:
+        found = list_libraries(session)
+    if json_output:
+        print_json([info.as_dict() for info in found])
+        return
+    for info in found:
+        typer.echo(describe(info))
+    if not found:
+        typer.echo("no libraries; add one with `clipdex library add PATH`", err=True)
+
+
+def remove(
+    ref: Annotated[str, typer.Argument(metavar="PATH|ID", help="The library's path or id.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Forget a library: its paths leave the catalog, and its images leave the index unless
+    another library or path holds the same bytes. The files themselves are not touched.
+
+    Example: clipdex library remove /mnt/nas/old-photos"""
+    from ingest.forget import remove_library
+
+    with opened_runtime() as runtime:
+        removed = remove_library(runtime, ref)
+    if json_output:
+        print_json(removed.as_dict())
+        return
+    typer.echo(
+        f"removed library {shown(removed.path)}: {removed.paths} paths forgotten, "
+        f"{removed.removed} images left the index"
+    )
+
+
+def library_lines(runtime: Any) -> list[str]:
+    """``describe`` for every library, for `status` and `failures`."""
+    from ingest.libraries import list_libraries
+
+    with runtime.sessions() as session:
+        return [describe(info) for info in list_libraries(session)]
+
+
+def register(app: typer.Typer) -> None:
+    library_app.command()(add)
+    library_app.command("list")(list_)
+    library_app.command()(remove)
+    app.add_typer(library_app, name="library")
