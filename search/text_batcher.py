@@ -1,0 +1,122 @@
+"""Concurrent text queries share one forward of the text tower.
+
+A caller that finds the encoder idle leads: it waits up to ``max_wait`` seconds for other
+callers (less when ``max_texts`` are already waiting), takes every waiting request, runs one
+``encode`` over their distinct texts and hands each caller its rows. Callers that arrive while a
+forward runs queue up and go together in the next one, so under load a batch forms even with no
+wait at all. ``known`` (a cache's look-up) is asked again just before each forward, so a text
+that an earlier forward encoded while a caller queued is not encoded twice. An error in a
+forward reaches every caller whose texts were in it, and only them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+Vectors = NDArray[np.float32]
+DEFAULT_MAX_WAIT = 0.002  # seconds a leader waits for company: small beside a 30 ms forward
+DEFAULT_MAX_TEXTS = 64
+
+
+class _Request:
+    __slots__ = ("done", "error", "texts", "vectors")
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+        self.vectors: Vectors | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
+class TextBatcher:
+    def __init__(
+        self,
+        encode: Callable[[Sequence[str]], Vectors],
+        max_wait: float = DEFAULT_MAX_WAIT,
+        max_texts: int = DEFAULT_MAX_TEXTS,
+        known: Callable[[str], NDArray[np.float32] | None] | None = None,
+    ) -> None:
+        self._encode = encode
+        self._known = known or _nothing_known
+        self._max_wait = max_wait
+        self._max_texts = max_texts
+        self._pending: list[_Request] = []
+        self._busy = False
+        self._ready = threading.Condition()
+        self.forwards = 0  # encoder calls made, for metrics and tests
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        request = _Request(list(texts))
+        with self._ready:
+            self._pending.append(request)
+            self._ready.notify_all()  # a leader waiting for company may now have enough
+        while True:
+            with self._ready:
+                while self._busy and not request.done:
+                    self._ready.wait()
+                if request.done:
+                    break
+                self._busy = True
+            self._lead()
+        if request.error is not None:
+            raise request.error
+        assert request.vectors is not None
+        return request.vectors
+
+    def _lead(self) -> None:
+        batch: list[_Request] = []
+        try:
+            batch = self._gather()
+            self._run(batch)
+        finally:
+            with self._ready:
+                for request in batch:
+                    request.done = True
+                self._busy = False
+                self._ready.notify_all()
+
+    def _gather(self) -> list[_Request]:
+        """The waiting requests, oldest first, up to ``max_texts`` texts (at least one)."""
+        deadline = time.monotonic() + self._max_wait
+        with self._ready:
+            while self._waiting_texts() < self._max_texts:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ready.wait(left)
+            taken, count = 0, 0
+            for request in self._pending:
+                if taken and count + len(request.texts) > self._max_texts:
+                    break
+                taken += 1
+                count += len(request.texts)
+            batch, self._pending = self._pending[:taken], self._pending[taken:]
+        return batch
+
+    def _waiting_texts(self) -> int:
+        return sum(len(request.texts) for request in self._pending)
+
+    def _run(self, batch: list[_Request]) -> None:
+        unique = list(dict.fromkeys(text for request in batch for text in request.texts))
+        rows = {text: vector for text in unique if (vector := self._known(text)) is not None}
+        todo = [text for text in unique if text not in rows]
+        if todo:
+            self.forwards += 1
+            try:
+                rows.update(zip(todo, self._encode(todo), strict=True))
+            except BaseException as error:  # every caller in this forward hears of it
+                for request in batch:
+                    request.error = error
+                return
+        for request in batch:
+            found = [rows[text] for text in request.texts]
+            request.vectors = np.stack(found) if found else np.zeros((0, 0), np.float32)
+
+
+def _nothing_known(text: str) -> None:
+    return None

@@ -1,0 +1,119 @@
+"""Concurrent text queries are encoded together, with the vectors each would get alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from core.encoder import ModelSpec, OpenClipEncoder
+from search.text_batcher import TextBatcher
+from search.text_cache import TextVectorCache
+from tests.fakes import FakeEncoder
+
+Vectors = NDArray[np.float32]
+WORDS = ["cat", "dog", "car", "boat", "tree", "house", "bird", "lamp"]
+QUERIES = [f"query number {i}: a {word} at dusk" for i, word in enumerate(WORDS)]
+
+
+class CountingEncoder:
+    """Wraps an encode function; records each call's texts and can be slowed down or broken."""
+
+    def __init__(self, encode: Callable[[Sequence[str]], Vectors], delay: float = 0.05) -> None:
+        self._encode = encode
+        self._delay = delay
+        self.calls: list[list[str]] = []
+        self.fail_on: str | None = None
+
+    def __call__(self, texts: Sequence[str]) -> Vectors:
+        self.calls.append(list(texts))
+        time.sleep(self._delay)
+        if self.fail_on is not None and self.fail_on in texts:
+            raise RuntimeError("the model broke")
+        return self._encode(texts)
+
+
+def concurrently(call: Callable[[list[str]], Vectors], batches: list[list[str]]) -> list[Vectors]:
+    results: list[Vectors | BaseException | None] = [None] * len(batches)
+    start = threading.Barrier(len(batches))
+
+    def worker(index: int) -> None:
+        start.wait()
+        try:
+            results[index] = call(batches[index])
+        except BaseException as error:  # collected and re-checked by the test
+            results[index] = error
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a caller hung"
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [result for result in results if isinstance(result, np.ndarray)]
+
+
+@pytest.mark.tiny_real
+def test_concurrent_queries_share_forwards_and_get_their_sequential_vectors() -> None:
+    model = OpenClipEncoder(ModelSpec("clipdex-tiny", "random", device="cpu"))
+    sequential = [model.encode_texts([query]) for query in QUERIES]
+    counting = CountingEncoder(model.encode_texts)
+    batcher = TextBatcher(counting)
+    together = concurrently(batcher.encode, [[query] for query in QUERIES])
+    assert len(counting.calls) < len(QUERIES)
+    assert sorted(t for call in counting.calls for t in call) == sorted(QUERIES)  # each once
+    for alone, batched in zip(sequential, together, strict=True):
+        assert batched.shape == alone.shape == (1, 32)
+        assert np.max(np.abs(batched - alone)) <= 1e-6
+
+
+def test_each_caller_gets_its_own_rows_in_its_own_order() -> None:
+    fake = FakeEncoder()
+    batcher = TextBatcher(CountingEncoder(fake.encode_texts), max_wait=0.01)
+    batches = [["b", "a"], ["a"], ["c", "c", "b"], ["d"]]
+    results = concurrently(batcher.encode, batches)
+    for texts, vectors in zip(batches, results, strict=True):
+        assert np.array_equal(vectors, fake.encode_texts(texts))
+
+
+def test_a_failed_forward_fails_its_callers_only_and_the_next_forward_works() -> None:
+    fake = FakeEncoder()
+    counting = CountingEncoder(fake.encode_texts)
+    counting.fail_on = "poison"
+    batcher = TextBatcher(counting, max_wait=0.0)
+    with pytest.raises(RuntimeError, match="the model broke"):
+        concurrently(batcher.encode, [["poison"], ["fine"]])
+    counting.fail_on = None
+    assert np.array_equal(batcher.encode(["fine"]), fake.encode_texts(["fine"]))
+
+
+def test_a_large_crowd_is_split_into_bounded_forwards() -> None:
+    fake = FakeEncoder()
+    counting = CountingEncoder(fake.encode_texts, delay=0.01)
+    batcher = TextBatcher(counting, max_wait=0.05, max_texts=4)
+    batches = [[f"t{i}"] for i in range(12)]
+    results = concurrently(batcher.encode, batches)
+    assert all(len(call) <= 4 for call in counting.calls)
+    assert 3 <= len(counting.calls) < 12
+    for texts, vectors in zip(batches, results, strict=True):
+        assert np.array_equal(vectors, fake.encode_texts(texts))
+
+
+def test_the_cache_batches_concurrent_misses_and_encodes_a_shared_text_once() -> None:
+    fake = FakeEncoder()
+    slow = CountingEncoder(fake.encode_texts)
+    fake_slow = FakeEncoder()
+    fake_slow.encode_texts = slow  # type: ignore[method-assign]
+    cache = TextVectorCache(fake_slow, size=100)
+    results = concurrently(cache.encode, [["same", f"own {i}"] for i in range(6)])
+    assert cache.forwards < 6
+    assert sum(call.count("same") for call in slow.calls) == 1
+    for i, vectors in enumerate(results):
+        assert np.array_equal(vectors, fake.encode_texts(["same", f"own {i}"]))
