@@ -130,7 +130,8 @@ def test_full_view_shows_details_and_more_like_this(page: Page, site: str) -> No
     first = page.locator("#grid figure").nth(0)
     clicked = first.get_attribute("data-id")
     name = first.locator(".name").inner_text()
-    first.locator("button.open").click()
+    first.locator("button.open").focus()
+    page.keyboard.press("Enter")  # the keyboard opens it as a click does
 
     dialog = page.locator("#detail")
     expect(dialog).to_be_visible()
@@ -204,6 +205,19 @@ def test_the_url_is_the_state_reload_and_back(page: Page, site: str, library: Pa
     expect(page.locator("#grid figure")).to_have_count(8)
     assert ids(page) == dog
     expect(page.locator("#f-folder")).to_have_value("")
+
+
+def test_the_page_number_comes_from_the_url(page: Page, site: str) -> None:
+    page.goto(f"{site}/?q=a+dog&page=2")
+    expect(page.locator("#page")).to_have_text("page 2")
+    expect(page.locator("#grid figure")).to_have_count(0)  # 8 photos fill less than one page
+    expect(page.locator("#next")).to_be_disabled()
+    page.click("#prev")
+    expect(page.locator("#grid figure")).to_have_count(8)
+    expect(page.locator("#prev")).to_be_disabled()
+    assert "page" not in url_params(page)
+    page.go_back()
+    expect(page.locator("#page")).to_have_text("page 2")
 
 
 def browser_page_for(page: Page, url: str) -> Page:
