@@ -123,6 +123,19 @@ def test_search_then_filter_then_sort_by_date(
     page.screenshot(path=str(tmp_path / "results.png"))
 
 
+def test_a_date_range_keeps_both_ends(page: Page, site: str, dated: dict[str, int]) -> None:
+    page.goto(site)
+    search_for(page, "a dog on the beach")
+    expect(page.locator("#grid figure")).to_have_count(8)
+    page.click("#filter-panel summary")
+    page.fill("#f-taken-after", "2021-03-05")
+    page.fill("#f-taken-before", "2021-03-07")
+    page.press("#f-taken-before", "Enter")
+    expect(page.locator("#grid figure")).to_have_count(3)
+    assert sorted(dated[name] for name in names(page)) == [5, 6, 7]
+    assert url_params(page)["taken_before"] == ["2021-03-07"]  # the page's own words
+
+
 def test_full_view_shows_details_and_more_like_this(page: Page, site: str) -> None:
     page.goto(site)
     search_for(page, "a dog on the beach")

@@ -17,6 +17,14 @@ function split(value) {
   return value.split(",").map((part) => part.trim()).filter(Boolean);
 }
 
+// "Taken until" a day includes that day: the API's taken_before is exclusive.
+function dayAfter(value) {
+  const day = new Date(`${value}T00:00:00Z`);
+  if (Number.isNaN(day.getTime())) return value;
+  day.setUTCDate(day.getUTCDate() + 1);
+  return day.toISOString().slice(0, 10);
+}
+
 // The API's parameters for one search: options, mode, sort, page, and every filter set.
 export function searchParams(state) {
   const params = new URLSearchParams({ limit: PAGE, offset: (state.page - 1) * PAGE });
@@ -25,7 +33,7 @@ export function searchParams(state) {
   for (const [name, value] of Object.entries(state.filters)) {
     if (name in LISTS) for (const part of split(value)) params.append(LISTS[name], part);
     else if (name in KB) params.set(KB[name], String(Math.round(Number(value) * 1024)));
-    else if (name === "taken_before" && /^\d{4}-\d\d-\d\d$/.test(value)) params.set(name, `${value}T23:59:59`);
+    else if (name === "taken_before") params.set(name, dayAfter(value));
     else params.set(name, value);
   }
   return params;
