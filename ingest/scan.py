@@ -79,8 +79,6 @@ class ScanRules:
     def excludes(self, path: str, name: str, folder: bool) -> bool:
         if not self.include_hidden and (name.startswith(".") or name.casefold() in SYSTEM_FOLDERS):
             return True
-        if folder and path in self.prune:
-            return True
         if self.spec is None or self.base is None or not path.startswith(self.base):
             return False
         relative = path[len(self.base) :] + ("/" if folder else "")
@@ -155,11 +153,14 @@ def scan(root: Path, tally: ScanTally, rules: ScanRules = DEFAULT_RULES) -> Iter
             continue
         subfolders = []
         for entry in entries:
-            if rules.excludes(entry.path, entry.name, entry.is_dir(follow_symlinks=False)):
+            is_folder = entry.is_dir(follow_symlinks=False)
+            if is_folder and entry.path in rules.prune:
+                continue  # scanned apart, with its own rules
+            if rules.excludes(entry.path, entry.name, is_folder):
                 tally.excluded += 1
             elif entry.is_symlink():
                 tally.skipped += 1
-            elif entry.is_dir(follow_symlinks=False):
+            elif is_folder:
                 if is_storable(entry.name):
                     subfolders.append(entry.path)
                 else:

@@ -1,0 +1,223 @@
+"""Libraries as a user meets them: rules (hidden, system folders, excludes), a renamed top
+folder, an unmounted root, removal, and moves across libraries that reuse the vector."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from core.catalog.models import Location
+from core.runtime import Runtime
+from ingest.forget import remove_library
+from ingest.libraries import (
+    BadLibrary,
+    NoLibraries,
+    UnknownLibrary,
+    add_library,
+    list_libraries,
+)
+from ingest.run import ingest
+from ingest.scan import BadExclude
+from search.engine import SearchService
+from search.query import SearchOptions
+from tests.conftest import cli_env
+from tests.fakes import FakeEncoder
+
+pytestmark = pytest.mark.unit
+
+
+def add(runtime: Runtime, path: Path, *excludes: str, include_hidden: bool = False) -> int:
+    with runtime.sessions() as session:
+        library, _ = add_library(session, path, list(excludes), include_hidden)
+        session.commit()
+        return library.id
+
+
+def indexed_paths(runtime: Runtime) -> set[str]:
+    """Every path the index would show in results (all points, every path of each)."""
+    index = runtime.live_index()[1]
+    hits = SearchService(runtime).text("a photo", SearchOptions(limit=100))
+    assert len(hits) == index.count()
+    stored = index.retrieve([hit.id for hit in hits])
+    return {path for point in stored for path in point.payload["paths"]}
+
+
+def photos_in(folder: Path, photos: Path, names: range, sub: str = "") -> list[Path]:
+    target = folder / sub
+    target.mkdir(parents=True, exist_ok=True)
+    made = []
+    for index in names:
+        source = sorted(photos.glob("*.jpg"))[index]
+        made.append(Path(shutil.copy2(source, target / source.name)))
+    return made
+
+
+def test_hidden_and_system_folders_and_excludes_are_left_out(
+    runtime: Runtime, tmp_path: Path, photos: Path
+) -> None:
+    root = tmp_path / "pictures"
+    kept = photos_in(root, photos, range(0, 2))
+    photos_in(root, photos, range(2, 3), ".hidden")
+    photos_in(root, photos, range(3, 4), "@eaDir")
+    photos_in(root, photos, range(4, 5), "$RECYCLE.BIN")
+    photos_in(root, photos, range(5, 6), "exports")
+    shutil.copy2(kept[0], root / ".dotfile.jpg")
+    (root / "clip.mp4").write_bytes(b"not an image")
+    add(runtime, root, "exports/")
+    report = ingest(runtime, [])
+    assert (report.scanned, report.new, report.excluded, report.ignored) == (2, 2, 5, 1)
+    assert indexed_paths(runtime) == {str(path) for path in kept}
+
+
+def test_include_hidden_keeps_them_and_excluding_later_removes_what_was_indexed(
+    runtime: Runtime, tmp_path: Path, photos: Path
+) -> None:
+    root = tmp_path / "pictures"
+    photos_in(root, photos, range(0, 2))
+    hidden = photos_in(root, photos, range(2, 3), ".thumbnails")
+    exported = photos_in(root, photos, range(3, 5), "exports")
+    add(runtime, root, include_hidden=True)
+    assert ingest(runtime, []).new == 5
+    assert {str(hidden[0]), str(exported[0])} <= indexed_paths(runtime)
+    add(runtime, root, "exports/")  # the same library, new rules: hidden names skipped again
+    report = ingest(runtime, [])
+    assert (report.scanned, report.removed, report.excluded) == (2, 3, 2)
+    left = indexed_paths(runtime)
+    assert len(left) == 2 and not any(".thumbnails" in p or "exports" in p for p in left)
+
+
+def test_renamed_top_folder_leaves_no_ghost_paths(
+    runtime: Runtime, library: Path, fake_encoder: FakeEncoder
+) -> None:
+    add(runtime, library)
+    assert ingest(runtime, []).encoded == 8
+    renamed = library.with_name("library-2024")
+    library.rename(renamed)
+    add(runtime, renamed)  # the user adds the new name, then removes the old one
+    report = ingest(runtime, [])
+    assert (report.moved, report.new, report.encoded) == (8, 0, 0)
+    assert report.missing_roots == [str(library)]
+    paths = indexed_paths(runtime)
+    assert len(paths) == 8 and all(p.startswith(str(renamed) + os.sep) for p in paths)
+    assert all(Path(p).exists() for p in paths)
+    removed = remove_library(runtime, str(library))
+    assert removed.removed == 0 and runtime.live_index()[1].count() == 8
+    assert indexed_paths(runtime) == paths and fake_encoder.images_encoded == 8
+    with runtime.sessions() as session:
+        assert [info.path for info in list_libraries(session)] == [str(renamed)]
+
+
+def test_an_unmounted_root_is_reported_and_kept_until_removed(
+    runtime: Runtime, tmp_path: Path, photos: Path
+) -> None:
+    nas, local = tmp_path / "nas", tmp_path / "local"
+    on_nas = photos_in(nas, photos, range(0, 4))
+    photos_in(local, photos, range(4, 6))
+    shutil.copy2(on_nas[0], local / "copy-of-first.jpg")  # the same bytes in another library
+    add(runtime, nas)
+    add(runtime, local)
+    assert ingest(runtime, []).encoded == 6
+    unmounted = tmp_path / "elsewhere"
+    nas.rename(unmounted)
+    report = ingest(runtime, [])
+    assert report.missing_roots == [str(nas)] and report.removed == 0
+    assert runtime.live_index()[1].count() == 6
+    nas.mkdir()  # an empty mount point is no better than none
+    report = ingest(runtime, [])
+    assert report.missing_roots == [str(nas)] and report.removed == 0
+    assert {str(p) for p in on_nas} <= indexed_paths(runtime)
+    with runtime.sessions() as session:
+        flagged = {info.path: info.missing for info in list_libraries(session)}
+        gone = session.scalars(select(Location).where(Location.missing.is_(True))).all()
+    assert flagged == {str(nas): True, str(local): False} and gone == []
+    removed = remove_library(runtime, str(nas))
+    assert (removed.paths, removed.removed) == (4, 3)  # the copy in `local` keeps one
+    assert indexed_paths(runtime) == {str(p) for p in local.iterdir()}
+
+
+def test_a_move_across_libraries_reuses_the_vector(
+    runtime: Runtime, tmp_path: Path, photos: Path, fake_encoder: FakeEncoder
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    moving = photos_in(first, photos, range(0, 3))
+    photos_in(second, photos, range(3, 5))
+    add(runtime, first)
+    add(runtime, second)
+    assert ingest(runtime, []).encoded == 5
+    target = second / "moved-here.jpg"
+    moving[0].rename(target)
+    report = ingest(runtime, [second])  # only the library it arrived in is scanned
+    assert (report.moved, report.new, report.encoded, report.removed) == (1, 0, 0, 0)
+    assert str(target) in indexed_paths(runtime)
+    assert str(moving[0]) not in indexed_paths(runtime)
+    moving[1].rename(second / "also-moved.jpg")  # and with every library rescanned
+    report = ingest(runtime, [])
+    assert (report.moved, report.encoded, report.removed) == (1, 0, 0)
+    assert fake_encoder.images_encoded == 5 and runtime.live_index()[1].count() == 5
+
+
+def test_bad_library_requests_are_clear_errors(runtime: Runtime, tmp_path: Path) -> None:
+    with pytest.raises(NoLibraries, match="library add"):
+        ingest(runtime, [])
+    outer = tmp_path / "outer"
+    (outer / "inner").mkdir(parents=True)
+    add(runtime, outer)
+    with pytest.raises(BadLibrary, match="nest"):
+        add(runtime, outer / "inner")
+    with pytest.raises(BadLibrary, match="not a folder"):
+        add(runtime, tmp_path / "absent")
+    with pytest.raises(BadExclude, match="invalid exclude"):
+        add(runtime, outer, "!")
+    with pytest.raises(UnknownLibrary):
+        remove_library(runtime, "/no/such/library")
+
+
+def test_ingesting_a_folder_that_holds_a_library_uses_its_rules(
+    runtime: Runtime, tmp_path: Path, photos: Path
+) -> None:
+    parent = tmp_path / "disk"
+    photos_in(parent, photos, range(0, 2))
+    inner = parent / "phone"
+    photos_in(inner, photos, range(2, 4))
+    photos_in(inner, photos, range(4, 5), "cache")
+    add(runtime, inner, "cache/")
+    report = ingest(runtime, [parent])  # a plain folder, as before, with the library inside
+    assert (report.scanned, report.excluded) == (4, 1)
+
+
+def clipdex(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clipdex", *args],
+        env=cli_env(home), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.tiny_real
+def test_library_commands(tmp_path: Path, library: Path) -> None:
+    home = tmp_path / "home"
+    none = clipdex(home, "ingest")
+    assert none.returncode == 2 and "library add" in none.stderr
+    added = clipdex(home, "library", "add", str(library), "--exclude", "trips/", "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["excludes"] == ["trips/"]
+    ran = clipdex(home, "ingest")
+    assert ran.returncode == 0, ran.stderr
+    assert "4 scanned" in ran.stdout and "1 excluded" in ran.stdout
+    listed = json.loads(clipdex(home, "library", "list", "--json").stdout)
+    assert [(i["path"], i["missing"], i["last_scan"]["scanned"]) for i in listed] == [
+        (str(library), False, 4)
+    ]
+    shutil.rmtree(library)
+    status = clipdex(home, "library", "list")
+    assert "MISSING ROOT" in status.stdout
+    removed = clipdex(home, "library", "remove", str(library))
+    assert removed.returncode == 0 and "4 images left the index" in removed.stdout
+    unknown = clipdex(home, "library", "remove", str(library))
+    assert unknown.returncode == 2 and "no library" in unknown.stderr
