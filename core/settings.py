@@ -147,6 +147,18 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Failed key checks a minute per address before 429s (0: off).",
     )
+    watch_debounce_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=600_000,
+        description="clipdex watch / serve --watch: changes within this window form one batch.",
+    )
+    watch_rescan_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="clipdex watch / serve --watch: full rescan of every library this often "
+        "(the safety net for missed events, network shares); 0: never.",
+    )
 
     @field_validator(
         "api_read_keys", "api_write_keys", "cors_origins", "allowed_image_roots",
