@@ -13,14 +13,14 @@ embedded store; ``bench/duplicates.py`` prints both side by side.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
 from core.catalog.batching import chunked
-from core.store.base import Payload, StoredHit, VectorIndex
+from core.store.base import StoredHit, VectorIndex
 from search.query import BadQuery
 
 BLOCK_SCORES = 1 << 25  # floats in one block of scores (128 MiB)
@@ -64,14 +64,12 @@ class DuplicateReport:
         }
 
 
-def find_duplicates(
-    index: VectorIndex, threshold: float, folder: str | None = None
-) -> DuplicateReport:
-    """Groups of near duplicates among the points of ``index`` (only those with a path under
-    ``folder`` when given), largest group first, members by path."""
+def find_duplicates(index: VectorIndex, threshold: float, ids: Iterable[str]) -> DuplicateReport:
+    """Groups of near duplicates among the points ``ids`` of ``index`` (ids with no point are
+    left out), largest group first, members by path."""
     if not 0.0 < threshold <= 1.0:
         raise BadThreshold(f"the threshold is a cosine similarity in (0, 1], got {threshold}")
-    points = [p for p in read_points(index) if folder is None or _under(p.payload, folder)]
+    points = list(read_points(index, ids))
     if not points:
         return DuplicateReport(threshold, 0, [])
     vectors = _unit_rows(np.stack([np.asarray(p.vector) for p in points]))
@@ -79,9 +77,9 @@ def find_duplicates(
     return DuplicateReport(threshold, len(points), _groups(points, pairs))
 
 
-def read_points(index: VectorIndex) -> Iterator[StoredHit]:
-    """Every point with its vector and payload, in chunks."""
-    for chunk in chunked(index.iter_ids(), READ_CHUNK):
+def read_points(index: VectorIndex, ids: Iterable[str]) -> Iterator[StoredHit]:
+    """The points ``ids`` that exist, with their vectors and payloads, read in chunks."""
+    for chunk in chunked(ids, READ_CHUNK):
         yield from (p for p in index.retrieve(chunk, with_vectors=True) if p.vector is not None)
 
 
@@ -127,10 +125,6 @@ def _groups(
 def _member(point: StoredHit, score: float) -> DuplicateMember:
     paths = [str(path) for path in point.payload.get("paths") or [point.payload.get("path", "")]]
     return DuplicateMember(point.id, paths[0], paths, round(min(score, 1.0), 6))
-
-
-def _under(payload: Payload, folder: str) -> bool:
-    return folder in (payload.get("folders") or ())
 
 
 def _unit_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:

@@ -16,6 +16,7 @@ from PIL import Image
 from core.runtime import Runtime
 from ingest.run import ingest
 from search.duplicates import BadThreshold, find_duplicates, similar_pairs
+from search.selection import selected_ids
 from tests.conftest import cli_env
 
 
@@ -55,14 +56,14 @@ def test_derived_copies_group_with_their_original_and_nothing_else(
     library, expected = with_copies
     ingest(runtime, [library])
     _, index = runtime.live_index()
-    report = find_duplicates(index, 0.93)
+    report = find_duplicates(index, 0.93, index.iter_ids())
     assert report.compared == 24 + 9
     assert sorted(map(sorted, ({m.path for m in g.members} for g in report.groups))) == sorted(
         map(sorted, expected)
     )
     assert all(0.93 <= m.score <= 1.0 for g in report.groups for m in g.members)
     # a stricter threshold splits the crops off, it never merges distinct photos
-    strict = find_duplicates(index, 0.999)
+    strict = find_duplicates(index, 0.999, index.iter_ids())
     assert all(any({m.path for m in g.members} <= e for e in expected) for g in strict.groups)
 
 
@@ -73,11 +74,16 @@ def test_folder_limits_what_is_compared(
     library, _ = with_copies
     ingest(runtime, [library])
     _, index = runtime.live_index()
-    derived = find_duplicates(index, 0.93, folder=str(library / "derived"))
+
+    def under(folder: Path) -> list[str]:
+        return list(selected_ids(index, runtime.sessions, str(folder)))
+
+    derived = find_duplicates(index, 0.93, under(library / "derived"))
     assert derived.compared == 9
     assert all(Path(m.path).parent.name == "derived" for g in derived.groups for m in g.members)
     assert derived.groups and len(derived.groups) <= 3
-    assert find_duplicates(index, 0.93, folder=str(library / "elsewhere")).compared == 0
+    assert find_duplicates(index, 0.93, under(library / "deriv")).compared == 0  # not a prefix
+    assert find_duplicates(index, 0.93, under(library)).compared == 33
 
 
 @pytest.mark.unit
@@ -101,7 +107,7 @@ def test_a_threshold_outside_the_cosine_range_is_refused(runtime: Runtime, libra
     _, index = runtime.live_index()
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(BadThreshold, match=r"\(0, 1\]"):
-            find_duplicates(index, bad)
+            find_duplicates(index, bad, index.iter_ids())
 
 
 @pytest.mark.tiny_real

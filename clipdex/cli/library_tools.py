@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from clipdex.cli.common import JsonOption, note_random_weights, opened_runtime, print_json
+from clipdex.cli.common import JsonOption, fail, note_random_weights, opened_runtime, print_json
 from clipdex.display import shown
 
 
@@ -37,10 +37,12 @@ def duplicates(
     Example: clipdex duplicates --threshold 0.97 --folder ~/Pictures/2024 --json
     """
     from search.duplicates import find_duplicates
+    from search.selection import selected_ids
 
     with opened_runtime() as runtime:
         _, index = runtime.existing_index()
-        report = find_duplicates(index, threshold, folder_key(folder))
+        ids = selected_ids(index, runtime.sessions, folder_key(folder))
+        report = find_duplicates(index, threshold, ids)
         note_random_weights(runtime)
     if json_output:
         print_json(report.as_dict())
@@ -58,3 +60,33 @@ def duplicates(
 
 def register(app: typer.Typer) -> None:
     app.command()(duplicates)
+
+
+def tag_library(
+    labels: list[str],
+    folder: Path | None,
+    key: str | None,
+    templates: list[str] | None,
+    json_output: bool,
+) -> None:
+    """``classify --folder F --tag KEY LABEL...``: the best label of each asset under F (every
+    asset without --folder) written into its metadata as KEY (and KEY_score)."""
+    from search.engine import SearchService
+    from search.selection import selected_ids
+    from search.tagging import TagRequest, tag_assets
+
+    if key is None:
+        fail("give --tag KEY: the metadata key the labels are written under")
+    with opened_runtime() as runtime:
+        runtime.existing_index()  # nothing ingested yet: one line, no empty index created
+        target = SearchService(runtime).target()
+        ids = selected_ids(target.index, runtime.sessions, folder_key(folder))
+        request = TagRequest(labels, key, templates)
+        report = tag_assets(target, runtime.sessions, request, ids,
+                            runtime.settings.classify_templates)  # fmt: skip
+        note_random_weights(runtime)
+    if json_output:
+        print_json(report.as_dict())
+        return
+    counts = ", ".join(f"{shown(label)} {count}" for label, count in report.counts.most_common())
+    typer.echo(f"tagged {report.tagged} assets with {shown(report.key)}: {counts or 'none'}")
