@@ -44,6 +44,8 @@ STAGE_DECODE: Final = "decode"
 _WHITE = (255, 255, 255)
 _EXIF_IFD: Final = 0x8769
 _DATETIME_ORIGINAL: Final = 36867
+_DESCRIPTION, _MAKE, _MODEL = 0x010E, 0x010F, 0x0110
+EXIF_TEXT_CHARS: Final = 1000  # longest EXIF text kept (a description can be a whole essay)
 
 
 class RejectKind(StrEnum):
@@ -81,14 +83,26 @@ class DecodeLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ExifText:
+    """The EXIF words a person searches by: camera make and model, image description."""
+
+    camera_make: str | None = None
+    camera_model: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DecodedImage:
-    """An upright RGB picture and what we learned about the file while decoding it."""
+    """An upright RGB picture and what we learned about the file while decoding it.
+    ``width`` and ``height`` are the displayed size (EXIF orientation applied), at full
+    resolution even when JPEG draft decoding gave a smaller picture."""
 
     image: Image.Image
     format: str
     width: int
     height: int
     taken_at: datetime | None
+    exif: ExifText = ExifText()
 
 
 _configured = False
@@ -262,8 +276,10 @@ def _decode(data: bytes, limits: DecodeLimits) -> DecodedImage:
     image.load()  # first frame only: we never seek
     taken_at = _taken_at(image)
     upright = _upright(image)
+    if upright.size != image.size:  # turned a quarter: the displayed size is the other way
+        width, height = height, width
     rgb = to_rgb(upright)
-    return DecodedImage(rgb, file_format, width, height, taken_at)
+    return DecodedImage(rgb, file_format, width, height, taken_at, _exif_text(image))
 
 
 def _apply_draft(image: Image.Image, min_side: int) -> None:
@@ -280,6 +296,25 @@ def _upright(image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image)
     except Exception:  # corrupt EXIF must not cost the picture; it is only left unrotated
         return image
+
+
+def _exif_text(image: Image.Image) -> ExifText:
+    try:
+        exif = image.getexif()
+        make, model, description = (exif.get(tag) for tag in (_MAKE, _MODEL, _DESCRIPTION))
+    except Exception:  # unreadable EXIF: the text is optional metadata
+        return ExifText()
+    return ExifText(_clean(make, 128), _clean(model, 128), _clean(description, EXIF_TEXT_CHARS))
+
+
+def _clean(value: object, most: int) -> str | None:
+    """EXIF strings come NUL-padded, space-padded, sometimes as bytes; blank means absent."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    text = value.replace("\x00", "").strip()
+    return text[:most] or None
 
 
 def _taken_at(image: Image.Image) -> datetime | None:

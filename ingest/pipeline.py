@@ -26,7 +26,7 @@ from core.catalog.batching import chunked
 from core.catalog.models import Asset, AssetIndexState, AssetState, Location
 from core.encoder import Encoder
 from core.ids import sha256_of_bytes
-from core.images import DecodeLimits, ImageRejected, decode_bytes, read_limited
+from core.images import DecodeLimits, ExifText, ImageRejected, decode_bytes, read_limited
 from core.preprocess import PreprocessConfig, to_model_input
 from core.store.base import PointRecord, VectorIndex
 from ingest.payload import payloads_for
@@ -52,6 +52,7 @@ class Decoded:
     width: int
     height: int
     taken_at: datetime | None
+    exif: ExifText
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,10 @@ def prepare(item: WorkItem, limits: DecodeLimits, config: PreprocessConfig) -> P
     except Exception as error:  # a decoder bug must cost one file, never the batch
         log.exception("unexpected error preparing %s", item.path)
         return Rejected(item, "decode", f"unexpected {type(error).__name__}: {error}"[:500])
-    return Decoded(item, pixels, decoded.format, decoded.width, decoded.height, decoded.taken_at)
+    return Decoded(
+        item, pixels, decoded.format, decoded.width, decoded.height, decoded.taken_at,
+        decoded.exif,
+    )  # fmt: skip
 
 
 class Pipeline:
@@ -195,6 +199,9 @@ def _record_metadata(session: Session, decoded: Decoded) -> None:
         asset.width = decoded.width
         asset.height = decoded.height
         asset.taken_at = decoded.taken_at
+        asset.camera_make = decoded.exif.camera_make
+        asset.camera_model = decoded.exif.camera_model
+        asset.description = decoded.exif.description
 
 
 def _record_failures(session: Session, version_id: int, bad: Sequence[Rejected]) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,18 @@ from core.images import DecodeLimits, decode_bytes, decode_file
 from core.preprocess import to_model_input
 from core.runtime import Runtime
 from core.store import VectorIndex
-from search.postprocess import CUTOFF_WINDOW, adaptive_threshold, collapse_near_duplicates
 from search.query import (
     BadQuery,
     SearchOptions,
     Term,
     check_page,
     checked_options,
+    keyword_words,
     parse_terms,
     path_term,
 )
-from search.results import AssetInfo, Hit, LabelScore, TextHit, TextSetInfo
+from search.ranking import ranked_page
+from search.results import AssetInfo, Hit, LabelScore, SearchPage, TextHit, TextSetInfo
 from search.text_cache import TextVectorCache
 from search.texts import search_texts
 from search.zeroshot import (
@@ -110,40 +111,68 @@ class SearchService:
         return self.target().texts
 
     # -- queries --------------------------------------------------------------------------
+    # Each kind returns its hits; its ``*_page`` twin adds ``has_more`` and ``total``.
 
     def text(
         self, query: str, options: SearchOptions | None = None, target: LiveTarget | None = None
     ) -> list[Hit]:
         """``beach +sunset -people`` style text query."""
-        return self.search(parse_terms(query), options, target)
+        return self.text_page(query, options, target).hits
 
     def image(
         self, image: Path | bytes, options: SearchOptions | None = None,
         target: LiveTarget | None = None,
     ) -> list[Hit]:  # fmt: skip
-        t = target or self.target()
-        term = Term("image", image) if isinstance(image, bytes) else Term("path", str(image))
-        return self._search_vector(t, self._term_vector(t, term, trusted_path=True), options)
+        return self.image_page(image, options, target).hits
 
     def similar(
         self, asset_id: str, options: SearchOptions | None = None, target: LiveTarget | None = None
     ) -> list[Hit]:
         """More like this: the asset's own vector, without the asset itself."""
-        t = target or self.target()
-        options = checked_options(options or SearchOptions(), self._max_limit())
-        asset_id = _checked_id(asset_id)
-        vector = self.asset_vector(asset_id, t)
-        # One more from the top, so the page is still full once the asset itself is dropped.
-        widened = replace(options, limit=options.offset + options.limit + 1, offset=0)
-        hits = [hit for hit in self._ranked(t, vector, widened) if hit.id != asset_id]
-        return hits[options.offset : options.offset + options.limit]
+        return self.similar_page(asset_id, options, target).hits
 
     def search(
         self, terms: Sequence[Term], options: SearchOptions | None = None,
         target: LiveTarget | None = None,
     ) -> list[Hit]:  # fmt: skip
+        return self.search_page(terms, options, target).hits
+
+    def text_page(
+        self, query: str, options: SearchOptions | None = None, target: LiveTarget | None = None
+    ) -> SearchPage:
+        return self.search_page(parse_terms(query), options, target)
+
+    def search_page(
+        self, terms: Sequence[Term], options: SearchOptions | None = None,
+        target: LiveTarget | None = None,
+    ) -> SearchPage:  # fmt: skip
+        """Weighted terms; in keyword and hybrid modes the words of the positive text terms
+        are the keyword side (keyword mode computes no vector, so loads no model)."""
         t = target or self.target()
-        return self._search_vector(t, self.query_vector(terms, t), options)
+        options = self._checked(options)
+        words = [] if options.mode == "vector" else keyword_words(terms)
+        if options.mode != "vector" and not words:
+            raise BadQuery(f"{options.mode} mode needs words: give text terms")
+        vector = None if options.mode == "keyword" else self.query_vector(terms, t)
+        return ranked_page(t.index, vector, words, options)
+
+    def image_page(
+        self, image: Path | bytes, options: SearchOptions | None = None,
+        target: LiveTarget | None = None,
+    ) -> SearchPage:  # fmt: skip
+        t = target or self.target()
+        options = _vector_only(self._checked(options), "an image query")
+        term = Term("image", image) if isinstance(image, bytes) else Term("path", str(image))
+        return ranked_page(t.index, self._term_vector(t, term, trusted_path=True), [], options)
+
+    def similar_page(
+        self, asset_id: str, options: SearchOptions | None = None, target: LiveTarget | None = None
+    ) -> SearchPage:
+        t = target or self.target()
+        options = _vector_only(self._checked(options), "more like this")
+        asset_id = _checked_id(asset_id)
+        vector = self.asset_vector(asset_id, t)
+        return ranked_page(t.index, vector, [], options, exclude=asset_id)
 
     def query_vector(
         self, terms: Sequence[Term], target: LiveTarget | None = None
@@ -256,38 +285,15 @@ class SearchService:
     def _max_limit(self) -> int:
         return self._runtime.settings.search_max_limit
 
-    def _search_vector(
-        self, t: LiveTarget, vector: NDArray[np.float32], options: SearchOptions | None
-    ) -> list[Hit]:
-        options = checked_options(options or SearchOptions(), self._max_limit())
-        return self._ranked(t, vector, options)
+    def _checked(self, options: SearchOptions | None) -> SearchOptions:
+        return checked_options(options or SearchOptions(), self._max_limit())
 
-    def _ranked(
-        self, t: LiveTarget, vector: NDArray[np.float32], options: SearchOptions
-    ) -> list[Hit]:
-        """The refined page for checked options."""
-        index = t.index
-        refine = options.adaptive_cutoff or options.collapse_duplicates is not None
-        if not refine:
-            stored = index.search(vector, options.limit, options.offset, options.filters)
-            return [
-                Hit.from_stored(hit)
-                for hit in stored
-                if options.min_score is None or hit.score >= options.min_score
-            ]
-        # Refinements look at the ranked prefix, so fetch it from the top and slice after.
-        wanted = options.offset + options.limit
-        fetch = max(wanted, CUTOFF_WINDOW if options.adaptive_cutoff else 0)
-        if options.collapse_duplicates is not None:
-            fetch = max(fetch, wanted * _COLLAPSE_OVERFETCH)
-        stored = index.search(
-            vector, fetch, 0, options.filters,
-            with_vectors=options.collapse_duplicates is not None,
-        )  # fmt: skip
-        floor = options.min_score if options.min_score is not None else -1.0
-        if options.adaptive_cutoff:
-            floor = max(floor, adaptive_threshold([h.score for h in stored[:CUTOFF_WINDOW]]))
-        stored = [hit for hit in stored if hit.score >= floor]
-        if options.collapse_duplicates is not None:
-            stored = collapse_near_duplicates(stored, options.collapse_duplicates)
-        return [Hit.from_stored(hit) for hit in stored[options.offset : wanted]]
+
+def _vector_only(options: SearchOptions, kind: str) -> SearchOptions:
+    """Keyword and hybrid modes need words; an image or an asset has none."""
+    if options.mode != "vector":
+        raise BadQuery(
+            f"{kind} has no words for {options.mode} mode: search with text terms "
+            "(an image can be mixed with text in a terms query)"
+        )
+    return options

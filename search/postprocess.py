@@ -1,4 +1,5 @@
-"""Ranking refinements that look at the whole ranked list: cutoff and duplicate collapse.
+"""Ranking refinements that look at the whole ranked list: cutoff, duplicate collapse and
+date order.
 
 Both are prefix-stable (a hit's fate depends only on the hits ranked above it and on a fixed
 window of top scores), so paging through refined results stays consistent.
@@ -8,10 +9,11 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from datetime import datetime
 
 import numpy as np
 
-from core.store.base import StoredHit
+from core.store.base import StoredHit, as_utc
 
 CUTOFF_WINDOW = 100  # scores the adaptive cutoff studies, whatever page is asked for
 MIN_SPREAD = 0.02  # best - typical below this: nothing stands out, so nothing is returned
@@ -48,3 +50,17 @@ def collapse_near_duplicates(hits: Sequence[StoredHit], threshold: float) -> lis
         kept.append(hit)
         kept_vectors.append(hit.vector)
     return kept
+
+
+def sort_by_taken(hits: Sequence[StoredHit], newest_first: bool) -> list[StoredHit]:
+    """Date taken order (stable: equal dates keep their relevance order); undated hits last,
+    in relevance order, whichever the direction."""
+    dated = [hit for hit in hits if hit.payload.get("taken_at")]
+    undated = [hit for hit in hits if not hit.payload.get("taken_at")]
+    dated.sort(key=lambda hit: -_moment(hit) if newest_first else _moment(hit))
+    return dated + undated
+
+
+def _moment(hit: StoredHit) -> float:
+    moment = datetime.fromisoformat(str(hit.payload["taken_at"]))
+    return as_utc(moment).timestamp()

@@ -6,13 +6,23 @@ The query vector is the normalized weighted sum of the normalized term vectors, 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
-from core.store.base import SearchFilter
+from core.store.base import ORIENTATIONS, SearchFilter
+from core.store.keywords import words
 
 TermKind = Literal["text", "image", "path", "asset"]
+# vector: CLIP similarity. keyword: words of names, folders, metadata, tags and EXIF text.
+# hybrid: both, fused by weighted reciprocal rank fusion.
+Mode = Literal["vector", "keyword", "hybrid"]
+# relevance, or date taken (oldest / newest first) within the relevant set
+Sort = Literal["relevance", "taken_at", "-taken_at"]
+MODES: tuple[str, ...] = get_args(Mode)
+SORTS: tuple[str, ...] = get_args(Sort)
 MAX_TERMS = 16
 
 # The bounds of a query, in one place: the engine checks them, the HTTP schemas and routes
@@ -25,6 +35,11 @@ MAX_FORMAT_CHARS = 16
 MIN_SCORE_FLOOR, MIN_SCORE_CEILING = -1.0, 1.0  # min_score is a cosine in [floor, ceiling]
 # collapse_duplicates is a cosine in (floor, ceiling]: at 0 or below all hits would be one
 COLLAPSE_FLOOR, COLLAPSE_CEILING = 0.0, 1.0
+MAX_METADATA = 16  # key=value pairs in one filter
+MAX_META_VALUE_CHARS = 200
+MAX_CAMERA_CHARS = 128
+META_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # no dots: a key names one field of ``meta``
+META_KEY_RULE = "1 to 64 letters, digits, _ or -"
 
 
 class BadQuery(ValueError):
@@ -52,6 +67,9 @@ class SearchOptions:
     min_score: float | None = None
     adaptive_cutoff: bool = False
     collapse_duplicates: float | None = None  # cosine above which two hits count as one
+    mode: Mode = "vector"
+    keyword_weight: float = 0.5  # hybrid: the keyword side's share of the fused score, 0..1
+    sort: Sort = "relevance"
 
 
 def check_page(limit: int, offset: int, max_limit: int) -> None:
@@ -76,21 +94,70 @@ def checked_options(options: SearchOptions, max_limit: int) -> SearchOptions:
             f"collapse_duplicates must be above {COLLAPSE_FLOOR} and at most {COLLAPSE_CEILING},"
             f" got {collapse}"
         )
+    _check_ranking(options)
     filters = options.filters
+    _check_filters(filters)
+    formats = tuple(f.upper() for f in filters.formats)
+    if formats == filters.formats:
+        return options
+    return replace(options, filters=replace(filters, formats=formats))
+
+
+def _check_ranking(options: SearchOptions) -> None:
+    if options.mode not in MODES:
+        raise BadQuery(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+    if options.sort not in SORTS:
+        raise BadQuery(f"sort must be one of {', '.join(SORTS)}, got {options.sort!r}")
+    if not 0.0 <= options.keyword_weight <= 1.0:
+        raise BadQuery(f"keyword_weight must be between 0 and 1, got {options.keyword_weight}")
+    if options.mode == "keyword" and options.min_score is not None:
+        raise BadQuery("min_score is a cosine similarity; keyword mode has none (use hybrid)")
+
+
+def _check_filters(filters: SearchFilter) -> None:
     if filters.folder is not None and len(filters.folder) > MAX_PATH_CHARS:
         raise BadQuery(f"folder must be at most {MAX_PATH_CHARS} characters")
     if len(filters.formats) > MAX_FORMATS or any(
         len(f) > MAX_FORMAT_CHARS for f in filters.formats
     ):
         raise BadQuery(f"at most {MAX_FORMATS} formats of at most {MAX_FORMAT_CHARS} characters")
-    for name in ("min_width", "min_height"):
+    for low_name, high_name in (
+        ("min_width", "max_width"), ("min_height", "max_height"), ("min_bytes", "max_bytes"),
+    ):  # fmt: skip
+        low, high = getattr(filters, low_name), getattr(filters, high_name)
+        for name, value in ((low_name, low), (high_name, high)):
+            if value is not None and value < 0:
+                raise BadQuery(f"{name} must be at least 0, got {value}")
+        if low is not None and high is not None and low > high:
+            raise BadQuery(f"{low_name} ({low}) is above {high_name} ({high})")
+    if filters.orientation is not None and filters.orientation not in ORIENTATIONS:
+        raise BadQuery(
+            f"orientation must be one of {', '.join(ORIENTATIONS)}, got {filters.orientation!r}"
+        )
+    for name in ("camera_make", "camera_model"):
         value = getattr(filters, name)
-        if value is not None and value < 0:
-            raise BadQuery(f"{name} must be at least 0, got {value}")
-    formats = tuple(f.upper() for f in filters.formats)
-    if formats == filters.formats:
-        return options
-    return replace(options, filters=replace(filters, formats=formats))
+        if value is not None and not 1 <= len(value) <= MAX_CAMERA_CHARS:
+            raise BadQuery(f"{name} must be 1 to {MAX_CAMERA_CHARS} characters")
+    if len(filters.metadata) > MAX_METADATA:
+        raise BadQuery(f"at most {MAX_METADATA} metadata filters")
+    for key, value in filters.metadata:
+        if not META_KEY.match(key):
+            raise BadQuery(f"metadata key {key!r} must be {META_KEY_RULE}")
+        if not 1 <= len(value) <= MAX_META_VALUE_CHARS:
+            raise BadQuery(f"metadata value for {key!r} must be 1 to {MAX_META_VALUE_CHARS} chars")
+
+
+def parse_where(pair: str) -> tuple[str, str]:
+    """``key=value`` (a metadata filter, as the CLI's --where and the query string's where)."""
+    key, sign, value = pair.partition("=")
+    if not sign:
+        raise BadQuery(f"a metadata filter is key=value, got {pair!r}")
+    return key.strip(), value.strip()
+
+
+def keyword_words(terms: Sequence[Term]) -> list[str]:
+    """The words the keyword side searches for: those of the positive text terms."""
+    return [w for t in terms if t.kind == "text" and t.weight > 0 for w in words(str(t.value))]
 
 
 def parse_terms(text: str) -> list[Term]:

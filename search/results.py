@@ -20,22 +20,42 @@ class Hit:
     height: int | None
     format: str | None
     taken_at: str | None
+    name: str | None = None  # the original file name (an upload's, not its stored hash name)
+    orientation: str | None = None  # portrait, landscape or square (as displayed)
+    bytes: int | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    description: str | None = None  # EXIF image description
+    meta: dict[str, Any] | None = None  # the user's own metadata and tags
 
     @classmethod
-    def from_stored(cls, stored: StoredHit) -> Hit:
+    def from_stored(cls, stored: StoredHit, score: float | None = None) -> Hit:
+        """``score``: a fused score in place of the store's (hybrid search)."""
         payload = stored.payload
         return cls(
             id=stored.id,
-            score=stored.score,
-            path=payload.get("path"),
-            width=payload.get("width"),
-            height=payload.get("height"),
-            format=payload.get("format"),
-            taken_at=payload.get("taken_at"),
+            score=stored.score if score is None else score,
+            **{name: payload.get(name) for name in _PAYLOAD_FIELDS},
         )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_PAYLOAD_FIELDS = (
+    "path", "width", "height", "format", "taken_at", "name", "orientation", "bytes",
+    "camera_make", "camera_model", "description", "meta",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of hits. ``has_more``: a next page exists. ``total``: how many hits the whole
+    query has, where that is known exactly without extra work (else None)."""
+
+    hits: list[Hit]
+    has_more: bool
+    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,4 +93,4 @@ class TextSetInfo:
     count: int
 
 
-__all__ = ["AssetInfo", "Hit", "LabelScore", "TextHit", "TextSetInfo"]
+__all__ = ["AssetInfo", "Hit", "LabelScore", "SearchPage", "TextHit", "TextSetInfo"]

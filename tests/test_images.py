@@ -122,3 +122,44 @@ def test_orientation_tagged_photos_decode_upright(pillow_images: Path, orientati
 def test_non_square_orientation_swaps_width_and_height(pillow_images: Path) -> None:
     decoded = decode_file(pillow_images / "orientation_rectangle.jpg", LIMITS)
     assert decoded.image.size == (1, 2)
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize(
+    ("name", "displayed"),
+    [
+        ("orientation_rectangle.jpg", (1, 2)),  # stored 2x1, orientation 8
+        ("hopper_orientation_6.webp", (128, 128)),  # square: a quarter turn keeps it
+        ("hopper_orientation_3.jpg", (128, 128)),  # a half turn keeps the size
+    ],
+)
+def test_reported_size_is_the_displayed_size(
+    pillow_images: Path, name: str, displayed: tuple[int, int]
+) -> None:
+    decoded = decode_file(pillow_images / name, LIMITS)
+    assert (decoded.width, decoded.height) == displayed == decoded.image.size
+
+
+def test_turned_big_jpeg_reports_the_displayed_full_size_under_draft() -> None:
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 255, (1500, 2000, 3), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(photo, "JPEG", quality=80, exif=exif.tobytes())
+    limits = DecodeLimits(max_file_bytes=10**8, max_image_pixels=10**8, draft_min_side=224)
+    decoded = decode_bytes(data, limits)
+    assert (decoded.width, decoded.height) == (1500, 2000)
+    assert decoded.image.size[0] < decoded.image.size[1]
+
+
+def test_camera_and_description_are_read_from_exif() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Canon\x00"
+    exif[0x0110] = "  Canon EOS 5D Mark IV "
+    exif[0x010E] = "Sunset over the harbour"
+    data = encode(Image.new("RGB", (8, 8)), "JPEG", exif=exif.tobytes())
+    text = decode_bytes(data, LIMITS).exif
+    assert (text.camera_make, text.camera_model, text.description) == (
+        "Canon", "Canon EOS 5D Mark IV", "Sunset over the harbour",
+    )  # fmt: skip
+    plain = decode_bytes(encode(Image.new("RGB", (8, 8)), "PNG"), LIMITS).exif
+    assert plain.camera_make is plain.camera_model is plain.description is None

@@ -1,0 +1,136 @@
+"""From checked options to one page: candidates from the store (vector side, keyword side or
+both), then the refinements in a fixed order (cutoff, fusion, collapse, date sort), then the
+page, ``has_more`` and, where it is known exactly, ``total``.
+
+Every refinement is prefix-stable or works on a fixed window, so paging stays consistent:
+- the adaptive cutoff decides what is relevant from the top ``CUTOFF_WINDOW`` vector scores;
+- hybrid fuses the top ``HYBRID_DEPTH`` (or more, for deep pages) of each side;
+- a date sort orders the relevant set: what the cutoff kept, else the best ``SORT_WINDOW``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from core.store.base import StoredHit, VectorIndex
+from search.fusion import fuse
+from search.postprocess import (
+    CUTOFF_WINDOW,
+    adaptive_threshold,
+    collapse_near_duplicates,
+    sort_by_taken,
+)
+from search.query import SearchOptions
+from search.results import Hit, SearchPage
+
+HYBRID_DEPTH = 100  # candidates per side that hybrid fuses (more when the page is deeper)
+SORT_WINDOW = 1000  # without a cutoff, a date sort orders this many best hits
+_COLLAPSE_OVERFETCH = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    hits: list[StoredHit]
+    complete: bool  # every hit of the query is in ``hits`` (so its length is the total)
+
+
+def ranked_page(
+    index: VectorIndex,
+    vector: NDArray[np.float32] | None,
+    words: Sequence[str],
+    options: SearchOptions,
+    exclude: str | None = None,
+) -> SearchPage:
+    """``vector`` is None in keyword mode, ``words`` empty in vector mode; ``exclude``: an id
+    that is never a hit (the asset a "more like this" starts from)."""
+    if _plain(options, exclude):
+        assert vector is not None
+        return _plain_page(index, vector, options)
+    wanted = options.offset + options.limit
+    candidates = _candidates(index, vector, words, options, _depth(options, wanted), exclude)
+    hits = candidates.hits
+    if options.collapse_duplicates is not None:
+        hits = collapse_near_duplicates(hits, options.collapse_duplicates)
+    if options.sort != "relevance":
+        hits = sort_by_taken(hits, newest_first=options.sort == "-taken_at")
+    scored = [Hit.from_stored(hit) for hit in hits[options.offset : wanted]]
+    total = len(hits) if candidates.complete else None
+    return SearchPage(scored, has_more=len(hits) > wanted, total=total)
+
+
+def _plain(options: SearchOptions, exclude: str | None) -> bool:
+    """A vector query with no refinement: one store call for exactly the page."""
+    return (
+        options.mode == "vector" and exclude is None and options.sort == "relevance"
+        and not options.adaptive_cutoff and options.collapse_duplicates is None
+    )  # fmt: skip
+
+
+def _plain_page(
+    index: VectorIndex, vector: NDArray[np.float32], options: SearchOptions
+) -> SearchPage:
+    stored = index.search(vector, options.limit + 1, options.offset, options.filters)
+    floor = options.min_score
+    kept = [hit for hit in stored if floor is None or hit.score >= floor]
+    hits = [Hit.from_stored(hit) for hit in kept[: options.limit]]
+    total = index.count(options.filters) if floor is None else None
+    if len(kept) < len(stored):  # scores fall below the floor on this page: nothing follows
+        total = options.offset + len(kept)
+    return SearchPage(hits, has_more=len(kept) > options.limit, total=total)
+
+
+def _depth(options: SearchOptions, wanted: int) -> int:
+    """How many ranked candidates each side fetches from the top."""
+    depth = wanted + 1
+    if options.adaptive_cutoff:
+        depth = max(depth, CUTOFF_WINDOW)
+    if options.mode == "hybrid":
+        depth = max(depth, HYBRID_DEPTH)
+    if options.collapse_duplicates is not None:
+        depth = max(depth, (wanted + 1) * _COLLAPSE_OVERFETCH)
+    if options.sort != "relevance" and not options.adaptive_cutoff:
+        depth = max(depth, SORT_WINDOW)
+    return depth
+
+
+def _candidates(
+    index: VectorIndex,
+    vector: NDArray[np.float32] | None,
+    words: Sequence[str],
+    options: SearchOptions,
+    depth: int,
+    exclude: str | None,
+) -> Candidates:
+    with_vectors = options.collapse_duplicates is not None
+    fetch = depth + (exclude is not None)
+    sides: list[Candidates] = []
+    if vector is not None:
+        stored = index.search(vector, fetch, 0, options.filters, with_vectors=with_vectors)
+        sides.append(_relevant(stored, fetch, options, exclude))
+    if words:
+        stored = index.keyword_search(words, fetch, options.filters, with_vectors=with_vectors)
+        sides.append(_without(stored, fetch, exclude))
+    complete = all(side.complete for side in sides)
+    if len(sides) == 2:
+        return Candidates(fuse(sides[0].hits, sides[1].hits, options.keyword_weight), complete)
+    return Candidates(sides[0].hits, complete)
+
+
+def _relevant(
+    stored: list[StoredHit], fetched: int, options: SearchOptions, exclude: str | None
+) -> Candidates:
+    """The vector side above ``min_score`` and the adaptive cutoff (scores descend, so once
+    one hit falls below, every later one does: the relevant set is then complete)."""
+    floor = options.min_score if options.min_score is not None else -1.0
+    if options.adaptive_cutoff:
+        window = [hit.score for hit in stored if hit.id != exclude][:CUTOFF_WINDOW]
+        floor = max(floor, adaptive_threshold(window))
+    return _without([hit for hit in stored if hit.score >= floor], fetched, exclude)
+
+
+def _without(stored: list[StoredHit], fetched: int, exclude: str | None) -> Candidates:
+    return Candidates([hit for hit in stored if hit.id != exclude], len(stored) < fetched)
