@@ -19,6 +19,8 @@ from core.images import STAGE_READ, ImageRejected, RejectKind
 from core.runtime import NoIndexYet, UnknownIndexVersion
 from core.store.base import StoreError
 from ingest.libraries import UnknownLibrary
+from ingest.manifest import BadManifest
+from ingest.metadata import BadMetadata, NoSuchAsset
 from ingest.scan import UnusableRoot
 from ingest.uploads import BadUpload, UnknownJob
 from migrations.runner import CatalogNotAtHead
@@ -85,6 +87,8 @@ RULES: tuple[Rule, ...] = (
     # Configuration: a refused CLIPDEX_* value, a database URL that is not one, or a catalog
     # that cannot be reached (the message names the URL without its password).
     Rule((BadSettings, BadCatalogUrl, CatalogUnreachable), 503, server_fault=True),
+    Rule((BadMetadata, BadManifest), 422),  # the user's own metadata, manifests
+    Rule((NoSuchAsset,), 404, _lookup_message),
 )
 
 EXPECTED: tuple[type[Exception], ...] = tuple(t for rule in RULES for t in rule.types)

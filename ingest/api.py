@@ -1,4 +1,5 @@
-"""Upload endpoints: POST /v1/images -> 202 + job, GET /v1/jobs/{id}.
+"""Upload endpoints: POST /v1/images -> 202 + job, GET /v1/jobs/{id}; an asset's own
+metadata: PATCH /v1/assets/{id}; DELETE /v1/assets/{id}.
 
 Two routers, one per scope; the entry layer's app factory includes them behind the read and
 write keys. How accepted work is indexed is the entry layer's decision too: it puts a
@@ -12,9 +13,17 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ingest.batch import index_assets
+from ingest.metadata import (
+    Metadata,
+    checked,
+    checked_id,
+    checked_metadata,
+    delete_asset,
+    update_metadata,
+)
 from ingest.queueing import SendBatch, enqueue_pending
 from ingest.uploads import (
     BadUpload,
@@ -49,16 +58,14 @@ class JobOut(BaseModel):
     failures: list[dict[str, str]]
 
 
-def _parse_meta(metadata: str | None) -> dict[str, Any]:
+def _parse_meta(metadata: str | None) -> Metadata:
     if metadata is None:
         return {}
     try:
         parsed = json.loads(metadata)
     except json.JSONDecodeError as error:
         raise BadUpload(f"metadata must be a JSON object: {error.msg}") from None
-    if not isinstance(parsed, dict):
-        raise BadUpload("metadata must be a JSON object")
-    return parsed
+    return checked_metadata(parsed)
 
 
 @write_router.post("/v1/images", status_code=202, response_model=AcceptedOut)
@@ -106,3 +113,39 @@ def get_job(request: Request, job_id: str) -> JobOut:
 @read_router.get("/v1/jobs", response_model=list[JobOut])
 def list_jobs(request: Request) -> list[JobOut]:
     return [_job_out(status) for status in recent_jobs(request.app.state.runtime)]
+
+
+class MetadataPatch(BaseModel):
+    """``metadata``: keys to set (text, number, boolean or a list of them) or, with null, to
+    remove; keys not named stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    metadata: dict[str, Any]
+
+
+class AssetMetadataOut(BaseModel):
+    id: str
+    metadata: dict[str, str | list[str]]
+
+
+class ForgottenOut(BaseModel):
+    id: str
+    kind: str
+    paths: list[str]
+
+
+@write_router.patch("/v1/assets/{asset_id}", response_model=AssetMetadataOut, tags=["assets"])
+def patch_asset(request: Request, asset_id: str, body: MetadataPatch) -> AssetMetadataOut:
+    """Update an asset's own metadata (catalog and stored payloads); nothing is re-encoded."""
+    changes = checked(body.metadata, removals=True)
+    asset_id = checked_id(asset_id)  # by id only over HTTP, never by a server-side path
+    found, meta = update_metadata(request.app.state.runtime, asset_id, changes)
+    return AssetMetadataOut(id=found, metadata=meta)
+
+
+@write_router.delete("/v1/assets/{asset_id}", response_model=ForgottenOut, tags=["assets"])
+def delete_asset_route(request: Request, asset_id: str) -> ForgottenOut:
+    """Remove an upload (catalog, point, stored bytes) or forget a file's asset (catalog and
+    point; the file itself is never touched, and a rescan of its folder brings it back)."""
+    gone = delete_asset(request.app.state.runtime, asset_id)
+    return ForgottenOut(id=gone.id, kind=gone.kind, paths=gone.paths)

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -27,6 +26,7 @@ from core.catalog.models import (
 from core.ids import asset_id_for_digest, sha256_of_bytes
 from core.images import ImageRejected, identify
 from core.runtime import Runtime
+from ingest.metadata import Metadata, apply_metadata, refresh_payloads
 
 _REGISTER_TRIES = 5
 
@@ -97,17 +97,17 @@ def store_blob(root: Path, sha256: str, data: bytes) -> Path:
     return path
 
 
-def accept(runtime: Runtime, uploads: Sequence[Upload], meta: dict[str, Any]) -> AcceptedUpload:
+def accept(runtime: Runtime, uploads: Sequence[Upload], meta: Metadata) -> AcceptedUpload:
+    """Store, register and follow ``uploads``; ``meta`` (checked metadata) is merged into each
+    asset's own metadata before anything is encoded (and into the payload of points already
+    stored: the same bytes uploaded again)."""
     version = runtime.live_version()
-    root = runtime.settings.blobs
     asset_ids: list[str] = []
     new = 0
     for upload in uploads:
-        digest = sha256_of_bytes(upload.data)
-        path = store_blob(root, digest, upload.data)
-        created = _register(runtime, version.id, digest, path, len(upload.data))
+        asset_id, created = keep_bytes(runtime, version.id, upload.data)
         new += created
-        asset_ids.append(asset_id_for_digest(digest))
+        asset_ids.append(asset_id)
     job_id = str(uuid.uuid4())
     with runtime.sessions() as session:
         session.add(Job(id=job_id, kind="upload", index_version_id=version.id, meta=meta))
@@ -115,8 +115,20 @@ def accept(runtime: Runtime, uploads: Sequence[Upload], meta: dict[str, Any]) ->
         for upload, asset_id in zip(uploads, asset_ids, strict=True):
             names.setdefault(asset_id, upload.filename)
         session.add_all(JobAsset(job_id=job_id, asset_id=a, filename=n) for a, n in names.items())
+        changed = apply_metadata(session, dict.fromkeys(names, meta)) if meta else set()
         session.commit()
+    if changed:
+        refresh_payloads(runtime, changed)
     return AcceptedUpload(job_id, version.id, asset_ids, new, len(uploads) - new)
+
+
+def keep_bytes(runtime: Runtime, version_id: int, data: bytes) -> tuple[str, bool]:
+    """Store ``data`` by content under the blob root and register it as pending in
+    ``version_id`` (uploads, downloaded URLs); returns the asset id and whether it is new."""
+    digest = sha256_of_bytes(data)
+    path = store_blob(runtime.settings.blobs, digest, data)
+    created = _register(runtime, version_id, digest, path, len(data))
+    return asset_id_for_digest(digest), created
 
 
 def _register(runtime: Runtime, version_id: int, digest: str, path: Path, size: int) -> bool:

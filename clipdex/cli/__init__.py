@@ -15,6 +15,7 @@ from clipdex.cli import (
     recovery,
     searching,
     serving,
+    tagging,
     texts,
     verifying,
 )
@@ -35,6 +36,7 @@ for _group in (
     indexes,
     evaluating,
     library_tools,
+    tagging,
 ):
     _group.register(app)
 

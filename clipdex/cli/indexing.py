@@ -27,6 +27,9 @@ def ingest(
         bool, typer.Option(help="With CLIPDEX_BROKER_URL: wait until workers are done.")
     ] = True,
     json_output: JsonOption = False,
+    manifest: Annotated[
+        bool, typer.Option("--manifest", help="PATHS are manifests (else known by content).")
+    ] = False,
 ) -> None:
     """Scan folders, encode new images, and bring the index in line with what is on disk.
 
@@ -35,6 +38,12 @@ def ingest(
 
     Example: clipdex ingest ~/Pictures --json"""
     paths = paths or []  # no folder: every library (`clipdex library add`)
+    from ingest.manifest import is_manifest
+
+    if manifest or any(is_manifest(path) for path in paths):  # CSV / JSONL of paths and URLs
+        from clipdex.cli.manifests import ingest_manifests
+
+        return ingest_manifests(paths, wait, json_output)
     from clipdex.dispatch import dispatch_for
     from clipdex.progress import TerminalProgress, wants_bar
     from ingest.run import ingest as run_ingest
