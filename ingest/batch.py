@@ -15,17 +15,19 @@ one image that was in flight, and only that image reaches the cap and is dead-le
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
 from core.catalog.batching import chunked
-from core.catalog.index_versions import check_declared
 from core.catalog.models import AssetIndexState, AssetState, IndexVersion, utcnow
-from core.runtime import Runtime
+from core.runtime import Runtime, UnknownIndexVersion
 from ingest.pipeline import Pipeline, WorkItem, work_items
 from ingest.records import adopt_stored, fail_live_paths
+
+log = logging.getLogger(__name__)
 
 OPEN_STATES = (AssetState.PENDING, AssetState.QUEUED, AssetState.PROCESSING)
 STAGE_WORKER = "worker"  # the failure stage of a dead-lettered asset (not a bad file)
@@ -68,10 +70,19 @@ def index_assets(
     before_encode: BeforeEncode | None = None,
 ) -> BatchOutcome:
     """Index ``asset_ids`` into the collection of ``version_id``, the version the message names
-    (never the process's idea of the live one), with a model that must have built it."""
-    version = runtime.version(version_id)
-    check_declared(version, runtime.encoder.declared)
+    (never the process's idea of the live one), with the model that builds that version
+    (``runtime.encoder_for``: a reindex's new model while the live one keeps its own).
+
+    A version that was dropped meanwhile has no rows and no collection left: the batch is
+    skipped with a log line. A retired version (after a swap) still has its own rows and
+    collection, and its work goes there, never into another version's collection."""
     outcome = BatchOutcome()
+    try:
+        version = runtime.version(version_id)
+    except UnknownIndexVersion:
+        log.warning("index version %d was dropped: skipping %d assets", version_id, len(asset_ids))
+        outcome.skipped = len(asset_ids)
+        return outcome
     fresh, suspects = _claim(runtime, version_id, asset_ids, outcome)
     if fresh:
         _encode(runtime, version, fresh, outcome, before_encode)
@@ -174,8 +185,8 @@ def _encode(
         return
     size = runtime.settings.batch_size
     pipeline = Pipeline(
-        runtime.encoder, index, runtime.sessions, version.id, runtime.decode_limits(version),
-        size, runtime.settings.decode_workers,
+        runtime.encoder_for(version), index, runtime.sessions, version.id,
+        runtime.decode_limits(version), size, runtime.settings.decode_workers,
     )  # fmt: skip
     on_batch = None
     if before_encode is not None:  # the pipeline finishes its batches in this order

@@ -13,8 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from core.catalog.batching import chunked
@@ -29,12 +30,13 @@ from core.catalog.models import (
     IndexVersion,
     Location,
     VersionState,
-    utcnow,
 )
 from core.encoder import Encoder
 from core.images import DecodeLimits
 from core.runtime import Runtime
+from ingest.building import add_pending
 from ingest.pipeline import Pipeline, work_items
+from ingest.queueing import SendBatch, queue_pending, reconcile
 from ingest.records import adopt_stored
 from ingest.run import Progress
 
@@ -61,7 +63,8 @@ class ReindexReport:
     model: str = ""
     resumed: bool = False
     registered: int = 0
-    encoded: int = 0
+    queued: int = 0  # sent to workers (``plan.send``)
+    encoded: int = 0  # with workers: assets they finished (their logs split encoded/reused)
     reused: int = 0
     failed: int = 0
     removed: int = 0
@@ -78,8 +81,20 @@ class ReindexReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Workers:
+    """Encode through workers: the outbox sends batches naming the version; the run waits for
+    its rows to settle and sends again what stalls longer than ``reconcile_after`` seconds."""
+
+    send: SendBatch
+    task_batch_size: int
+    reconcile_after: float
+    poll_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class ReindexPlan:
-    """What a run needs besides the kernel: the new model and how to feed it."""
+    """What a run needs besides the kernel: the new model and how to feed it (inline, or
+    through ``workers``)."""
 
     encoder: Encoder
     limits: DecodeLimits
@@ -87,6 +102,7 @@ class ReindexPlan:
     decode_workers: int
     swap: bool = True
     before_write: Callable[[], None] | None = None
+    workers: Workers | None = None
 
 
 def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = None) -> ReindexReport:
@@ -142,9 +158,12 @@ def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = Non
         if work:
             phase = "reindexing" if report.catch_up_passes == 1 else "catching up"
             progress.phase(phase, len(work))
-            outcome = pipeline.run(work, progress.advance)
-            report.encoded += outcome.encoded
-            report.failed += outcome.failed
+            if plan.workers is None:
+                outcome = pipeline.run(work, progress.advance)
+                report.encoded += outcome.encoded
+                report.failed += outcome.failed
+            else:
+                _through_workers(runtime, version.id, plan.workers, progress, report)
         if not work and not added and not removed and not reused:
             break
         if report.catch_up_passes >= MAX_CATCH_UP_PASSES:
@@ -168,6 +187,49 @@ def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = Non
     return report
 
 
+def _through_workers(
+    runtime: Runtime, version_id: int, workers: Workers, progress: Progress, report: ReindexReport
+) -> None:
+    """Send the version's pending rows to the workers (outbox) and wait until none is pending,
+    queued or processing. Pending rows that appear meanwhile (an ingest writing to the building
+    version) are sent too; rows stuck past the deadline (a lost broker, a killed earlier run)
+    are sent again."""
+    before = _counts(runtime, version_id)
+    left = sum(before.get(state, 0) for state in OPEN)
+    last_progress = time.monotonic()
+    while left:
+        if _counts(runtime, version_id).get(AssetState.PENDING, 0):
+            sent = queue_pending(
+                runtime.sessions, version_id, workers.send, workers.task_batch_size
+            )
+            report.queued += sent.queued
+        time.sleep(workers.poll_seconds)
+        counts = _counts(runtime, version_id)
+        now_left = sum(counts.get(state, 0) for state in OPEN)
+        if now_left < left:
+            progress.advance(left - now_left)
+            last_progress = time.monotonic()
+        elif time.monotonic() - last_progress > workers.reconcile_after:
+            age = timedelta(seconds=workers.reconcile_after)
+            reconcile(runtime.sessions, version_id, workers.send, age, workers.task_batch_size)
+            last_progress = time.monotonic()
+        left = now_left
+    after = _counts(runtime, version_id)
+    for field, state in (("encoded", AssetState.INDEXED), ("failed", AssetState.FAILED)):
+        grown = after.get(state, 0) - before.get(state, 0)
+        setattr(report, field, getattr(report, field) + max(grown, 0))
+
+
+def _counts(runtime: Runtime, version_id: int) -> dict[str, int]:
+    with runtime.sessions() as session:
+        rows = session.execute(
+            select(AssetIndexState.state, func.count())
+            .where(AssetIndexState.index_version_id == version_id)
+            .group_by(AssetIndexState.state)
+        )
+        return {state: int(count) for state, count in rows}
+
+
 def _register_live_assets(session: Session, version_id: int) -> int:
     """Every asset with a live path gets a ``pending`` row for the new version (once)."""
     live_assets = set(
@@ -178,21 +240,7 @@ def _register_live_assets(session: Session, version_id: int) -> int:
             select(AssetIndexState.asset_id).where(AssetIndexState.index_version_id == version_id)
         )
     )
-    return _add_pending(session, version_id, live_assets - known)
-
-
-def _add_pending(session: Session, version_id: int, ids: set[str]) -> int:
-    now = utcnow()
-    for chunk in chunked(sorted(ids)):
-        session.execute(
-            insert(AssetIndexState),
-            [
-                {"asset_id": a, "index_version_id": version_id, "state": AssetState.PENDING,
-                 "attempts": 0, "updated_at": now}
-                for a in chunk
-            ],
-        )  # fmt: skip
-    return len(ids)
+    return add_pending(session, version_id, live_assets - known)
 
 
 def _states(session: Session, version_id: int) -> dict[str, str]:
@@ -212,7 +260,7 @@ def _catch_up(
     live one no longer indexes leave it (points and rows). Failures stay recorded."""
     live = {a for a, state in _states(session, live_id).items() if state == AssetState.INDEXED}
     new = _states(session, new_id)
-    _add_pending(session, new_id, live - set(new))
+    add_pending(session, new_id, live - set(new))
     stale = sorted(a for a, state in new.items() if a not in live and state != AssetState.FAILED)
     for chunk in chunked(stale):
         delete_points(list(chunk))

@@ -27,6 +27,7 @@ from core.images import STAGE_READ
 from core.runtime import Runtime
 from core.settings import Settings
 from core.store import VectorIndex
+from ingest.building import mirror_to_building
 from ingest.forget import refresh_payloads, remove_orphans
 from ingest.libraries import ScanPlan, plan_scans, record_scans
 from ingest.pipeline import Pipeline, StageTimes, work_items
@@ -146,6 +147,7 @@ def _run(
             ],
         )
         report.removed = remove_orphans(session, version.id, index, registered.orphaned)
+        mirror_to_building(session, version.id, runtime.index_of, registered.orphaned)
         refresh_payloads(session, version.id, index, registered.touched)
         record_scans(session, plan, per_library)
         session.commit()

@@ -141,6 +141,54 @@ def test_interrupted_reindex_resumes_without_encoding_twice(
     assert indexed(runtime, report.version) == indexed(runtime, live.id)
 
 
+@pytest.mark.unit
+def test_ingest_during_a_build_writes_to_the_building_version(
+    runtime: Runtime, library: Path
+) -> None:
+    """Assets ingested while a version builds get pending rows there at once; assets deleted
+    leave it (point and row); the resumed reindex encodes each new asset once."""
+    from core.catalog.models import Location
+
+    ingest(runtime, [library])
+    dying = OtherFake(fail_after=4)
+    with pytest.raises(KeyboardInterrupt):
+        reindex(runtime, plan_for(runtime, dying))
+    with runtime.sessions() as session:
+        [building] = [v for v in all_versions(session) if v.state == "building"]
+        stored = sorted(indexed(runtime, building.id))
+        gone = Path(
+            session.scalars(select(Location.path).where(Location.asset_id == stored[0])).one()
+        )
+    assert stored and stored[0] in points(runtime, building.id)
+    extra = library / "extra.jpg"
+    shutil.copy2(gone, extra)
+    rotate(extra)
+    gone.unlink()
+    live = runtime.live_version()
+    before = indexed(runtime, live.id)
+    ingest(runtime, [library])
+    [added] = indexed(runtime, live.id) - before
+    with runtime.sessions() as session:
+        rows = {
+            asset_id: state
+            for asset_id, state in session.execute(
+                select(AssetIndexState.asset_id, AssetIndexState.state).where(
+                    AssetIndexState.index_version_id == building.id
+                )
+            )
+        }
+    assert rows[added] == AssetState.PENDING  # written to the building version by the ingest
+    assert stored[0] not in rows and stored[0] not in points(runtime, building.id)
+
+    resumed = OtherFake()
+    report = reindex(runtime, plan_for(runtime, resumed))
+    assert report.version == building.id and report.removed == 0  # nothing left to catch up
+    assert added in indexed(runtime, report.version)
+    assert indexed(runtime, report.version) == points(runtime, report.version)
+    assert indexed(runtime, report.version) == indexed(runtime, live.id)
+    assert resumed.images_encoded == len(indexed(runtime, live.id)) - (len(stored) - 1)
+
+
 @pytest.mark.tiny_real
 def test_reindex_to_vit_b_32_ranks_like_a_fresh_index(
     tmp_path: Path, photos: Path, random_vit_checkpoint: Path

@@ -88,7 +88,7 @@ def register_tasks(app: Celery, settings: Settings, crash_on_sha256: str | None 
         if runtime is None:  # a solo/threads pool sends no worker_process_init
             runtime = _ChildState.runtime = open_runtime(settings)
         outcome = index_assets(runtime, version_id, asset_ids, before_encode)
-        log.info("batch of %d: %s", len(asset_ids), outcome.as_dict())
+        log.info("batch of %d for version %d: %s", len(asset_ids), version_id, outcome.as_dict())
         return outcome.as_dict()
 
 

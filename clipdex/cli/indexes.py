@@ -16,6 +16,9 @@ from clipdex.display import shown
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
+    from core.settings import Settings
+    from ingest.queueing import SendBatch
+    from ingest.reindex import Workers
 
 index_app = typer.Typer(help="Index versions: list, activate (or roll back), drop.")
 
@@ -136,6 +139,7 @@ def reindex(
     (by more than --max-drop) on the given queries.
 
     Example: clipdex reindex --model ViT-B-32 --pretrained openai --json"""
+    from clipdex.dispatch import dispatch_for
     from clipdex.progress import TerminalProgress, wants_bar
     from core.catalog.index_versions import VersionRefused
     from core.diskspace import check_free_space, write_paths
@@ -164,6 +168,7 @@ def reindex(
             decode_workers=settings.decode_workers,
             swap=swap and queries is None,
             before_write=lambda: check_free_space(space, settings.min_free_bytes),
+            workers=_workers(dispatch_for(settings), settings),
         )
         _ = runtime.store  # take the embedded store's lock before any work
         try:
@@ -183,6 +188,15 @@ def reindex(
         _print_report(report, gated)
     if gated is not None and not gated["passed"]:
         raise typer.Exit(1)
+
+
+def _workers(send: SendBatch | None, settings: Settings) -> Workers | None:
+    """With CLIPDEX_BROKER_URL the encoding goes to workers through the outbox."""
+    from ingest.reindex import Workers
+
+    if send is None:
+        return None
+    return Workers(send, settings.task_batch_size, float(settings.reconcile_after_seconds))
 
 
 def _gate(
