@@ -107,6 +107,49 @@ def remove(
     )
 
 
+def watch(
+    rescan: Annotated[
+        int | None,
+        typer.Option(help="Seconds between full rescans (default CLIPDEX_WATCH_RESCAN_SECONDS)."),
+    ] = None,
+) -> None:
+    """Keep every library indexed: new, changed, moved and deleted files are picked up within
+    seconds (debounced into batches), with a full rescan at start and every --rescan seconds.
+    Runs until interrupted (Ctrl-C). With `clipdex serve`, use `serve --watch` instead.
+
+    Example: clipdex library add ~/Pictures && clipdex watch"""
+    import threading
+    from collections.abc import Sequence
+
+    from ingest.run import ingest as run_ingest
+    from ingest.watch import LibraryWatcher
+
+    with opened_runtime() as runtime:
+        lock = threading.Lock()
+
+        def ingest_paths(paths: Sequence[Path]) -> None:
+            with lock:
+                report = run_ingest(runtime, list(paths))
+            what = ", ".join(shown(str(p)) for p in paths) or "every library"
+            typer.echo(
+                f"{what}: {report.new} new, {report.modified} modified, {report.moved} moved, "
+                f"{report.removed} removed, {report.encoded} encoded, {report.failed} failed"
+            )
+            for root in report.missing_roots:
+                typer.echo(f"warning: library root {shown(root)} is missing", err=True)
+
+        settings = runtime.settings
+        seconds = settings.watch_rescan_seconds if rescan is None else rescan
+        watcher = LibraryWatcher(
+            runtime.sessions, ingest_paths, settings.watch_debounce_ms, seconds
+        )
+        typer.echo("watching the libraries; Ctrl-C to stop", err=True)
+        try:
+            watcher.run()
+        except KeyboardInterrupt:
+            typer.echo("stopped", err=True)
+
+
 def library_lines(runtime: Any) -> list[str]:
     """``describe`` for every library, for `status` and `failures`."""
     from ingest.libraries import list_libraries
@@ -120,3 +163,4 @@ def register(app: typer.Typer) -> None:
     library_app.command("list")(list_)
     library_app.command()(remove)
     app.add_typer(library_app, name="library")
+    app.command()(watch)
