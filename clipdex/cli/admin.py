@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from clipdex.cli.common import (
@@ -10,6 +12,7 @@ from clipdex.cli.common import (
     expected_errors,
     opened_runtime,
     print_json,
+    served_home,
 )
 from clipdex.display import shown
 
@@ -44,11 +47,20 @@ def status(json_output: JsonOption = False) -> None:
     """Catalog counts by state, points in the live index, and the index's model identity."""
     from core.status import collect_status
 
-    with opened_runtime() as runtime:
-        report = collect_status(runtime)
+    home = served_home()
+    if home is not None:
+        with expected_errors():
+            report = home.status()
+    else:
+        with opened_runtime() as runtime:
+            report = collect_status(runtime)
     if json_output:
         print_json(report)
         return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
     model = report["model"]
     typer.echo(f"home:      {shown(report['home'])}")
     typer.echo(f"store:     {shown(report['store'])}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    from clipdex.remote import RemoteHome
     from core.runtime import Runtime
     from core.settings import Settings
 
@@ -52,13 +53,30 @@ def checked_settings() -> Settings:
 def expected_errors() -> Iterator[None]:
     """Every expected failure (the error table, missing files) as one line and exit code 2."""
     from clipdex.errors import EXPECTED, message_of
+    from search.client import ClipdexError
 
     try:
         yield
     except EXPECTED as error:
         fail(message_of(error))
+    except ClipdexError as error:  # the home server's answer: the same line it would print
+        fail(error.detail)
     except OSError as error:
         fail(str(error))
+
+
+def served_home() -> RemoteHome | None:
+    """The ``clipdex serve`` that owns this embedded home now, or None (then open the kernel:
+    no server runs, or the store is a Qdrant server every process opens itself)."""
+    from clipdex.homeserver import live_server
+    from clipdex.remote import RemoteHome
+
+    with expected_errors():
+        settings = checked_settings()
+    if settings.qdrant_url is not None:
+        return None
+    server = live_server(settings.home)
+    return RemoteHome(server) if server is not None else None
 
 
 @contextmanager
@@ -80,9 +98,14 @@ def opened_runtime() -> Iterator[Runtime]:
 
 def note_random_weights(runtime: Runtime) -> None:
     """Say on stderr when the live index's model has random weights; loads no model."""
-    from clipdex.display import shown
     from core.catalog.index_versions import identity_of
 
     identity = identity_of(runtime.live_version())
     if identity.random_weights:
-        typer.echo(f"clipdex: note: model is {shown(identity.label)}", err=True)
+        note_model(identity.label)
+
+
+def note_model(label: str) -> None:
+    from clipdex.display import shown
+
+    typer.echo(f"clipdex: note: model is {shown(label)}", err=True)

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
+from clipdex.cli.common import (
+    JsonOption,
+    expected_errors,
+    fail,
+    opened_runtime,
+    print_json,
+    served_home,
+)
 from clipdex.display import shown
 
 if TYPE_CHECKING:
@@ -79,16 +86,21 @@ def activate(
     Example: clipdex index activate 1"""
     from core.catalog.index_versions import VersionRefused
 
-    with opened_runtime() as runtime:
-        try:
-            new, old = runtime.activate(version)
-        except VersionRefused as error:
-            fail(str(error))
-    result = {"live": new.id, "collection": new.collection, "retired": old.id if old else None}
+    home = served_home()
+    if home is not None:  # `clipdex serve` owns this embedded home: it activates and follows
+        with expected_errors():
+            result = home.activate(version)
+    else:
+        with opened_runtime() as runtime:
+            try:
+                new, old = runtime.activate(version)
+            except VersionRefused as error:
+                fail(str(error))
+        result = {"live": new.id, "collection": new.collection, "retired": old.id if old else None}
     if json_output:
         print_json(result)
         return
-    typer.echo(f"index version {new.id} is live ({shown(new.collection)})")
+    typer.echo(f"index version {result['live']} is live ({shown(result['collection'])})")
 
 
 @index_app.command("drop")
@@ -149,6 +161,12 @@ def reindex(
     from ingest.reindex import reindex as run_reindex
     from search.evaluate import load_queries
 
+    home = served_home()
+    if home is not None:  # `clipdex serve` owns this embedded home: the reindex runs in it
+        order = {"model": model, "pretrained": pretrained, "swap": swap, "max_drop": max_drop,
+                 "gate": str(gate.absolute()) if gate else None}  # fmt: skip
+        _print_outcome(*home.reindex(order, json_output), json_output)
+        return
     queries = None
     if gate is not None:
         try:
@@ -182,6 +200,10 @@ def reindex(
         if queries is not None and report.state == "ready":
             gated = _gate(runtime, report.version, queries, max_drop, swap)
             report.state, report.swapped = gated["state"], gated["swapped"]
+    _print_outcome(report, gated, json_output)
+
+
+def _print_outcome(report: Any, gated: dict[str, Any] | None, json_output: bool) -> None:
     if json_output:
         print_json({**report.as_dict(), **({"gate": gated} if gated else {})})
     else:

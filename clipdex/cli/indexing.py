@@ -7,13 +7,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clipdex.cli.common import JsonOption, opened_runtime, print_json
+from clipdex.cli.common import (
+    JsonOption,
+    expected_errors,
+    opened_runtime,
+    print_json,
+    served_home,
+)
 from clipdex.display import shown
 
 if TYPE_CHECKING:
     from clipdex.progress import TerminalProgress
     from core.runtime import Runtime
     from ingest.queueing import SendBatch
+    from ingest.run import IngestReport
 
 OPEN_STATES = ("pending", "queued", "processing")
 
@@ -46,8 +53,19 @@ def ingest(
         return ingest_manifests(paths, wait, json_output)
     from clipdex.dispatch import dispatch_for
     from clipdex.progress import TerminalProgress, wants_bar
+    from ingest.run import IngestReport
     from ingest.run import ingest as run_ingest
 
+    home = served_home()
+    if home is not None:  # `clipdex serve` owns this embedded home: it does the work
+        with expected_errors():
+            if wants_bar(json_output):
+                with TerminalProgress() as bar:
+                    done = home.ingest(paths, bar)
+            else:
+                done = home.ingest(paths, None)
+        _print_ingest(IngestReport(**done), None, json_output)
+        return
     with opened_runtime() as runtime:
         dispatch = dispatch_for(runtime.settings)
         waits = dispatch is not None and wait
@@ -61,6 +79,10 @@ def ingest(
             if dispatch is not None and waits:
                 _wait_for_workers(runtime, dispatch, None)
         settled = _open_counts(runtime) if waits else None
+    _print_ingest(report, settled, json_output)
+
+
+def _print_ingest(report: IngestReport, settled: dict[str, int] | None, json_output: bool) -> None:
     if json_output:
         # With workers, the catalog's counts once they are done (`encoded` counts inline work).
         print_json({**report.as_dict(), **({"states": settled} if settled else {})})
@@ -122,15 +144,15 @@ def _wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgre
 
 def failures(json_output: JsonOption = False) -> None:
     """List every file that could not be indexed, with the stage and the reason."""
-    from sqlalchemy import select
+    from ingest.failures import failure_rows
 
-    from core.catalog.models import Failure
-
-    with opened_runtime() as runtime, runtime.sessions() as session:
-        rows = session.scalars(select(Failure).order_by(Failure.path)).all()
-    listed = [
-        {"path": r.path, "stage": r.stage, "reason": r.reason, "attempts": r.attempts} for r in rows
-    ]
+    home = served_home()
+    if home is not None:
+        with expected_errors():
+            listed = home.failures()
+    else:
+        with opened_runtime() as runtime, runtime.sessions() as session:
+            listed = failure_rows(session)
     if json_output:
         print_json(listed)
         return

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, note_random_weights, opened_runtime, print_json
+from clipdex.cli.common import (
+    JsonOption,
+    expected_errors,
+    fail,
+    note_random_weights,
+    opened_runtime,
+    print_json,
+    served_home,
+)
 from clipdex.display import shown
 
 
@@ -62,6 +70,13 @@ def search(
         limit=limit, offset=offset, filters=filters, min_score=min_score, adaptive_cutoff=cutoff,
         collapse_duplicates=collapse,
     )  # fmt: skip
+    home = served_home()
+    if home is not None:  # `clipdex serve` owns this embedded home: it answers
+        with expected_errors():
+            hits = home.search(text, image, options)
+            home.note_random_weights()
+        _print_hits(hits, offset, json_output)
+        return
     with opened_runtime() as runtime:
         service = SearchService(runtime)
         if image is not None:
@@ -92,6 +107,12 @@ def similar(
     from search.engine import SearchService
     from search.query import SearchOptions
 
+    home = served_home()
+    if home is not None:  # `clipdex serve` owns this embedded home: it answers
+        with expected_errors():
+            hits = home.similar(asset_id, SearchOptions(limit=limit, offset=offset))
+        _print_hits(hits, offset, json_output)
+        return
     with opened_runtime() as runtime:
         hits = SearchService(runtime).similar(asset_id, SearchOptions(limit=limit, offset=offset))
     _print_hits(hits, offset, json_output)
@@ -104,8 +125,13 @@ def asset(
     """What the catalog knows about one asset: paths, format, size, state."""
     from search.engine import SearchService
 
-    with opened_runtime() as runtime:
-        info = SearchService(runtime).asset(asset_id)
+    home = served_home()
+    if home is not None:  # `clipdex serve` owns this embedded home: it answers
+        with expected_errors():
+            info = home.asset(asset_id)
+    else:
+        with opened_runtime() as runtime:
+            info = SearchService(runtime).asset(asset_id)
     if json_output:
         print_json(info.as_dict())
         return

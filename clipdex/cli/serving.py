@@ -8,6 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    import socket
+    from pathlib import Path
+
+    from fastapi import FastAPI
+
     from core.settings import Settings
 
 
@@ -34,7 +39,9 @@ def anonymous_exposure(host: str, settings: Settings) -> str | None:
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8700).")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port (default 8700; 0: any free one).")
+    ] = None,
     allow_anonymous: Annotated[
         bool,
         typer.Option(
@@ -47,7 +54,9 @@ def serve(
     """Run the HTTP API and the results page (OpenAPI at /docs).
 
     Without API keys it serves only on loopback (127.0.0.0/8, ::1, localhost) unless given
-    --allow-anonymous. Example: clipdex serve --host 0.0.0.0 (with CLIPDEX_API_READ_KEYS set).
+    --allow-anonymous. On an embedded home (no CLIPDEX_QDRANT_URL) the other commands on this
+    home (ingest, search, status, reindex...) work through this server while it runs.
+    Example: clipdex serve --host 0.0.0.0 (with CLIPDEX_API_READ_KEYS set).
     """
     from clipdex.cli.common import checked_settings, expected_errors, fail
 
@@ -58,9 +67,8 @@ def serve(
     if refusal is not None and not allow_anonymous:
         fail(refusal)
 
-    import uvicorn
-
     from clipdex.catalog import open_ready_runtime
+    from clipdex.homeserver import new_token
     from clipdex.http import create_app
 
     with expected_errors():  # a locked store, a catalog not at head, missing weights: one line
@@ -71,10 +79,41 @@ def serve(
         except BaseException:
             runtime.close()
             raise
+    embedded = settings.qdrant_url is None  # then this process owns the home's store
+    token = new_token() if embedded else None
+    app = create_app(settings, runtime, local_token=token)
     try:
-        uvicorn.run(create_app(settings, runtime), host=bind, port=port or settings.api_port)
+        _run(app, bind, settings.api_port if port is None else port, settings.home, token)
     finally:
         runtime.close()
+
+
+def _run(app: FastAPI, host: str, port: int, home: Path, token: str | None) -> None:
+    """uvicorn; with ``token`` (an embedded home), ``serve.json`` names this server to the
+    other commands once it listens, and goes away when it stops."""
+    import os
+
+    import uvicorn
+
+    from clipdex.homeserver import HomeServer, local_url, remove_claim, write_claim
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if token is not None and self.started and self.servers:
+                bound = self.servers[0].sockets[0].getsockname()[1]
+                write_claim(home, HomeServer(local_url(host, bound), os.getpid(), token))
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if token is not None:  # before uvicorn re-raises a SIGTERM it caught, ending us
+                remove_claim(home, os.getpid())
+            await super().shutdown(sockets=sockets)
+
+    try:
+        Server(uvicorn.Config(app, host=host, port=port)).run()
+    finally:
+        if token is not None:
+            remove_claim(home, os.getpid())
 
 
 def register(app: typer.Typer) -> None:
