@@ -10,7 +10,7 @@ export function setApiKey(value) { localStorage.setItem(KEY, value); }
 function headers() { return apiKey() ? { "X-API-Key": apiKey() } : {}; }
 
 // Page field name -> how it goes to the API. Lists (formats, metadata) are repeated names.
-const LISTS = { format: "format", metadata: "metadata" };
+const LISTS = { format: "format", metadata: "where" };
 const KB = { min_kb: "min_bytes", max_kb: "max_bytes" };
 
 function split(value) {
