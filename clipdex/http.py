@@ -27,7 +27,7 @@ from clipdex.dispatch import dispatch_for
 from clipdex.errors import EXPECTED, message_of, rule_for, status_of
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
-from ingest import admin_api
+from ingest import admin_api, library_api
 from ingest import api as ingest_api
 from search.api import media
 from search.api import routes as search_api
@@ -167,6 +167,8 @@ def create_app(
     for router in (search_api.write_router, ingest_api.write_router, admin_api.write_router):
         app.include_router(router, dependencies=[Write], responses=ERRORS)
     app.include_router(admin_api.read_router, dependencies=[Read], responses=ERRORS)
+    app.include_router(library_api.read_router, dependencies=[Read], responses=ERRORS)
+    app.include_router(library_api.write_router, dependencies=[Write], responses=ERRORS)
     app.include_router(search_api.ops_router)
     app.mount("/static", StaticFiles(directory=search_api.STATIC), name="static")  # the page
     _install_error_handlers(app)
@@ -176,11 +178,17 @@ def create_app(
 def key_scopes() -> KeyScopes:
     """The routes behind a read key and those behind a write key, as included below."""
     return KeyScopes(
-        read=(*search_api.read_router.routes, *ingest_api.read_router.routes, *media.router.routes),
+        read=(
+            *search_api.read_router.routes,
+            *ingest_api.read_router.routes,
+            *media.router.routes,
+            *library_api.read_router.routes,
+        ),
         write=(
             *search_api.write_router.routes,
             *ingest_api.write_router.routes,
             *admin_api.write_router.routes,
+            *library_api.write_router.routes,
         ),
     )
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,33 @@ def test_library_commands(tmp_path: Path, library: Path) -> None:
     assert removed.returncode == 0 and "4 images left the index" in removed.stdout
     unknown = clipdex(home, "library", "remove", str(library))
     assert unknown.returncode == 2 and "no library" in unknown.stderr
+
+
+def test_library_endpoints(runtime: Runtime, library: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from clipdex.http import create_app
+
+    keys = {"api_write_keys": [SecretStr("w")], "api_read_keys": [SecretStr("r")]}
+    settings = runtime.settings.model_copy(update=keys)
+    read, write = {"X-API-Key": "r"}, {"X-API-Key": "w"}
+    with TestClient(create_app(settings, runtime)) as client:
+        body = {"path": str(library), "excludes": ["trips/"]}
+        assert client.post("/v1/libraries", json=body, headers=read).status_code == 403
+        made = client.post("/v1/libraries", json=body, headers=write)
+        assert made.status_code == 201, made.text
+        library_id = made.json()["id"]
+        bad = client.post("/v1/libraries", json={"path": str(tmp_path / "absent")}, headers=write)
+        assert bad.status_code == 422 and "not a folder" in bad.json()["detail"]
+        scan = client.post(f"/v1/libraries/{library_id}/scan", headers=write)
+        assert scan.status_code == 202, scan.text
+        deadline = time.monotonic() + 60
+        while (listed := client.get("/v1/libraries", headers=read).json())[0]["last_scan"] is None:
+            assert time.monotonic() < deadline, "the scan did not finish"
+            time.sleep(0.1)
+        assert listed[0]["last_scan"]["scanned"] == 4 and listed[0]["missing"] is False
+        assert client.post("/v1/libraries/999/scan", headers=write).status_code == 404
+        gone = client.delete(f"/v1/libraries/{library_id}", headers=write)
+        assert gone.status_code == 200 and gone.json()["removed"] == 4
+        assert client.get("/v1/libraries", headers=read).json() == []
