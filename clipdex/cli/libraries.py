@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,7 +11,10 @@ from clipdex.cli.common import JsonOption, opened_runtime, print_json
 from clipdex.display import shown
 
 if TYPE_CHECKING:
+    from core.runtime import Runtime
     from ingest.libraries import LibraryInfo
+    from ingest.queueing import SendBatch
+    from ingest.watch import LibraryWatcher
 
 library_app = typer.Typer(
     help="Folders clipdex keeps indexed: `clipdex ingest` with no folder rescans them all.",
@@ -150,7 +153,24 @@ def watch(
             typer.echo("stopped", err=True)
 
 
-def library_lines(runtime: Any) -> list[str]:
+def server_watcher(runtime: Runtime, dispatch: SendBatch | None) -> LibraryWatcher:
+    """``serve --watch``: the watch loop on a thread of the server, with the server's runtime
+    (and its workers, if any); started here, stopped by the caller."""
+    from ingest.run import ingest as run_ingest
+    from ingest.watch import LibraryWatcher
+
+    settings = runtime.settings
+    watcher = LibraryWatcher(
+        runtime.sessions,
+        lambda paths: run_ingest(runtime, paths, dispatch=dispatch),
+        settings.watch_debounce_ms,
+        settings.watch_rescan_seconds,
+    )
+    watcher.start()
+    return watcher
+
+
+def library_lines(runtime: Runtime) -> list[str]:
     """``describe`` for every library, for `status` and `failures`."""
     from ingest.libraries import list_libraries
 

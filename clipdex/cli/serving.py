@@ -50,6 +50,9 @@ def serve(
             "reach it may search and upload).",
         ),
     ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep the libraries indexed (as `clipdex watch`).")
+    ] = False,
 ) -> None:
     """Run the HTTP API and the results page (OpenAPI at /docs).
 
@@ -82,9 +85,14 @@ def serve(
     embedded = settings.qdrant_url is None  # then this process owns the home's store
     token = new_token() if embedded else None
     app = create_app(settings, runtime, local_token=token)
+    from clipdex.cli.libraries import server_watcher
+
+    watcher = server_watcher(runtime, app.state.dispatch) if watch else None
     try:
         _run(app, bind, settings.api_port if port is None else port, settings.home, token)
     finally:
+        if watcher is not None:
+            watcher.stop()
         runtime.close()
 
 
