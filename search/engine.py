@@ -239,7 +239,7 @@ class SearchService:
         taken = asset.taken_at.strftime("%Y-%m-%dT%H:%M:%SZ") if asset.taken_at else None
         return AssetInfo(
             asset.id, list(paths), asset.format, asset.width, asset.height, taken,
-            asset.size_bytes, asset.sha256, state,
+            asset.size_bytes, asset.sha256, state, asset.meta,
         )  # fmt: skip
 
     def asset_vector(self, asset_id: str, target: LiveTarget | None = None) -> NDArray[np.float32]:

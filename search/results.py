@@ -69,6 +69,7 @@ class AssetInfo:
     bytes: int
     sha256: str
     state: str | None
+    meta: dict[str, Any] | None = None  # the user's own metadata
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -156,6 +156,7 @@ class AssetOut(BaseModel):
     bytes: int
     sha256: str
     state: str | None
+    meta: dict[str, Any] | None = None  # the user's own metadata
 
 
 class ClassifyIn(BaseModel):
