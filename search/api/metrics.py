@@ -1,9 +1,12 @@
-"""Prometheus metrics: request counts and latency per route, text-cache effectiveness."""
+"""Prometheus metrics: request counts and latency per route, text-cache effectiveness, and the
+work (``search.api.work_metrics``: asset states per index version, failures, points, ingest
+totals, broker queue depth), read from the catalog at scrape time so they cover every process
+that shares it (CLI runs, workers, this server)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -11,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from search.api.work_metrics import WorkCollector
 from search.engine import SearchService
 
 
@@ -58,7 +62,11 @@ class _Observe:
             self._requests.labels(scope["method"], route, str(status)).inc()
 
 
-def install_metrics(app: FastAPI) -> CollectorRegistry:
+def install_metrics(
+    app: FastAPI, queue_depth: Callable[[], int] | None = None
+) -> CollectorRegistry:
+    """``queue_depth`` (from the entry layer, which knows the broker) gives the number of
+    messages waiting in the workers' queue; None when there is no broker."""
     registry = CollectorRegistry()
     requests = Counter(
         "clipdex_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry
@@ -68,6 +76,7 @@ def install_metrics(app: FastAPI) -> CollectorRegistry:
         registry=registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )  # fmt: skip
     registry.register(_CacheCollector(app))
+    registry.register(WorkCollector(app, queue_depth))
     app.add_middleware(_Observe, requests=requests, latency=latency)
     return registry
 
