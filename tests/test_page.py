@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -262,21 +263,62 @@ def test_dropping_an_image_searches_with_it(page: Page, site: str, library: Path
     assert "image" in url_params(page)
 
 
-def test_an_upload_shows_its_original_name(page: Page, site: str) -> None:
+def upload(site: str, name: str, size: tuple[int, int], meta: dict[str, str]) -> str:
+    """Upload one picture through the API and wait until it is indexed; its asset id."""
     buffer = io.BytesIO()
-    Image.new("RGB", (96, 64), (250, 120, 10)).save(buffer, "JPEG")
-    files = [("files", ("Holiday at the lake.jpg", buffer.getvalue(), "image/jpeg"))]
-    accepted = httpx.post(f"{site}/v1/images", files=files).json()
+    Image.new("RGB", size, (250, 120, 10)).save(buffer, "JPEG")
+    files = [("files", (name, buffer.getvalue(), "image/jpeg"))]
+    accepted = httpx.post(
+        f"{site}/v1/images", files=files, data={"metadata": json.dumps(meta)}
+    ).json()
     deadline = time.monotonic() + 30
     while not httpx.get(f"{site}/v1/jobs/{accepted['job']}").json()["done"]:
         assert time.monotonic() < deadline, "the upload was not indexed"
         time.sleep(0.1)
+    asset_id: str = accepted["assets"][0]
+    return asset_id
+
+
+def test_an_upload_shows_its_original_name(page: Page, site: str) -> None:
+    asset_id = upload(site, "Holiday at the lake.jpg", (64, 96), {"album": "summer"})
     page.goto(site)
     search_for(page, "an orange picture")
-    upload = page.locator(f'#grid figure[data-id="{accepted["assets"][0]}"]')
-    expect(upload.locator(".name")).to_have_text("Holiday at the lake.jpg")
-    upload.locator("button.open").click()
+    expect(page.locator("#grid figure")).to_have_count(9)
+    uploaded = page.locator(f'#grid figure[data-id="{asset_id}"]')
+    expect(uploaded.locator(".name")).to_have_text("Holiday at the lake.jpg")
+    uploaded.locator("button.open").click()
     expect(page.locator("#detail-title")).to_have_text("Holiday at the lake.jpg")
+    expect(page.locator('dd[data-fact="Metadata"]')).to_have_text("album: summer")
+    expect(page.locator('dd[data-fact="Orientation"]')).to_have_text("portrait")
+
+
+def test_orientation_metadata_and_words_only(page: Page, site: str, library: Path) -> None:
+    asset_id = upload(site, "Holiday at the lake.jpg", (64, 96), {"album": "summer"})
+    portrait = {"Holiday at the lake.jpg"}
+    for path in library.rglob("*.jpg"):
+        with Image.open(path) as image:
+            if image.height > image.width:
+                portrait.add(path.name)
+    page.goto(site)
+    search_for(page, "an orange picture")
+    expect(page.locator("#grid figure")).to_have_count(9)
+    page.click("#filter-panel summary")
+    page.select_option("#f-orientation", "portrait")
+    expect(page.locator("#grid figure")).to_have_count(len(portrait))
+    assert set(names(page)) == portrait
+    page.select_option("#f-orientation", "landscape")
+    expect(page.locator("#grid figure")).to_have_count(9 - len(portrait))
+    assert not portrait & set(names(page))
+    page.click("#clear-filters")
+    expect(page.locator("#grid figure")).to_have_count(9)
+    page.fill("#f-metadata", "album=summer")
+    page.press("#f-metadata", "Enter")
+    expect(page.locator("#grid figure")).to_have_count(1)
+    page.click("#clear-filters")
+    page.select_option("#mode", "keyword")
+    search_for(page, "lake")
+    expect(page.locator("#grid figure").first).to_have_attribute("data-id", asset_id)
+    assert url_params(page)["mode"] == ["keyword"]
 
 
 def test_the_page_sends_the_key_from_local_storage(

@@ -67,6 +67,10 @@ function bytes(count) {
   return `${(count / 1024 / 1024).toFixed(1)} MB`;
 }
 
+function withoutEmpty(record) {
+  return Object.fromEntries(Object.entries(record).filter(([, value]) => value !== null && value !== undefined));
+}
+
 // Label and text of each detail the asset has; absent or empty ones are left out.
 function facts(item, hit) {
   const camera = [item.camera_make, item.camera_model].filter(Boolean).join(" ");
@@ -90,7 +94,9 @@ function facts(item, hit) {
   ].filter(([, value]) => value !== null && value !== undefined && value !== "" && !(Array.isArray(value) && !value.length));
 }
 
-export function showFacts(item, hit) {
+// The asset's own record, completed by what the hit carried (name, metadata, camera...).
+export function showFacts(record, hit) {
+  const item = hit && hit.id === record.id ? { ...hit, ...withoutEmpty(record) } : record;
   const list = $("detail-facts");
   list.replaceChildren();
   for (const [label, value] of facts(item, hit)) {
