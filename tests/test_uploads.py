@@ -54,6 +54,13 @@ def test_upload_is_indexed_and_searchable(client: TestClient, photos: Path) -> N
         "hits"
     ][0]
     assert hit["id"] == accepted["assets"][1]
+    assert hit["meta"] == {"album": "trip"}  # the upload's metadata comes back with its hits
+    assert client.get(f"/v1/assets/{hit['id']}").json()["meta"] == {"album": "trip"}
+    tagged = client.post(
+        "/v1/search",
+        json={"query": "a photo", "limit": 10, "filters": {"metadata": {"album": "trip"}}},
+    ).json()["hits"]
+    assert {h["id"] for h in tagged} == set(accepted["assets"])
 
 
 def test_a_broken_image_ends_in_the_jobs_failures(client: TestClient, photos: Path) -> None:
@@ -86,6 +93,8 @@ def test_not_an_image_is_refused_and_nothing_is_stored(
         ({}, 422),
         ({"files": {"files": ("notes.txt", b"plain text, not an image")}}, 415),
         ({"data": {"metadata": "{" * 10_001}, "files": {"files": ("a.jpg", b"x")}}, 422),
+        ({"data": {"metadata": '{"a.b": 1}'}, "files": {"files": ("a.jpg", b"x")}}, 422),
+        ({"data": {"metadata": '{"k": {"nested": 1}}'}, "files": {"files": ("a.jpg", b"x")}}, 422),
     ],
 )
 def test_bad_upload_requests(runtime: Runtime, kwargs: dict[str, object], status: int) -> None:
