@@ -5,37 +5,25 @@ processes; the crash is the worker's fault-injection hook (CLIPDEX_FAULT_CRASH_O
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
 
 from tests.conftest import cli_env
+from tests.workerkit import Workers, clipdex, open_broker, redis_url, settled, stop, worker_env
 
 pytestmark = [pytest.mark.services, pytest.mark.tiny_real]
 
-REDIS_URL = "redis://127.0.0.1:6379/11"  # its own database: test_workers empties 7
+REDIS_URL = redis_url(11)  # its own database: test_workers empties 7
 
 
 @pytest.fixture
 def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis is not reachable at 127.0.0.1:6379 (start it; see README)")
-    client.flushdb()
-    yield client
-    client.flushdb()
+    yield from open_broker(REDIS_URL)
 
 
 @pytest.fixture
@@ -47,59 +35,11 @@ def twenty(tmp_path: Path, photos: Path) -> Path:
     return root
 
 
-def clipdex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clipdex", *args], env=env, capture_output=True, text=True,
-        check=False, timeout=300,
-    )  # fmt: skip
-
-
-def states(database_url: str) -> dict[str, int]:
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT state, count(*) FROM asset_index_states GROUP BY state")
-        ).all()
-    engine.dispose()
-    return {state: count for state, count in rows}
-
-
-def settled(database_url: str, timeout: float = 240) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        counts = states(database_url)
-        if not any(counts.get(s, 0) for s in ("pending", "queued", "processing")):
-            return counts
-        time.sleep(0.5)
-    raise AssertionError(f"workers did not finish: {states(database_url)}")
-
-
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[object]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "clipdex", "worker", "--concurrency", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    started = Workers(tmp_path)
+    yield started.start
+    started.stop_all()
 
 
 def test_a_poison_image_is_dead_lettered_alone_and_retry_brings_it_back(
@@ -108,21 +48,17 @@ def test_a_poison_image_is_dead_lettered_alone_and_retry_brings_it_back(
     from core.ids import sha256_of_file
 
     poison = sorted(twenty.iterdir())[9]  # mid-batch: some encoder batches finish before it
-    env = cli_env(
-        tmp_path / "home",
-        CLIPDEX_DATABASE_URL=fresh_postgres,
-        CLIPDEX_BROKER_URL=REDIS_URL,
-        CLIPDEX_BATCH_SIZE="4",
-        CLIPDEX_TASK_BATCH_SIZE="20",
-        CLIPDEX_MAX_ATTEMPTS="3",
-    )
+    env = worker_env(
+        tmp_path / "home", fresh_postgres, REDIS_URL,
+        CLIPDEX_TASK_BATCH_SIZE="20", CLIPDEX_MAX_ATTEMPTS="3",
+    )  # fmt: skip
     enqueued = clipdex(env, "ingest", str(twenty), "--no-wait", "--json")
     assert json.loads(enqueued.stdout)["queued"] == 20
     assert broker.llen("clipdex") == 1  # the whole library is one task
 
     crashing = {**env, "CLIPDEX_FAULT_CRASH_ON_SHA256": sha256_of_file(poison)}
     worker = workers(crashing)  # type: ignore[operator]
-    counts = settled(fresh_postgres)
+    counts = settled(fresh_postgres, timeout=240)
     stop(worker)
     assert counts == {"indexed": 19, "failed": 1}
     [failure] = json.loads(clipdex(env, "failures", "--json").stdout)
@@ -136,7 +72,7 @@ def test_a_poison_image_is_dead_lettered_alone_and_retry_brings_it_back(
     assert json.loads(retried.stdout) == {
         "retried": 1, "bad_files_left": 0, "queued": 1, "sent": 1
     }  # fmt: skip
-    assert settled(fresh_postgres) == {"indexed": 20}
+    assert settled(fresh_postgres, timeout=240) == {"indexed": 20}
     stop(worker)
     assert json.loads(clipdex(env, "failures", "--json").stdout) == []
     assert json.loads(clipdex(env, "status", "--json").stdout)["points"] == 20

@@ -15,36 +15,22 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import create_engine, text
 
-from tests.conftest import cli_env
+from tests.workerkit import clipdex, open_broker, redis_url, states, worker_env
 
 pytestmark = [pytest.mark.services, pytest.mark.tiny_real]
 
-REDIS_URL = "redis://127.0.0.1:6379/12"  # its own database: test_workers empties 7
+REDIS_URL = redis_url(12)  # its own database: test_workers empties 7
 
 
 @pytest.fixture
 def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis is not reachable at 127.0.0.1:6379 (start it; see README)")
-    client.flushdb()
-    yield client
-    client.flushdb()
+    yield from open_broker(REDIS_URL)
 
 
 @pytest.fixture
 def env(tmp_path: Path, fresh_postgres: str, broker: redis.Redis) -> dict[str, str]:
-    return cli_env(
-        tmp_path / "home",
-        CLIPDEX_DATABASE_URL=fresh_postgres,
-        CLIPDEX_BROKER_URL=REDIS_URL,
-        CLIPDEX_BATCH_SIZE="4",
-        CLIPDEX_TASK_BATCH_SIZE="4",
-    )
+    return worker_env(tmp_path / "home", fresh_postgres, REDIS_URL)
 
 
 @pytest.fixture
@@ -54,23 +40,6 @@ def few(tmp_path: Path, photos: Path) -> Path:
     for source in sorted(photos.glob("*.jpg"))[:6]:
         shutil.copy2(source, root / source.name)
     return root
-
-
-def clipdex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clipdex", *args], env=env, capture_output=True, text=True,
-        check=False, timeout=300,
-    )  # fmt: skip
-
-
-def states(database_url: str) -> dict[str, int]:
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(
-            text("SELECT state, count(*) FROM asset_index_states GROUP BY state")
-        ).all()
-    engine.dispose()
-    return {state: count for state, count in rows}
 
 
 def test_a_worker_whose_store_is_locked_exits_before_taking_work(
