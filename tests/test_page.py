@@ -222,14 +222,19 @@ def test_the_url_is_the_state_reload_and_back(page: Page, site: str, library: Pa
 
 
 def test_the_page_number_comes_from_the_url(page: Page, site: str) -> None:
-    page.goto(f"{site}/?q=a+dog&page=2")
+    page.goto(f"{site}/?q=a+dog&page=2&collapse=0.95")
     expect(page.locator("#page")).to_have_text("page 2")
+    expect(page.locator("#f-collapse")).to_be_checked()
     expect(page.locator("#grid figure")).to_have_count(0)  # 8 photos fill less than one page
     expect(page.locator("#next")).to_be_disabled()
     page.click("#prev")
     expect(page.locator("#grid figure")).to_have_count(8)
     expect(page.locator("#prev")).to_be_disabled()
     assert "page" not in url_params(page)
+    page.uncheck("#f-collapse")
+    page.wait_for_url(lambda url: "collapse" not in url)
+    expect(page.locator("#grid figure")).to_have_count(8)
+    page.go_back()
     page.go_back()
     expect(page.locator("#page")).to_have_text("page 2")
 

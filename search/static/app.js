@@ -15,17 +15,26 @@ const hits = new Map(); // id -> hit of the page shown, for the details' score a
 
 const filterInputs = () => [...$("filters").querySelectorAll("[name]")];
 
+// A checkbox counts when ticked (its value is what the API gets), any other field when filled.
+const valueOf = (input) => (input.type === "checkbox" ? (input.checked ? input.value : "") : input.value.trim());
+
 function readFilters() {
   const filters = {};
-  for (const input of filterInputs()) if (input.value.trim()) filters[input.name] = input.value.trim();
+  for (const input of filterInputs()) if (valueOf(input)) filters[input.name] = valueOf(input);
   return filters;
+}
+
+function fillFilter(input) {
+  const value = state.filters[input.name] || "";
+  if (input.type === "checkbox") input.checked = value !== "";
+  else input.value = value;
 }
 
 function fillForm() {
   $("query").value = state.kind === "text" ? state.q : "";
   $("mode").value = state.mode;
   $("sort").value = state.sort;
-  for (const input of filterInputs()) input.value = state.filters[input.name] || "";
+  for (const input of filterInputs()) fillFilter(input);
   const count = Object.keys(state.filters).length;
   $("filter-count").textContent = count ? `(${count})` : "";
   if (count) $("filter-panel").open = true;
@@ -179,7 +188,10 @@ $("search-form").addEventListener("submit", submitted);
 $("mode").addEventListener("change", refined);
 $("sort").addEventListener("change", refined);
 $("filters").addEventListener("change", refined);
-$("clear-filters").addEventListener("click", () => { for (const input of filterInputs()) input.value = ""; refined(); });
+$("clear-filters").addEventListener("click", () => {
+  for (const input of filterInputs()) if (input.type === "checkbox") input.checked = false; else input.value = "";
+  refined();
+});
 $("image-file").addEventListener("change", () => { if ($("image-file").files.length) searchImage($("image-file").files[0]); });
 $("prev").addEventListener("click", () => navigate({ page: state.page - 1, view: null }));
 $("next").addEventListener("click", () => navigate({ page: state.page + 1, view: null }));
