@@ -148,7 +148,9 @@ def reindex(
     Resumable: run the same command again after an interruption. On an embedded home stop
     `clipdex serve` first (the embedded store admits one process), or use a Qdrant server.
     With --gate the swap happens only if the new version scores no worse than the live one
-    (by more than --max-drop) on the given queries.
+    (by more than --max-drop) on the given queries. With CLIPDEX_BROKER_URL the encoding
+    goes to the workers, each task naming the new version (the workers and this command share
+    a Qdrant server, CLIPDEX_QDRANT_URL).
 
     Example: clipdex reindex --model ViT-B-32 --pretrained openai --json"""
     from clipdex.dispatch import dispatch_for
