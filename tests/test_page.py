@@ -267,6 +267,18 @@ def test_dropping_an_image_searches_with_it(page: Page, site: str, library: Path
     assert float(page.locator("#grid .score").first.inner_text()) > 0.99
     assert "image" in url_params(page)
 
+    text = page.evaluate_handle(
+        """() => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File(["hello"], "notes.txt", { type: "text/plain" }));
+            return transfer;
+        }"""
+    )
+    page.dispatch_event("body", "drop", {"dataTransfer": text})
+    expect(page.locator("#status")).to_have_text("notes.txt is not an image")
+    expect(page.locator("#status")).to_have_class("error")
+    expect(page.locator("#grid figure")).to_have_count(8)  # the results stay
+
 
 def upload(site: str, name: str, size: tuple[int, int], meta: dict[str, str]) -> str:
     """Upload one picture through the API and wait until it is indexed; its asset id."""
