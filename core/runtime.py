@@ -207,7 +207,9 @@ def decode_limits(settings: Settings, config: PreprocessConfig) -> DecodeLimits:
     return DecodeLimits(
         max_file_bytes=settings.max_file_bytes,
         max_image_pixels=settings.max_image_pixels,
-        draft_min_side=int(config.shortest_side * settings.draft_factor),
+        draft_min_side=0
+        if settings.decode == "exact"
+        else int(config.shortest_side * settings.draft_factor),
     )
 
 

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="JPEG DCT scaling keeps the short side at least this many times the model "
         "input, so quality at the model's resolution is unaffected.",
     )
+    decode: Literal["fast", "exact"] = Field(
+        default="fast",
+        description="`fast`: large JPEGs decode at a reduced DCT scale (1 - cos vs open_clip up "
+        "to ~1e-3, see Speed); `exact`: full decode, vectors equal open_clip's preprocessing.",
+    )
 
     broker_url: str | None = Field(
         default=None,
