@@ -29,6 +29,13 @@ def worker(
             "with this SHA-256 is about to be encoded.",
         ),
     ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON start record on stdout, then JSON log lines on stderr (no banner).",
+        ),
+    ] = False,
 ) -> None:
     """Run a Celery worker that encodes batches from CLIPDEX_BROKER_URL (model loaded once per
     pool process, after fork).
@@ -37,6 +44,8 @@ def worker(
     start: the catalog, the live index in its store and the model. If not (the embedded store
     held by another process, a Qdrant server unreachable, weights missing) it exits with status
     2 and one line, leaving the queue untouched.
+
+    Example: clipdex worker --concurrency 1 --json
 
     Fault injection for tests (off by default, honoured only by the task code):
     CLIPDEX_FAULT_CRASH_ON_SHA256=<sha256> makes a pool child kill itself with SIGKILL when that
@@ -65,10 +74,24 @@ def worker(
         fail(f"worker cannot start: {problem}")
     celery_app = make_celery(settings)
     register_tasks(celery_app, settings, crash_on_sha256=fault_crash_on_sha256)
+    top = _json_worker(concurrency) if json_output else []
     celery_app.worker_main(
-        ["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--loglevel={loglevel}",
-         "-Q", QUEUE, "--without-gossip", "--without-mingle"]
+        [*top, "worker", f"--concurrency={concurrency}", "--pool=prefork",
+         f"--loglevel={loglevel}", "-Q", QUEUE, "--without-gossip", "--without-mingle"]
     )  # fmt: skip
+
+
+def _json_worker(concurrency: int) -> list[str]:
+    """JSON log lines from Celery's own loggers, a start record; Celery's options for it."""
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    from clipdex.jsonlog import start_record, use_json
+    from workers.app import QUEUE
+
+    after_setup_logger.connect(use_json, weak=False)
+    after_setup_task_logger.connect(use_json, weak=False)
+    start_record("worker", queue=QUEUE, concurrency=concurrency)
+    return ["--quiet"]  # no banner on stdout
 
 
 def _check_runtime_starts(settings: Settings) -> str | None:
