@@ -17,7 +17,7 @@ from typing import Any, Literal
 import httpx
 
 from search.query import SearchOptions, Term
-from search.results import AssetInfo, Hit, LabelScore, TextHit, TextSetInfo
+from search.results import AssetInfo, Hit, LabelScore, SearchPage, TextHit, TextSetInfo
 
 WireShape = Literal["json", "form", "query"]
 # The name of each SearchOptions / SearchFilter field in a query string or a form (the JSON
@@ -34,6 +34,17 @@ FLAT_NAMES = {
     "min_height": "min_height",
     "taken_after": "taken_after",
     "taken_before": "taken_before",
+    "max_width": "max_width",
+    "max_height": "max_height",
+    "orientation": "orientation",
+    "min_bytes": "min_bytes",
+    "max_bytes": "max_bytes",
+    "camera_make": "camera_make",
+    "camera_model": "camera_model",
+    "metadata": "where",
+    "mode": "mode",
+    "keyword_weight": "keyword_weight",
+    "sort": "sort",
 }
 
 
@@ -76,21 +87,34 @@ class ClipdexClient:
     # -- the same names as SearchService -----------------------------------------------------
 
     def text(self, query: str, options: SearchOptions | None = None) -> list[Hit]:
-        return self._search({"query": query}, options)
+        return self.text_page(query, options).hits
 
     def search(self, terms: Sequence[Term], options: SearchOptions | None = None) -> list[Hit]:
-        return self._search({"terms": [_term(t) for t in terms]}, options)
+        return self.search_page(terms, options).hits
 
     def image(self, image: Path | bytes, options: SearchOptions | None = None) -> list[Hit]:
+        return self.image_page(image, options).hits
+
+    def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
+        return self.similar_page(asset_id, options).hits
+
+    def text_page(self, query: str, options: SearchOptions | None = None) -> SearchPage:
+        return self._search({"query": query}, options)
+
+    def search_page(
+        self, terms: Sequence[Term], options: SearchOptions | None = None
+    ) -> SearchPage:
+        return self._search({"terms": [_term(t) for t in terms]}, options)
+
+    def image_page(self, image: Path | bytes, options: SearchOptions | None = None) -> SearchPage:
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
         form = wire_options(options or SearchOptions(), "form")
         body = self._call("POST", "/v1/search/image", data=form, files={"file": ("query", data)})
-        return [Hit(**hit) for hit in body["hits"]]
+        return _page(body)
 
-    def similar(self, asset_id: str, options: SearchOptions | None = None) -> list[Hit]:
+    def similar_page(self, asset_id: str, options: SearchOptions | None = None) -> SearchPage:
         params = wire_options(options or SearchOptions(), "query")
-        body = self._call("GET", f"/v1/assets/{asset_id}/similar", params=params)
-        return [Hit(**hit) for hit in body["hits"]]
+        return _page(self._call("GET", f"/v1/assets/{asset_id}/similar", params=params))
 
     def asset(self, asset_id: str) -> AssetInfo:
         return AssetInfo(**self._call("GET", f"/v1/assets/{asset_id}"))
@@ -128,9 +152,9 @@ class ClipdexClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _search(self, query: dict[str, Any], options: SearchOptions | None) -> list[Hit]:
+    def _search(self, query: dict[str, Any], options: SearchOptions | None) -> SearchPage:
         body = {**query, **wire_options(options or SearchOptions(), "json")}
-        return [Hit(**hit) for hit in self._call("POST", "/v1/search", json=body)["hits"]]
+        return _page(self._call("POST", "/v1/search", json=body))
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         return self._request(method, url, **kwargs).json()
@@ -158,13 +182,23 @@ def wire_options(options: SearchOptions, shape: WireShape) -> dict[str, Any]:
     KeyError here, never a silent drop."""
     top = {f.name: getattr(options, f.name) for f in fields(options) if f.name != "filters"}
     filters = {f.name: getattr(options.filters, f.name) for f in fields(options.filters)}
+    pairs = filters.pop("metadata")
     if shape == "json":
         return {
             **{name: _json_value(value) for name, value in top.items()},
-            "filters": {name: _json_value(value) for name, value in filters.items()},
+            "filters": {
+                **{name: _json_value(value) for name, value in filters.items()},
+                "metadata": dict(pairs),
+            },
         }
     flat = {FLAT_NAMES[name]: value for name, value in (*top.items(), *filters.items())}
+    flat[FLAT_NAMES["metadata"]] = [f"{key}={value}" for key, value in pairs]
     return {name: _flat_value(value) for name, value in flat.items() if value is not None}
+
+
+def _page(body: dict[str, Any]) -> SearchPage:
+    hits = [Hit(**hit) for hit in body["hits"]]
+    return SearchPage(hits, has_more=body["has_more"], total=body["total"])
 
 
 def _json_value(value: Any) -> Any:

@@ -48,8 +48,8 @@ from search.zeroshot import (
 
 # The result types live in search.results (shared with the light client); re-exported here.
 __all__ = [
-    "MAX_LABELS", "MAX_TEMPLATES", "AssetInfo", "Hit", "LabelScore", "LiveTarget", "SearchService",
-    "TextHit", "TextSetInfo", "UnknownAsset", "target_for",
+    "MAX_LABELS", "MAX_TEMPLATES", "AssetInfo", "Hit", "LabelScore", "LiveTarget", "SearchPage",
+    "SearchService", "TextHit", "TextSetInfo", "UnknownAsset", "target_for",
 ]  # fmt: skip
 
 _COLLAPSE_OVERFETCH = 4

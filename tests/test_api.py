@@ -47,7 +47,12 @@ def test_text_search_get_and_post_agree(client: TestClient) -> None:
     assert got.status_code == posted.status_code == 200
     assert got.json()["hits"] == posted.json()["hits"]
     hit = got.json()["hits"][0]
-    assert set(hit) == {"id", "score", "path", "width", "height", "format", "taken_at"}
+    assert set(hit) == {
+        "id", "score", "path", "width", "height", "format", "taken_at", "name", "orientation",
+        "bytes", "camera_make", "camera_model", "description", "meta",
+    }  # fmt: skip
+    assert hit["name"] == hit["path"].rsplit("/", 1)[-1] and hit["meta"] == {}
+    assert got.json()["has_more"] is True and got.json()["total"] is not None
     assert hit["format"] == "JPEG" and hit["width"] > 0
 
 

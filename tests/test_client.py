@@ -166,9 +166,12 @@ def test_every_option_has_a_name_on_every_wire() -> None:
     assert set(FLAT_NAMES.values()) == set(FlatOptionsIn.model_fields)
     full = SearchOptions(
         limit=3, offset=2, min_score=0.1, adaptive_cutoff=True, collapse_duplicates=0.9,
+        mode="hybrid", keyword_weight=0.3, sort="-taken_at",
         filters=SearchFilter(
             folder="/a", formats=("PNG", "GIF"), min_width=1, min_height=2,
             taken_after=datetime(2020, 1, 1, tzinfo=UTC), taken_before=datetime(2021, 1, 1),
+            max_width=9, max_height=8, orientation="portrait", min_bytes=10, max_bytes=20,
+            camera_make="Canon", camera_model="EOS R5", metadata=(("album", "x=y"), ("tag", "a")),
         ),
     )  # fmt: skip
     body = wire_options(full, "json")
@@ -180,6 +183,8 @@ def test_every_option_has_a_name_on_every_wire() -> None:
         read = FlatOptionsIn.model_validate(flat)
         assert (read.format, read.cutoff, read.collapse) == (["PNG", "GIF"], True, 0.9)
         assert read.taken_after == full.filters.taken_after
+        assert (read.where, read.mode, read.sort) == (["album=x=y", "tag=a"], "hybrid", "-taken_at")
+    assert body["filters"]["metadata"] == {"album": "x=y", "tag": "a"}
 
 
 def test_client_errors_are_clear(served: tuple[str, SearchService]) -> None:

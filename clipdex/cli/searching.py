@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from clipdex.cli import search_options as so
 from clipdex.cli.common import (
     JsonOption,
+    checked_settings,
     expected_errors,
     fail,
     note_random_weights,
@@ -20,102 +21,151 @@ from clipdex.cli.common import (
 from clipdex.display import shown
 
 
-def _parse_date(value: str | None, name: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"{name} must be an ISO date such as 2024-06-30 or 2024-06-30T18:00, got {value!r}")
-
-
 def search(
-    text: Annotated[str | None, typer.Argument(help="What to look for, in words.")] = None,
-    image: Annotated[
-        Path | None, typer.Option("--image", help="Find images similar to this one.")
+    text: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Words ('beach +sunset -people'); a query that starts with - goes after -- "
+            "or in --query."
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option(help="How many hits.")] = 10,
-    offset: Annotated[int, typer.Option(help="Skip this many hits (paging).")] = 0,
-    folder: Annotated[Path | None, typer.Option(help="Only images under this folder.")] = None,
-    formats: Annotated[
-        list[str] | None, typer.Option("--format", help="Only these formats (JPEG, PNG...).")
+    query: Annotated[str | None, typer.Option(help="The words, as an option.")] = None,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--image", help="Images like this one (repeatable; mixes with words)."),
     ] = None,
-    min_width: Annotated[int | None, typer.Option(help="Minimum width in pixels.")] = None,
-    min_height: Annotated[int | None, typer.Option(help="Minimum height in pixels.")] = None,
-    taken_after: Annotated[str | None, typer.Option(help="EXIF date taken, from (ISO).")] = None,
-    taken_before: Annotated[str | None, typer.Option(help="EXIF date taken, before (ISO).")] = None,
-    min_score: Annotated[float | None, typer.Option(help="Drop hits below this cosine.")] = None,
-    cutoff: Annotated[bool, typer.Option(help="Stop where the scores drop off.")] = False,
-    collapse: Annotated[
-        float | None, typer.Option(help="Collapse hits closer than this cosine (e.g. 0.95).")
+    weights: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--weight", help="Weight of the --image at the same position (default 1; -1 avoids)."
+        ),
     ] = None,
+    limit: so.Limit = 10,
+    offset: so.Offset = 0,
+    folder: so.Folder = None,
+    formats: so.Formats = None,
+    min_width: so.MinWidth = None,
+    min_height: so.MinHeight = None,
+    max_width: so.MaxWidth = None,
+    max_height: so.MaxHeight = None,
+    orientation: so.Orientation = None,
+    min_bytes: so.MinBytes = None,
+    max_bytes: so.MaxBytes = None,
+    camera_make: so.CameraMake = None,
+    camera_model: so.CameraModel = None,
+    where: so.Where = None,
+    taken_after: so.TakenAfter = None,
+    taken_before: so.TakenBefore = None,
+    min_score: so.MinScore = None,
+    cutoff: so.Cutoff = False,
+    collapse: so.Collapse = None,
+    mode: so.Mode = "vector",
+    keyword_weight: so.KeywordWeight = 0.5,
+    sort: so.Sort = "relevance",
     json_output: JsonOption = False,
 ) -> None:
-    """Search with words (TEXT, e.g. 'beach +sunset -people') or with an image (--image)."""
-    from core.store.base import SearchFilter
+    """Search with words, images, or both mixed (weighted), by meaning (CLIP), by keyword
+    (file and folder names, tags, metadata, EXIF text) or both (--mode hybrid).
+
+    Example: clipdex search beach +sunset -people --sort -taken_at --cutoff
+    Example: clipdex search --image cat.jpg --weight 2 orange --mode vector
+    Example: clipdex search IMG_0042 --mode keyword --where album=summer
+    Example: clipdex search -- -20 degrees
+    """
     from search.engine import SearchService
-    from search.query import SearchOptions
 
-    if (text is None) == (image is None):
-        fail("give either TEXT or --image PATH")
-    filters = SearchFilter(
-        folder=str(folder.expanduser().resolve()) if folder else None,
-        formats=tuple(f.upper() for f in formats or ()),
-        min_width=min_width,
-        min_height=min_height,
-        taken_after=_parse_date(taken_after, "--taken-after"),
-        taken_before=_parse_date(taken_before, "--taken-before"),
-    )
-    options = SearchOptions(
-        limit=limit, offset=offset, filters=filters, min_score=min_score, adaptive_cutoff=cutoff,
-        collapse_duplicates=collapse,
-    )  # fmt: skip
+    options = so.build_options(locals())
+    words = " ".join([*(text or []), *([query] if query else [])]).strip()
+    if not words and not images:
+        fail("give either TEXT or --image PATH (or both, to mix them)")
+    if len(weights or []) > len(images or []):
+        fail("each --weight goes with an --image; there are more weights than images")
     home = served_home()
-    if home is not None:  # `clipdex serve` owns this embedded home: it answers
-        with expected_errors():
-            hits = home.search(text, image, options)
+    with expected_errors():
+        terms = _terms(words, images or [], weights or [])
+        if home is not None:  # `clipdex serve` owns this embedded home: it answers
+            page = home.client.search_page(terms, options)
             home.note_random_weights()
-        _print_hits(hits, offset, json_output)
-        return
-    with opened_runtime() as runtime:
-        service = SearchService(runtime)
-        if image is not None:
-            hits = service.image(image, options)
         else:
-            hits = service.text(text or "", options)
-        note_random_weights(runtime)
-    _print_hits(hits, offset, json_output)
+            with opened_runtime() as runtime:
+                page = SearchService(runtime).search_page(terms, options)
+                note_random_weights(runtime)
+    _print_page(page, offset, json_output)
 
 
-def _print_hits(hits: list[Any], offset: int, json_output: bool) -> None:
+def _terms(words: str, images: list[Path], weights: list[float]) -> list[Any]:
+    """The query's terms: the words (with their + and - signs), then each image's bytes with
+    its weight; the CLI reads the images, so the server needs no access to them."""
+    from core.images import read_limited
+    from search.query import Term, parse_terms
+
+    terms = parse_terms(words) if words else []
+    most = checked_settings().max_file_bytes
+    for position, path in enumerate(images):
+        weight = weights[position] if position < len(weights) else 1.0
+        terms.append(Term("image", read_limited(path.expanduser(), most), weight))
+    return terms
+
+
+def _print_page(page: Any, offset: int, json_output: bool) -> None:
+    """The hits (``--json``: the list of hits, as before pages existed), then where the next
+    page starts and, where it is known, the total."""
     if json_output:
-        print_json([hit.as_dict() for hit in hits])
+        print_json([hit.as_dict() for hit in page.hits])
         return
-    if not hits:
+    if not page.hits:
         typer.echo("no matches")
-    for rank, hit in enumerate(hits, start=offset + 1):
+    for rank, hit in enumerate(page.hits, start=offset + 1):
         typer.echo(f"{rank:4d}  {hit.score:.4f}  {shown(hit.path)}")
+    total = f" of {page.total}" if page.total is not None else ""
+    if page.has_more:
+        typer.echo(f"more{total}: --offset {offset + len(page.hits)}")
+    elif page.hits and total:
+        typer.echo(f"({page.total} in all)")
 
 
 def similar(
     asset_id: Annotated[str, typer.Argument(help="An asset id from search results.")],
-    limit: Annotated[int, typer.Option(help="How many hits.")] = 10,
-    offset: Annotated[int, typer.Option(help="Skip this many hits (paging).")] = 0,
+    limit: so.Limit = 10,
+    offset: so.Offset = 0,
+    folder: so.Folder = None,
+    formats: so.Formats = None,
+    min_width: so.MinWidth = None,
+    min_height: so.MinHeight = None,
+    max_width: so.MaxWidth = None,
+    max_height: so.MaxHeight = None,
+    orientation: so.Orientation = None,
+    min_bytes: so.MinBytes = None,
+    max_bytes: so.MaxBytes = None,
+    camera_make: so.CameraMake = None,
+    camera_model: so.CameraModel = None,
+    where: so.Where = None,
+    taken_after: so.TakenAfter = None,
+    taken_before: so.TakenBefore = None,
+    min_score: so.MinScore = None,
+    cutoff: so.Cutoff = False,
+    collapse: so.Collapse = None,
+    mode: so.Mode = "vector",
+    keyword_weight: so.KeywordWeight = 0.5,
+    sort: so.Sort = "relevance",
     json_output: JsonOption = False,
 ) -> None:
-    """More like this: images similar to an indexed asset."""
-    from search.engine import SearchService
-    from search.query import SearchOptions
+    """More like this: images similar to an indexed asset, with every filter of search.
 
+    Example: clipdex similar 1b4e28ba-2fa1-11d2-883f-0016d3cca427 --cutoff --sort -taken_at
+    """
+    from search.engine import SearchService
+
+    options = so.build_options(locals())
     home = served_home()
     if home is not None:  # `clipdex serve` owns this embedded home: it answers
         with expected_errors():
-            hits = home.similar(asset_id, SearchOptions(limit=limit, offset=offset))
-        _print_hits(hits, offset, json_output)
+            page = home.client.similar_page(asset_id, options)
+        _print_page(page, offset, json_output)
         return
     with opened_runtime() as runtime:
-        hits = SearchService(runtime).similar(asset_id, SearchOptions(limit=limit, offset=offset))
-    _print_hits(hits, offset, json_output)
+        page = SearchService(runtime).similar_page(asset_id, options)
+    _print_page(page, offset, json_output)
 
 
 def asset(
@@ -146,11 +196,28 @@ def classify(
     templates: Annotated[
         list[str] | None, typer.Option("--template", help="Prompt with a {} slot (repeatable).")
     ] = None,
+    folder: Annotated[
+        Path | None, typer.Option(help="Tag every asset under this folder (with --tag).")
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Write each asset's best label into its metadata KEY.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Zero-shot classification of an image against labels."""
+    """Zero-shot classification of an image against labels, or, with --tag, of every asset
+    (under --folder) with the label written into its metadata.
+
+    Example: clipdex classify --image cat.jpg cat dog bird
+    Example: clipdex classify --folder ~/Pictures --tag scene beach city forest
+    """
     from search.engine import SearchService
 
+    if tag is not None or folder is not None:
+        from clipdex.cli.library_tools import tag_library
+
+        if image is not None or asset_id is not None:
+            fail("--folder/--tag classify the library: leave out --image and --asset")
+        return tag_library(labels, folder, tag, templates, json_output)
     with opened_runtime() as runtime:
         scores = SearchService(runtime).classify(
             labels, image=image, asset_id=asset_id, templates=templates

@@ -35,8 +35,16 @@ from search.api.schemas import (
     TextSetIn,
     TextSetOut,
 )
-from search.engine import Hit, LiveTarget, SearchService, UnknownAsset
-from search.query import MAX_QUERY_CHARS, BadQuery, SearchOptions, Term, parse_terms, path_term
+from search.engine import LiveTarget, SearchPage, SearchService, UnknownAsset
+from search.query import (
+    MAX_QUERY_CHARS,
+    BadQuery,
+    SearchOptions,
+    Term,
+    parse_terms,
+    parse_where,
+    path_term,
+)
 from search.texts import add_texts, list_text_sets
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -70,6 +78,14 @@ def _filters(body: FiltersIn) -> SearchFilter:
         min_height=body.min_height,
         taken_after=body.taken_after,
         taken_before=body.taken_before,
+        max_width=body.max_width,
+        max_height=body.max_height,
+        orientation=body.orientation,
+        min_bytes=body.min_bytes,
+        max_bytes=body.max_bytes,
+        camera_make=body.camera_make,
+        camera_model=body.camera_model,
+        metadata=tuple(sorted(body.metadata.items())),
     )
 
 
@@ -77,15 +93,17 @@ INDEX_HEADER = "X-Clipdex-Index"
 
 
 def _out(
-    hits: list[Hit], options: SearchOptions, target: LiveTarget, response: Response
+    page: SearchPage, options: SearchOptions, target: LiveTarget, response: Response
 ) -> SearchOut:
     """A page of hits, naming the index version (and its model) that answered it."""
     version = target.version
     response.headers[INDEX_HEADER] = str(version.id)
     return SearchOut(
-        hits=[HitOut(**hit.as_dict()) for hit in hits],
+        hits=[HitOut(**hit.as_dict()) for hit in page.hits],
         limit=options.limit,
         offset=options.offset,
+        has_more=page.has_more,
+        total=page.total,
         model=identity_of(version).label,
         index=IndexOut(id=version.id, collection=version.collection),
     )
@@ -113,10 +131,14 @@ def _flat_options(flat: FlatOptionsIn) -> SearchOptions:
     filters = FiltersIn(
         folder=flat.folder, formats=flat.format, min_width=flat.min_width,
         min_height=flat.min_height, taken_after=flat.taken_after, taken_before=flat.taken_before,
+        max_width=flat.max_width, max_height=flat.max_height, orientation=flat.orientation,
+        min_bytes=flat.min_bytes, max_bytes=flat.max_bytes, camera_make=flat.camera_make,
+        camera_model=flat.camera_model, metadata=dict(parse_where(w) for w in flat.where),
     )  # fmt: skip
     return SearchOptions(
         limit=flat.limit, offset=flat.offset, filters=_filters(filters), min_score=flat.min_score,
-        adaptive_cutoff=flat.cutoff, collapse_duplicates=flat.collapse,
+        adaptive_cutoff=flat.cutoff, collapse_duplicates=flat.collapse, mode=flat.mode,
+        keyword_weight=flat.keyword_weight, sort=flat.sort,
     )  # fmt: skip
 
 
@@ -128,17 +150,21 @@ def _options(body: SearchIn) -> SearchOptions:
         min_score=body.min_score,
         adaptive_cutoff=body.adaptive_cutoff,
         collapse_duplicates=body.collapse_duplicates,
+        mode=body.mode,
+        keyword_weight=body.keyword_weight,
+        sort=body.sort,
     )
 
 
 @read_router.post("/v1/search", response_model=SearchOut, tags=["search"])
 def search_post(request: Request, response: Response, body: SearchIn) -> SearchOut:
-    """Text, image, asset and mixed weighted queries, with negatives."""
+    """Text, image, asset and mixed weighted queries, with negatives; ``mode`` keyword or
+    hybrid adds the words of the text terms (names, folders, metadata, tags, EXIF text)."""
     options = _options(body)
     service = _service(request)
     target = service.target()
-    hits = service.search(_terms(request, body), options, target)
-    return _out(hits, options, target, response)
+    page = service.search_page(_terms(request, body), options, target)
+    return _out(page, options, target, response)
 
 
 @read_router.get("/v1/search", response_model=SearchOut, tags=["search"])
@@ -152,7 +178,7 @@ def search_get(
     options = _flat_options(flat)
     service = _service(request)
     target = service.target()
-    return _out(service.text(q, options, target), options, target, response)
+    return _out(service.text_page(q, options, target), options, target, response)
 
 
 @read_router.post("/v1/search/image", response_model=SearchOut, tags=["search"])
@@ -167,7 +193,7 @@ def search_image(
     data = file.file.read()
     service = _service(request)
     target = service.target()
-    return _out(service.image(data, options, target), options, target, response)
+    return _out(service.image_page(data, options, target), options, target, response)
 
 
 @read_router.get("/v1/assets/{asset_id}", response_model=AssetOut, tags=["assets"])
@@ -186,7 +212,7 @@ def similar(
     options = _flat_options(flat)
     service = _service(request)
     target = service.target()
-    return _out(service.similar(asset_id, options, target), options, target, response)
+    return _out(service.similar_page(asset_id, options, target), options, target, response)
 
 
 @read_router.get("/v1/index", response_model=IndexVersionOut, tags=["index"])

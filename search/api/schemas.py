@@ -11,14 +11,19 @@ from search.engine import MAX_LABELS, MAX_TEMPLATES
 from search.query import (
     COLLAPSE_CEILING,
     COLLAPSE_FLOOR,
+    MAX_CAMERA_CHARS,
     MAX_FORMAT_CHARS,
     MAX_FORMATS,
+    MAX_META_VALUE_CHARS,
+    MAX_METADATA,
     MAX_OFFSET,
     MAX_PATH_CHARS,
     MAX_QUERY_CHARS,
     MAX_TERMS,
     MIN_SCORE_CEILING,
     MIN_SCORE_FLOOR,
+    Mode,
+    Sort,
 )
 from search.texts import MAX_TEXT_CHARS, MAX_TEXTS
 
@@ -38,6 +43,12 @@ Collapse = Annotated[
     Field(gt=COLLAPSE_FLOOR, le=COLLAPSE_CEILING, description="cosine above which hits are one"),
 ]
 QueryText = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+Bytes = Annotated[int, Field(ge=0, description="file size in bytes")]
+Orientation = Literal["portrait", "landscape", "square"]
+Camera = Annotated[str, Field(min_length=1, max_length=MAX_CAMERA_CHARS)]
+KeywordWeight = Annotated[
+    float, Field(ge=0, le=1, description="hybrid: the keyword side's share of the fused score")
+]
 
 
 class TermIn(BaseModel):
@@ -70,6 +81,17 @@ class FiltersIn(BaseModel):
     min_height: Size | None = None
     taken_after: datetime | None = None
     taken_before: datetime | None = None
+    max_width: Size | None = None
+    max_height: Size | None = None
+    orientation: Orientation | None = None
+    min_bytes: Bytes | None = None
+    max_bytes: Bytes | None = None
+    camera_make: Camera | None = Field(default=None, description="EXIF make, exactly")
+    camera_model: Camera | None = Field(default=None, description="EXIF model, exactly")
+    metadata: Annotated[
+        dict[str, Annotated[str, Field(min_length=1, max_length=MAX_META_VALUE_CHARS)]],
+        Field(max_length=MAX_METADATA, description="user metadata: key -> exact value"),
+    ] = {}
 
 
 class SearchIn(BaseModel):
@@ -84,6 +106,9 @@ class SearchIn(BaseModel):
     min_score: MinScore | None = None
     adaptive_cutoff: bool = False
     collapse_duplicates: Collapse | None = None
+    mode: Mode = "vector"
+    keyword_weight: KeywordWeight = 0.5
+    sort: Sort = "relevance"
 
     @model_validator(mode="after")
     def _query_or_terms(self) -> SearchIn:
@@ -108,19 +133,40 @@ class FlatOptionsIn(BaseModel):
     min_height: Size | None = None
     taken_after: datetime | None = None
     taken_before: datetime | None = None
+    max_width: Size | None = None
+    max_height: Size | None = None
+    orientation: Orientation | None = None
+    min_bytes: Bytes | None = None
+    max_bytes: Bytes | None = None
+    camera_make: Camera | None = None
+    camera_model: Camera | None = None
+    where: Annotated[
+        list[Annotated[str, Field(max_length=MAX_META_VALUE_CHARS + 70)]],
+        Field(max_length=MAX_METADATA, description="user metadata filter, key=value"),
+    ] = []
     min_score: MinScore | None = None
     cutoff: bool = Field(default=False, description="adaptive cutoff")
     collapse: Collapse | None = None
+    mode: Mode = "vector"
+    keyword_weight: KeywordWeight = 0.5
+    sort: Sort = "relevance"
 
 
 class HitOut(BaseModel):
     id: str
-    score: float
+    score: float = Field(description="cosine in vector mode; IDF overlap or fused RRF score")
     path: str | None
     width: int | None
     height: int | None
     format: str | None
     taken_at: str | None
+    name: str | None = None
+    orientation: str | None = None
+    bytes: int | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    description: str | None = None
+    meta: dict[str, Any] | None = None
 
 
 class IndexOut(BaseModel):
@@ -142,6 +188,8 @@ class SearchOut(BaseModel):
     hits: list[HitOut]
     limit: int
     offset: int
+    has_more: bool = Field(description="a next page (offset + limit) has hits")
+    total: int | None = Field(description="hits of the whole query, where known exactly")
     model: str
     index: IndexOut | None = None
 

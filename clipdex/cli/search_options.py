@@ -1,0 +1,96 @@
+"""The filter, refinement, mode and sort flags that every search command takes (``search``,
+``similar``), named as the HTTP API names them, and the ``SearchOptions`` they make."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from clipdex.cli.common import fail
+
+if TYPE_CHECKING:
+    from search.query import SearchOptions
+
+Limit = Annotated[int, typer.Option(help="How many hits.")]
+Offset = Annotated[int, typer.Option(help="Skip this many hits (paging).")]
+Folder = Annotated[Path | None, typer.Option(help="Only images under this folder.")]
+Formats = Annotated[
+    list[str] | None, typer.Option("--format", help="Only these formats (JPEG, PNG...).")
+]
+MinWidth = Annotated[int | None, typer.Option(help="Minimum width in pixels (as displayed).")]
+MinHeight = Annotated[int | None, typer.Option(help="Minimum height in pixels (as displayed).")]
+MaxWidth = Annotated[int | None, typer.Option(help="Maximum width in pixels (as displayed).")]
+MaxHeight = Annotated[int | None, typer.Option(help="Maximum height in pixels (as displayed).")]
+Orientation = Annotated[str | None, typer.Option(help="portrait, landscape or square.")]
+MinBytes = Annotated[int | None, typer.Option(help="Smallest file size, in bytes.")]
+MaxBytes = Annotated[int | None, typer.Option(help="Largest file size, in bytes.")]
+CameraMake = Annotated[str | None, typer.Option(help="EXIF camera make, exactly (Canon).")]
+CameraModel = Annotated[str | None, typer.Option(help="EXIF camera model, exactly (EOS R5).")]
+Where = Annotated[
+    list[str] | None,
+    typer.Option("--where", help="User metadata KEY=VALUE, exactly (repeatable: all must hold)."),
+]
+TakenAfter = Annotated[str | None, typer.Option(help="EXIF date taken, from (ISO).")]
+TakenBefore = Annotated[str | None, typer.Option(help="EXIF date taken, before (ISO).")]
+MinScore = Annotated[float | None, typer.Option(help="Drop hits below this cosine.")]
+Cutoff = Annotated[bool, typer.Option(help="Stop where the scores drop off.")]
+Collapse = Annotated[
+    float | None, typer.Option(help="Collapse hits closer than this cosine (e.g. 0.95).")
+]
+Mode = Annotated[
+    str,
+    typer.Option(
+        help="vector (CLIP), keyword (names, folders, tags, metadata, EXIF text) or hybrid."
+    ),
+]
+KeywordWeight = Annotated[float, typer.Option(help="Hybrid: the keyword side's share, 0 to 1.")]
+Sort = Annotated[
+    str,
+    typer.Option(help="relevance, taken_at (oldest first) or -taken_at (newest first)."),
+]
+
+
+def parse_date(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{name} must be an ISO date such as 2024-06-30 or 2024-06-30T18:00, got {value!r}")
+
+
+def build_options(flags: dict[str, Any]) -> SearchOptions:
+    """``SearchOptions`` from a command's flags (its ``locals()``, named as above)."""
+    from core.store.base import SearchFilter
+    from search.query import BadQuery, SearchOptions, parse_where
+
+    folder = flags["folder"]
+    try:
+        where = tuple(parse_where(pair) for pair in flags["where"] or ())
+    except BadQuery as error:
+        fail(str(error))
+    filters = SearchFilter(
+        folder=str(folder.expanduser().resolve()) if folder else None,
+        formats=tuple(f.upper() for f in flags["formats"] or ()),
+        min_width=flags["min_width"],
+        min_height=flags["min_height"],
+        taken_after=parse_date(flags["taken_after"], "--taken-after"),
+        taken_before=parse_date(flags["taken_before"], "--taken-before"),
+        max_width=flags["max_width"],
+        max_height=flags["max_height"],
+        orientation=flags["orientation"],
+        min_bytes=flags["min_bytes"],
+        max_bytes=flags["max_bytes"],
+        camera_make=flags["camera_make"],
+        camera_model=flags["camera_model"],
+        metadata=tuple(sorted(where)),
+    )
+    return SearchOptions(
+        limit=flags["limit"], offset=flags["offset"], filters=filters,
+        min_score=flags["min_score"], adaptive_cutoff=flags["cutoff"],
+        collapse_duplicates=flags["collapse"], mode=flags["mode"],
+        keyword_weight=flags["keyword_weight"], sort=flags["sort"],
+    )  # fmt: skip
