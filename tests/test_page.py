@@ -336,6 +336,11 @@ def test_orientation_metadata_and_words_only(page: Page, site: str, library: Pat
     search_for(page, "lake")
     expect(page.locator("#grid figure").first).to_have_attribute("data-id", asset_id)
     assert url_params(page)["mode"] == ["keyword"]
+    page.locator("#grid button.open").first.click()
+    page.click("#more-like-this")  # by meaning: an asset has no words
+    expect(page.locator("#grid figure")).to_have_count(8)
+    assert asset_id not in ids(page)
+    expect(page.locator("#status")).not_to_have_class("error")
 
 
 def test_the_page_sends_the_key_from_local_storage(

@@ -28,7 +28,8 @@ function dayAfter(value) {
 // The API's parameters for one search: options, mode, sort, page, and every filter set.
 export function searchParams(state) {
   const params = new URLSearchParams({ limit: PAGE, offset: (state.page - 1) * PAGE });
-  if (state.mode !== "vector") params.set("mode", state.mode);
+  // Only words have a keyword side: an image or "more like this" is searched by meaning.
+  if (state.kind === "text" && state.mode !== "vector") params.set("mode", state.mode);
   if (state.sort !== "relevance") params.set("sort", state.sort);
   for (const [name, value] of Object.entries(state.filters)) {
     if (name in LISTS) for (const part of split(value)) params.append(LISTS[name], part);
