@@ -44,6 +44,10 @@ def test_a_folder_asset_is_served_byte_for_byte(client: TestClient) -> None:
     assert response.content == Path(hit["path"]).read_bytes()
     assert Path(hit["path"]).name in response.headers["content-disposition"]
     assert Image.open(io.BytesIO(response.content)).size == (hit["width"], hit["height"])
+    again = client.get(
+        f"/v1/assets/{hit['id']}/image", headers={"If-None-Match": response.headers["etag"]}
+    )
+    assert again.status_code == 304 and not again.content
 
 
 def test_an_upload_is_served_from_its_blob(client: TestClient) -> None:

@@ -56,6 +56,9 @@ def original_image(request: Request, asset_id: str) -> Response:
     """The asset's original file, byte for byte (EXIF included), with its content type."""
     service: SearchService = request.app.state.service
     info = service.asset(asset_id)
+    tag = f'"{info.sha256}"'
+    if tag in request.headers.get("if-none-match", ""):  # the bytes are named by their hash
+        return Response(status_code=304, headers={"ETag": tag})
     path, data = _indexed_bytes(info.paths, info.sha256, request.app.state.settings.max_file_bytes)
     return Response(
         data,
@@ -63,7 +66,7 @@ def original_image(request: Request, asset_id: str) -> Response:
         headers={
             "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.name)}",
             "Cache-Control": "private, max-age=3600",
-            "ETag": f'"{info.sha256}"',
+            "ETag": tag,
             "X-Content-Type-Options": "nosniff",
         },
     )
