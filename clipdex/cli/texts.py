@@ -10,7 +10,10 @@ import typer
 from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
 from clipdex.display import shown
 
-texts_app = typer.Typer(help="Named text sets (captions, labels) for image -> text search.")
+texts_app = typer.Typer(
+    help="Named text sets (captions, labels) for image -> text search.\n\n"
+    "Example: clipdex texts add animals labels.txt && clipdex texts search animals --image cat.jpg"
+)
 
 
 @texts_app.command("add")
@@ -19,7 +22,10 @@ def texts_add(
     file: Annotated[Path, typer.Argument(help="A text file, one text per line.")],
     json_output: JsonOption = False,
 ) -> None:
-    """Encode every line of FILE into the text set NAME."""
+    """Encode every line of FILE into the text set NAME (a new set, or added to an existing one).
+
+    Example: clipdex texts add animals labels.txt --json  ->  {"name": "animals", "count": 80}
+    """
     from search.texts import add_texts
 
     try:
@@ -36,7 +42,10 @@ def texts_add(
 
 @texts_app.command("list")
 def texts_list(json_output: JsonOption = False) -> None:
-    """The text sets of the live index."""
+    """The text sets of the live index, with how many texts each holds.
+
+    Example: clipdex texts list --json
+    """
     from search.texts import list_text_sets
 
     with opened_runtime() as runtime:
@@ -56,7 +65,10 @@ def texts_search(
     limit: Annotated[int, typer.Option(help="How many texts.")] = 5,
     json_output: JsonOption = False,
 ) -> None:
-    """Image -> text: the texts of NAME that best describe an image."""
+    """Image -> text: the texts of NAME that best describe an image (a file or an indexed asset).
+
+    Example: clipdex texts search animals --image cat.jpg --limit 3
+    """
     from search.engine import SearchService
 
     with opened_runtime() as runtime:
