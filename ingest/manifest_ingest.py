@@ -25,7 +25,7 @@ from sqlalchemy import delete, select
 
 from core.catalog.batching import chunked
 from core.catalog.models import Failure, Job, JobAsset, Location
-from core.images import ImageRejected, identify
+from core.images import IMAGE_EXTENSIONS, ImageRejected, identify
 from core.runtime import Runtime
 from ingest.batch import index_assets
 from ingest.fetch import FetchPolicy, FetchRefused, fetch
@@ -106,7 +106,14 @@ def ingest_manifest(
     usable = _register_files(runtime, files, bad, report, progress, collect)
     if not usable:  # no folder ingest ran: queue what the downloads registered
         queue_pending(runtime.sessions, version.id, collect, runtime.settings.task_batch_size)
-    assets.update(_assets_at(runtime, files))
+    found = _assets_at(runtime, files)
+    assets.update(found)
+    reported = {row.line for row in bad}
+    bad += [  # given to the scan, yet not registered: unreadable (see its failure) or excluded
+        BadRow(row.line, f"not indexed: {row.source}")
+        for row in files
+        if row.line not in found and row.line not in reported
+    ]
     report.tagged = _tag(runtime, manifest, assets)
     _record_job(runtime, version.id, manifest, assets)
     _record_bad(runtime, manifest, bad, report)
@@ -185,10 +192,14 @@ def _register_files(
     is missing is a bad row. Returns how many files were given to the folder ingest."""
     paths: list[Path] = []
     for row in rows:
-        if Path(row.source).is_file():
-            paths.append(Path(row.source))
+        path = Path(row.source)
+        if not path.is_file():
+            what = "not a file" if path.exists() else "no such file"
+            bad.append(BadRow(row.line, f"{what}: {row.source}"))
+        elif path.suffix.lower() not in IMAGE_EXTENSIONS:
+            bad.append(BadRow(row.line, f"not an image file name: {row.source}"))
         else:
-            bad.append(BadRow(row.line, f"no such file: {row.source}"))
+            paths.append(path)
     unique = sorted(set(paths))
     for start in range(0, len(unique), ROOTS_PER_RUN):
         run = ingest(runtime, unique[start : start + ROOTS_PER_RUN], progress, collect)

@@ -111,15 +111,18 @@ def test_csv_with_paths_urls_metadata_and_bad_rows(
         f",http://10.1.2.3/{remote[1]},x,\n"  # 8: a private address
         f",{web}/missing.jpg,x,\n"  # 9: HTTP 404
         '"a.jpg","","x","y","extra"\n'  # 10: more fields than the header
+        f"{library},,x,\n"  # 11: a folder
+        f"{manifest},,x,\n"  # 12: not an image
     )
     report = ingest_manifest(runtime, manifest, LOOPBACK)
-    assert (report.rows, report.files, report.urls) == (9, 3, 4)
+    assert (report.rows, report.files, report.urls) == (11, 5, 4)
     assert (report.new, report.encoded, report.tagged) == (3, 3, 3)
     reasons = {row["line"]: str(row["reason"]) for row in report.bad_rows}
-    assert sorted(reasons) == [5, 6, 7, 8, 9, 10]
+    assert sorted(reasons) == [5, 6, 7, 8, 9, 10, 11, 12]
     assert "no 'path' or 'url'" in reasons[5] and "no such file" in reasons[6]
     assert "not a usable image" in reasons[7] and "private or reserved" in reasons[8]
     assert "HTTP 404" in reasons[9] and "the header has 4" in reasons[10]
+    assert "not a file" in reasons[11] and "not an image file name" in reasons[12]
     meta = _meta_of(runtime)
     assert meta[names[0]] == {"album": "summer", "people": "ann"}
     assert meta[names[1]] == {"album": "summer"}  # an empty cell sets nothing
