@@ -1,21 +1,30 @@
 """The batch pipeline: read+decode -> preprocess -> encode -> write (GUIDE §3).
 
-Decode and preprocess run in a thread pool (Pillow and hashlib release the GIL) one batch ahead
-of the encoder, so on a CPU-bound host the model is the only thing the run waits for. The same
-code serves inline ingest and the Celery task.
+Decode and preprocess run in a pool one batch ahead of the encoder: threads by default (Pillow
+and hashlib release the GIL), or processes (``decode_pool="processes"``, for hosts with many
+cores feeding a GPU; started by forkserver, never forked from a process holding torch threads,
+and threads again inside a daemonic Celery child, which may not have children). Catalog and store
+writes run on one writer thread (``write_behind``), so the encoder never waits on them.
+
+Order and resume guarantees are unchanged: batches are written one at a time, in order; a batch is
+upserted (``wait=True``) before the catalog marks it indexed, in one transaction; at most one
+batch's write is in flight, and an error in it stops the run before the next write starts.
+The same code serves inline ingest and the Celery task.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,13 +35,22 @@ from core.catalog.batching import chunked
 from core.catalog.models import Asset, AssetIndexState, AssetState, Location
 from core.encoder import Encoder
 from core.ids import sha256_of_bytes
-from core.images import DecodeLimits, ExifText, ImageRejected, decode_bytes, read_limited
+from core.images import (
+    DecodeLimits,
+    ExifText,
+    ImageRejected,
+    configure_pillow,
+    decode_bytes,
+    read_limited,
+)
 from core.preprocess import PreprocessConfig, to_model_input
 from core.store.base import PointRecord, VectorIndex
 from ingest.payload import payloads_for
 from ingest.records import fail_live_paths, set_states
 
 log = logging.getLogger(__name__)
+
+DecodePool = Literal["threads", "processes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +88,12 @@ Prepared = Decoded | Rejected
 
 @dataclass(slots=True)
 class StageTimes:
-    """Seconds each stage kept the main thread busy; decode overlaps so it mostly waits 0."""
+    """Seconds per stage: the main thread's waits for decode and for the writer, its encoding,
+    and the writer's own busy time (which overlaps encoding when writes run behind)."""
 
     wait_decode: float = 0.0
     encode: float = 0.0
+    wait_write: float = 0.0
     write: float = 0.0
 
 
@@ -114,9 +134,13 @@ class Pipeline:
         batch_size: int,
         workers: int,
         before_write: Callable[[], None] | None = None,
+        decode_pool: DecodePool = "threads",
+        write_behind: bool = True,
     ) -> None:
         """``before_write`` runs before each batch is stored (the free-space floor); when it
         raises, that batch is neither stored nor marked indexed."""
+        self._decode_pool: DecodePool = decode_pool
+        self._write_behind = write_behind
         self._before_write = before_write
         self._encoder = encoder
         self._index = index
@@ -131,16 +155,43 @@ class Pipeline:
     ) -> PipelineResult:
         result = PipelineResult()
         config = self._encoder.preprocess
-        with ThreadPoolExecutor(max_workers=self._workers) as pool:
+        writing: tuple[Future[_Written], int] | None = None
+        with (
+            _decode_executor(self._decode_pool, self._workers, self._limits) as pool,
+            ThreadPoolExecutor(1, thread_name_prefix="clipdex-write") as writer,
+        ):
             for batch in self._prefetched(pool, items, config, result.times):
-                self._finish(batch, result)
-                if on_batch is not None:
-                    on_batch(len(batch))
+                encoded = self._encode(batch, result.times)
+                if writing is not None:  # the previous batch is stored before this one
+                    self._settle(*writing, result, on_batch)
+                    writing = None
+                if self._write_behind:
+                    writing = (writer.submit(self._write, *encoded), len(batch))
+                else:
+                    self._settle(_done(self._write(*encoded)), len(batch), result, on_batch)
+            if writing is not None:
+                self._settle(*writing, result, on_batch)
         return result
+
+    @staticmethod
+    def _settle(
+        written: Future[_Written],
+        size: int,
+        result: PipelineResult,
+        on_batch: Callable[[int], None] | None,
+    ) -> None:
+        started = time.perf_counter()
+        outcome = written.result()  # a failed write raises here and stops the run
+        result.times.wait_write += time.perf_counter() - started
+        result.encoded += outcome.encoded
+        result.failed += outcome.failed
+        result.times.write += outcome.seconds
+        if on_batch is not None:
+            on_batch(size)
 
     def _prefetched(
         self,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         items: Sequence[WorkItem],
         config: PreprocessConfig,
         times: StageTimes,
@@ -163,14 +214,21 @@ class Pipeline:
                 in_flight.append(submit(following))
             yield ready
 
-    def _finish(self, batch: list[Prepared], result: PipelineResult) -> None:
+    def _encode(
+        self, batch: list[Prepared], times: StageTimes
+    ) -> tuple[list[Decoded], list[Rejected], NDArray[np.float32]]:
         good = [p for p in batch if isinstance(p, Decoded)]
         bad = [p for p in batch if isinstance(p, Rejected)]
         vectors = np.empty((0, 0), dtype=np.float32)
         if good:
             started = time.perf_counter()
             vectors = self._encoder.encode_images(np.stack([p.pixels for p in good]))
-            result.times.encode += time.perf_counter() - started
+            times.encode += time.perf_counter() - started
+        return good, bad, vectors
+
+    def _write(
+        self, good: list[Decoded], bad: list[Rejected], vectors: NDArray[np.float32]
+    ) -> _Written:
         if self._before_write is not None:
             self._before_write()
         started = time.perf_counter()
@@ -186,10 +244,36 @@ class Pipeline:
             ]
             self._index.upsert(points)  # waits until applied, before the catalog says indexed
             set_states(session, self._version_id, [p.id for p in points], AssetState.INDEXED)
-            result.failed += _record_failures(session, self._version_id, bad)
+            failed = _record_failures(session, self._version_id, bad)
             session.commit()
-        result.encoded += len(points)
-        result.times.write += time.perf_counter() - started
+        return _Written(len(points), failed, time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    encoded: int
+    failed: int
+    seconds: float
+
+
+def _done(written: _Written) -> Future[_Written]:
+    future: Future[_Written] = Future()
+    future.set_result(written)
+    return future
+
+
+def _decode_executor(kind: DecodePool, workers: int, limits: DecodeLimits) -> Executor:
+    """Threads, or processes where this process may have children (a Celery pool child may
+    not). Processes start from a fork server: forking a process that runs torch's thread pools
+    can deadlock its children."""
+    if kind == "processes" and not multiprocessing.current_process().daemon:
+        return ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=configure_pillow,
+            initargs=(limits.max_image_pixels,),
+        )
+    return ThreadPoolExecutor(workers, thread_name_prefix="clipdex-decode")
 
 
 def _record_metadata(session: Session, decoded: Decoded) -> None:
