@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     precision: Precision = Field(default="fp32", description="`fp16`/`bf16` autocast.")
     batch_size: int = Field(default=32, ge=1, le=4096, description="Images per encoder batch.")
     decode_workers: int = Field(default=2, ge=1, le=256, description="Decode threads.")
+    decode_pool: Literal["threads", "processes"] = Field(
+        default="threads",
+        description="Decode in `threads` or `processes` (`decode_workers` of them; processes "
+        "pay off on many cores feeding a GPU, see Speed).",
+    )
 
     max_file_bytes: int = Field(
         default=100 * 1024 * 1024, ge=1, description="Files above this are refused unread."

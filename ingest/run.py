@@ -183,6 +183,7 @@ def _run(
             runtime.settings.batch_size,
             runtime.settings.decode_workers,
             before_write=lambda: check_free_space(space, runtime.settings.min_free_bytes),
+            decode_pool=runtime.settings.decode_pool,
         )
         outcome = pipeline.run(work, progress.advance)
         report.encoded = outcome.encoded
