@@ -216,8 +216,14 @@ def test_library_commands(tmp_path: Path, library: Path) -> None:
         (str(library), False, 4)
     ]
     shutil.rmtree(library)
-    status = clipdex(home, "library", "list")
+    listed_again = clipdex(home, "library", "list")
+    assert "MISSING ROOT" in listed_again.stdout
+    status = clipdex(home, "status")
+    assert status.returncode == 0 and f"library:   1  {library}" in status.stdout
     assert "MISSING ROOT" in status.stdout
+    assert "MISSING ROOT" in clipdex(home, "failures").stderr
+    kept = clipdex(home, "ingest")
+    assert "0 removed" in kept.stdout and "is missing" in kept.stderr
     removed = clipdex(home, "library", "remove", str(library))
     assert removed.returncode == 0 and "4 images left the index" in removed.stdout
     unknown = clipdex(home, "library", "remove", str(library))

@@ -54,10 +54,15 @@ def status(json_output: JsonOption = False) -> None:
     else:
         with opened_runtime() as runtime:
             report = collect_status(runtime)
+    from clipdex.cli.libraries import describe, libraries_now
+
+    libraries = libraries_now()
     if json_output:
-        print_json(report)
+        print_json({**report, "libraries": [info.as_dict() for info in libraries]})
         return
     _print_status(report)
+    for info in libraries:
+        typer.echo(f"library:   {describe(info).strip()}")
 
 
 def _print_status(report: dict[str, Any]) -> None:

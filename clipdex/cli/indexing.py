@@ -159,6 +159,10 @@ def failures(json_output: JsonOption = False) -> None:
     for row in listed:
         typer.echo(f"{shown(row['path'])}\t{shown(row['stage'])}\t{shown(row['reason'])}")
     typer.echo(f"{len(listed)} failed", err=True)
+    from clipdex.cli.libraries import describe, libraries_now
+
+    for info in libraries_now():
+        typer.echo(f"library: {describe(info).strip()}", err=True)
 
 
 def jobs(

@@ -170,12 +170,24 @@ def server_watcher(runtime: Runtime, dispatch: SendBatch | None) -> LibraryWatch
     return watcher
 
 
-def library_lines(runtime: Runtime) -> list[str]:
-    """``describe`` for every library, for `status` and `failures`."""
+def libraries_now() -> list[LibraryInfo]:
+    """The libraries, read from the catalog alone (no store: a running `serve` may hold it),
+    for `status` and `failures`; none when the catalog has no libraries table yet."""
+    from sqlalchemy.exc import DBAPIError
+
+    from clipdex.cli.common import checked_settings, expected_errors
+    from core.catalog.db import make_engine, make_sessionmaker
     from ingest.libraries import list_libraries
 
-    with runtime.sessions() as session:
-        return [describe(info) for info in list_libraries(session)]
+    with expected_errors():
+        engine = make_engine(checked_settings().catalog_url)
+        try:
+            with make_sessionmaker(engine)() as session:
+                return list_libraries(session)
+        except DBAPIError:
+            return []
+        finally:
+            engine.dispose()
 
 
 def register(app: typer.Typer) -> None:
