@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,40 @@ def test_optimize_keeps_search_answers(ingested: tuple[Path, Path]) -> None:
     assert result.returncode == 0 and "optimized" in result.stdout
     after = json.loads(clipdex(home, "search", "boats", "--limit", "5", "--json").stdout)
     assert [h["id"] for h in after] == [h["id"] for h in before]
+
+
+def test_migrate_and_optimize_json(ingested: tuple[Path, Path], photos: Path) -> None:
+    home, _ = ingested
+    migrated = clipdex(home, "migrate", "--json")
+    assert migrated.returncode == 0, migrated.stderr
+    report = json.loads(migrated.stdout)
+    assert report["at_head"] is True and re.fullmatch(r"\d{4}", report["revision"])
+    optimized = clipdex(home, "optimize", "--json")
+    assert optimized.returncode == 0, optimized.stderr
+    numbers = json.loads(optimized.stdout)
+    assert numbers["points"] == len(list(photos.glob("*.jpg"))) and numbers["seconds"] >= 0
+
+
+def test_serve_json_prints_a_start_record_then_json_log_lines(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "clipdex", "serve", "--json", "--port", "0"],
+        env=cli_env(tmp_path / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stderr is not None
+        start = json.loads(server.stdout.readline())
+        assert start["event"] == "start" and start["command"] == "serve"
+        assert start["host"] == "127.0.0.1" and start["home"] == str(tmp_path / "home")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = server.stderr.readline()
+            assert line, "serve stopped before it listened"
+            entry = json.loads(line)  # every log line is one JSON object
+            assert {"time", "level", "logger", "message"} <= entry.keys()
+            if entry["message"].startswith("Uvicorn running on http://127.0.0.1:"):
+                break
+        else:
+            pytest.fail("serve did not say where it listens")
+    finally:
+        server.terminate()
+        server.wait(30)
