@@ -71,7 +71,7 @@ class AdminJobs(Protocol):
 
 
 class IngestIn(BaseModel):
-    paths: Annotated[list[Text], Field(min_length=1, max_length=MAX_ROOTS)]
+    paths: Annotated[list[Text], Field(max_length=MAX_ROOTS)]  # none: every library
 
 
 class ReindexIn(BaseModel):

@@ -1,0 +1,118 @@
+"""One home, many commands: while a real `clipdex serve` owns an embedded home, `clipdex ingest`,
+`status` and `search` on that home work through it with the same output; searches never fail
+meanwhile; a server killed with SIGKILL mid-ingest loses nothing (restart, run again: exact)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from clipdex.homeserver import claim_path
+from tests.conftest import cli_env
+from tests.home_serve import clipdex, serving
+
+QUERY = "a dog on the beach"
+
+
+def _copy(sources: list[Path], folder: Path, rotated: bool = False) -> list[Path]:
+    folder.mkdir(parents=True)
+    made = []
+    for source in sources:
+        target = folder / (("r-" if rotated else "") + source.name)
+        if rotated:  # other bytes: a new asset
+            with Image.open(source) as image:
+                image.rotate(90, expand=True).save(target, "JPEG")
+        else:
+            shutil.copy2(source, target)
+        made.append(target.resolve())
+    return made
+
+
+def _indexed(home: Path) -> int:
+    with sqlite3.connect(home / "catalog.db") as db:
+        row = db.execute(
+            "SELECT count(*) FROM asset_index_states WHERE state = 'indexed'"
+        ).fetchone()
+    return int(row[0])
+
+
+def _exact(env: dict[str, str], files: int) -> None:
+    status = json.loads(clipdex(env, "status", "--json").stdout)
+    assert status["indexed"] == status["points"] == status["assets"] == files
+    assert status["failures"] == 0
+
+
+@pytest.mark.tiny_real
+def test_commands_go_through_serve_and_a_killed_server_loses_nothing(
+    tmp_path: Path, photos: Path
+) -> None:
+    jpgs = sorted(photos.glob("*.jpg"))
+    first = _copy(jpgs[:8], tmp_path / "first")
+    second = _copy(jpgs[8:20], tmp_path / "second")
+    third = _copy(jpgs[20:], tmp_path / "third") + _copy(jpgs, tmp_path / "third" / "r", True)
+    home = tmp_path / "home"
+    env = cli_env(home, CLIPDEX_DEVICE="cpu", CLIPDEX_BATCH_SIZE="2")
+    clipdex(env, "ingest", str(tmp_path / "first"))
+    reads = [("status",), ("status", "--json"), ("search", QUERY), ("search", QUERY, "--json")]
+    alone = [clipdex(env, *args).stdout for args in reads]
+
+    with serving(home, env, tmp_path / "serve.log") as (process, server):
+        # The server holds the store: these answers came through it, and equal the local ones.
+        assert [clipdex(env, *args).stdout for args in reads] == alone
+        outcomes: list[int] = []
+        stop = threading.Event()
+
+        def searching() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                while not stop.is_set():
+                    response = client.get("/v1/search", params={"q": QUERY, "limit": 100})
+                    outcomes.append(response.status_code)
+
+        searcher = threading.Thread(target=searching)
+        searcher.start()
+        try:
+            report = json.loads(clipdex(env, "ingest", str(tmp_path / "second"), "--json").stdout)
+        finally:
+            stop.set()
+            searcher.join()
+        assert report["new"] == report["encoded"] == len(second) and report["failed"] == 0
+        assert outcomes and all(code == 200 for code in outcomes), outcomes
+        hits = json.loads(clipdex(env, "search", QUERY, "--limit", "100", "--json").stdout)
+        assert {hit["path"] for hit in hits} == {str(p) for p in first + second}
+        _exact(env, len(first) + len(second))
+
+        # SIGKILL the server in the middle of an ingest running through it.
+        child = subprocess.Popen(
+            [sys.executable, "-m", "clipdex", "ingest", str(tmp_path / "third"), "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        before = len(first) + len(second)
+        deadline = time.monotonic() + 300
+        while _indexed(home) < before + 4 and child.poll() is None:
+            assert time.monotonic() < deadline, "the ingest through the server did not start"
+            time.sleep(0.02)
+        assert child.poll() is None, "the ingest finished before the server could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        _, errors = child.communicate(timeout=120)
+        assert child.returncode == 2 and "stopped answering" in errors, errors
+        assert before + 4 <= _indexed(home) < before + len(third)
+
+    assert claim_path(home).exists()  # left by the killed server: a dead pid, ignored
+    with serving(home, env, tmp_path / "serve.log") as (process, server):
+        again = json.loads(clipdex(env, "ingest", str(tmp_path / "third"), "--json").stdout)
+        assert again["failed"] == 0 and again["encoded"] + again["reused"] <= len(third)
+        _exact(env, before + len(third))
+    assert not claim_path(home).exists()  # a clean stop removes it
+    _exact(env, before + len(third))  # and the commands open the home themselves again
