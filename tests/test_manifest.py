@@ -32,6 +32,7 @@ pytestmark = pytest.mark.unit
 
 LOOPBACK = FetchPolicy.of(5_000_000, 10.0, False, ["127.0.0.1/32"])
 DEFAULT = FetchPolicy.of(5_000_000, 10.0, False, [])
+WORKER_REDIS = "redis://127.0.0.1:6379/9"  # a database of its own, emptied by the test
 
 
 class _Files(SimpleHTTPRequestHandler):
@@ -244,3 +245,46 @@ def test_the_ingest_command_takes_a_manifest(
         env=env, capture_output=True, text=True, check=True, timeout=300,
     )  # fmt: skip
     assert [f["path"] for f in json.loads(failures.stdout)] == [f"{manifest.resolve()}:4"]
+
+
+@pytest.fixture
+def broker() -> Iterator[object]:
+    from tests.workerkit import open_broker
+
+    yield from open_broker(WORKER_REDIS)
+
+
+@pytest.mark.services
+@pytest.mark.tiny_real
+def test_a_manifest_through_real_workers(
+    tmp_path: Path, fresh_postgres: str, broker: object, library: Path, web: str, photos: Path
+) -> None:
+    """With a broker the command only registers and queues; a real worker encodes, and the
+    points it writes carry the rows' metadata (filterable once the worker is done)."""
+    from tests.workerkit import Workers, clipdex, indexed, worker_env
+
+    env = worker_env(
+        tmp_path / "home", fresh_postgres, WORKER_REDIS, CLIPDEX_URL_ALLOW_NETWORKS="127.0.0.1/32"
+    )
+    migrated = clipdex(env, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    manifest = tmp_path / "m.jsonl"
+    files = sorted(library.rglob("*.jpg"))[:2]
+    rows = [{"path": str(p), "metadata": {"album": "w"}} for p in files]
+    rows.append({"url": f"{web}/{_web_photos(photos)[2]}", "album": "w"})
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    workers = Workers(tmp_path, own_group=False)
+    try:
+        workers.start(env)
+        done = clipdex(env, "ingest", str(manifest), "--json")
+        assert done.returncode == 0, done.stderr
+        shown = json.loads(done.stdout)
+        assert shown["manifests"][0]["queued"] == 3 and shown["states"]["indexed"] == 3
+        assert len(indexed(fresh_postgres)) == 3
+    finally:
+        workers.stop_all()
+    found = clipdex(env, "search", "a photo", "--where", "album=w", "--json")
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)
+    hits = hits["hits"] if isinstance(hits, dict) else hits
+    assert len(hits) == 3 and all(hit["meta"] == {"album": "w"} for hit in hits)
