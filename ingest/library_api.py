@@ -20,7 +20,14 @@ from pydantic import BaseModel, Field
 
 from core.runtime import Runtime
 from ingest.forget import remove_library
-from ingest.libraries import LibraryInfo, add_library, find_library, info_of, list_libraries
+from ingest.libraries import (
+    BadLibrary,
+    LibraryInfo,
+    add_library,
+    find_library,
+    info_of,
+    list_libraries,
+)
 from ingest.queueing import SendBatch
 from ingest.run import ingest
 
@@ -72,7 +79,15 @@ def get_libraries(request: Request) -> list[LibraryOut]:
 
 @write_router.post("/v1/libraries", status_code=201, response_model=LibraryOut)
 def post_library(request: Request, body: LibraryIn) -> LibraryOut:
-    """Add a server folder as a library (or set its rules); scan it with .../scan."""
+    """Add a server folder as a library (or set its rules); scan it with .../scan. Only
+    folders under CLIPDEX_ALLOWED_IMAGE_ROOTS: a key must not open the whole disk."""
+    allowed: list[Path] = request.app.state.settings.allowed_image_roots
+    wanted = Path(body.path).expanduser().resolve()
+    if not any(wanted.is_relative_to(root.expanduser().resolve()) for root in allowed):
+        raise BadLibrary(
+            f"{body.path} is not under CLIPDEX_ALLOWED_IMAGE_ROOTS; the server adds libraries "
+            "only there (or use `clipdex library add` on the server)"
+        )
     with request.app.state.runtime.sessions() as session:
         library, _ = add_library(session, Path(body.path), body.excludes, body.include_hidden)
         info = info_of(session, library)

@@ -237,6 +237,7 @@ def test_library_endpoints(runtime: Runtime, library: Path, tmp_path: Path) -> N
     from clipdex.http import create_app
 
     keys = {"api_write_keys": [SecretStr("w")], "api_read_keys": [SecretStr("r")]}
+    keys["allowed_image_roots"] = [library.parent]
     settings = runtime.settings.model_copy(update=keys)
     read, write = {"X-API-Key": "r"}, {"X-API-Key": "w"}
     with TestClient(create_app(settings, runtime)) as client:
@@ -247,6 +248,8 @@ def test_library_endpoints(runtime: Runtime, library: Path, tmp_path: Path) -> N
         library_id = made.json()["id"]
         bad = client.post("/v1/libraries", json={"path": str(tmp_path / "absent")}, headers=write)
         assert bad.status_code == 422 and "not a folder" in bad.json()["detail"]
+        outside = client.post("/v1/libraries", json={"path": "/"}, headers=write)
+        assert outside.status_code == 422 and "ALLOWED_IMAGE_ROOTS" in outside.json()["detail"]
         scan = client.post(f"/v1/libraries/{library_id}/scan", headers=write)
         assert scan.status_code == 202, scan.text
         deadline = time.monotonic() + 60
