@@ -88,12 +88,6 @@ def _wait_indexed(runtime: Runtime, asset_id: str, limit: float) -> None:
         time.sleep(0.01)
 
 
-def report_table(size: int, first: float, noop: float, touched: float, deleted: float) -> None:
-    heads = ("files", "first ingest", "no-op", "1% touched", "1% deleted")
-    print(" | ".join(f"{head:>12}" for head in heads), "  (us per library file, whole ingest)")
-    print(" | ".join(f"{value:12.1f}" for value in (size, first, noop, touched, deleted)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--files", type=int, default=20_000)
