@@ -197,3 +197,23 @@ def test_delete_forgets_a_path_asset_and_a_rescan_brings_it_back(
     report = ingest(runtime, [library])
     assert report.new == 1 and report.encoded == 1
     assert runtime.live_index()[1].count() == points
+
+
+@pytest.mark.tiny_real
+def test_tag_goes_through_a_running_serve(library: Path, tmp_path: Path) -> None:
+    """While `clipdex serve` owns the embedded home, `clipdex tag` asks it (PATCH) instead of
+    failing on the held store; the server's own searches see the change at once."""
+    from tests.home_serve import clipdex, serving
+
+    env = cli_env(tmp_path / "home")
+    clipdex(env, "ingest", str(library))
+    photo = sorted(library.rglob("*.jpg"))[4]
+    with serving(tmp_path / "home", env, tmp_path / "serve.log"):
+        done = clipdex(env, "tag", str(photo), "album=served", "--json")
+        assert json.loads(done.stdout)["metadata"] == {"album": "served"}
+        searched = clipdex(env, "search", "a photo", "--where", "album=served", "--json")
+        found = json.loads(searched.stdout)
+        hits = found["hits"] if isinstance(found, dict) else found
+        assert [hit["meta"] for hit in hits] == [{"album": "served"}]
+        refused = clipdex(env, "tag", str(photo), "a.b=1", code=2)
+        assert "no dots" in refused.stderr and "Traceback" not in refused.stderr

@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
+from clipdex.cli.common import (
+    JsonOption,
+    expected_errors,
+    fail,
+    opened_runtime,
+    print_json,
+    served_home,
+)
 from clipdex.display import shown
 
 
@@ -47,11 +54,21 @@ def tag(
     and filterable (`clipdex search ... --where key=value`); nothing is encoded again.
 
     Example: clipdex tag ~/Pictures/beach.jpg album=summer people=ann people=bob --remove draft"""
-    from ingest.metadata import update_metadata
+    from ingest.metadata import asset_for, update_metadata
 
-    with opened_runtime() as runtime:
+    with expected_errors():
         changes = parse_pairs(pairs or [], remove or [])
-        asset_id, meta = update_metadata(runtime, asset, changes)
+    home = served_home()
+    if home is None:
+        with opened_runtime() as runtime:
+            asset_id, meta = update_metadata(runtime, asset, changes)
+    else:  # `clipdex serve` owns this embedded home: it applies the change (PATCH)
+        with opened_runtime() as runtime, runtime.sessions() as session:
+            asset_id = asset_for(session, asset).id  # a path is looked up in the catalog here
+        with expected_errors():
+            body = {"metadata": changes}
+            done = home.client.call("PATCH", f"/v1/assets/{asset_id}", json=body)
+        meta = done["metadata"]
     if json_output:
         print_json({"id": asset_id, "metadata": meta})
         return
