@@ -56,15 +56,18 @@ def crash_on(sha256: str) -> BeforeEncode:
     return check
 
 
-def register_tasks(app: Celery, settings: Settings, crash_on_sha256: str | None = None) -> None:
+def register_tasks(
+    app: Celery, settings: Settings, crash_on_sha256: str | None = None, gpus: Sequence[int] = ()
+) -> None:
     """Register the batch task and the pool-child hooks. ``crash_on_sha256`` is the
-    fault-injection hook of ``clipdex worker`` (off by default; see :func:`crash_on`)."""
+    fault-injection hook of ``clipdex worker`` (off by default; see :func:`crash_on`); with
+    ``gpus``, each pool child encodes on the GPU its pool index picks (core.devices)."""
     before_encode = crash_on(crash_on_sha256) if crash_on_sha256 else None
 
     @worker_process_init.connect(weak=False)
     def load_model(**_: Any) -> None:
         try:
-            runtime = _ChildState.runtime = open_runtime(settings)
+            runtime = _ChildState.runtime = open_runtime(_child_settings(settings, gpus))
             open_for_work(runtime)  # opens the store in the child, never in the parent
             log.info("worker child ready: %s", runtime.encoder.identity.label)
         except Exception as error:  # a broken child must never take a task
@@ -90,6 +93,17 @@ def register_tasks(app: Celery, settings: Settings, crash_on_sha256: str | None 
         outcome = index_assets(runtime, version_id, asset_ids, before_encode)
         log.info("batch of %d for version %d: %s", len(asset_ids), version_id, outcome.as_dict())
         return outcome.as_dict()
+
+
+def _child_settings(settings: Settings, gpus: Sequence[int]) -> Settings:
+    if not gpus:
+        return settings
+    from billiard.process import current_process  # type: ignore[import-untyped]
+
+    from core.devices import device_for_child
+
+    device = device_for_child(int(getattr(current_process(), "index", 0)), gpus)
+    return settings.model_copy(update={"device": device})
 
 
 def _give_up_child(error: Exception) -> None:

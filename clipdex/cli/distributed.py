@@ -18,6 +18,10 @@ STARTUP_CHECK_SECONDS = 600  # loading a large checkpoint from a slow disk
 
 def worker(
     concurrency: Annotated[int, typer.Option(help="Pool processes (one per GPU).")] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="'all' or GPU ids (0,1): one pool child per GPU, each pinned to it."),
+    ] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     fault_crash_on_sha256: Annotated[
         str | None,
@@ -62,6 +66,8 @@ def worker(
         settings = checked_settings()
     if not settings.broker_url:
         fail("set CLIPDEX_BROKER_URL (e.g. redis://127.0.0.1:6379/0) for workers")
+    placed = _gpus(gpus) if gpus else []
+    concurrency = len(placed) or concurrency
     engine = make_engine(settings.catalog_url)
     try:  # in the parent, before any child forks: the catalog must be usable
         prepare_catalog(settings, engine, owner=False)
@@ -73,12 +79,26 @@ def worker(
     if problem is not None:
         fail(f"worker cannot start: {problem}")
     celery_app = make_celery(settings)
-    register_tasks(celery_app, settings, crash_on_sha256=fault_crash_on_sha256)
+    register_tasks(celery_app, settings, crash_on_sha256=fault_crash_on_sha256, gpus=placed)
     top = _json_worker(concurrency) if json_output else []
     celery_app.worker_main(
         [*top, "worker", f"--concurrency={concurrency}", "--pool=prefork",
          f"--loglevel={loglevel}", "-Q", QUEUE, "--without-gossip", "--without-mingle"]
     )  # fmt: skip
+
+
+def _gpus(spec: str) -> list[int]:
+    """The GPUs of ``--gpus``, counted in a spawned process: the parent touches no CUDA."""
+    import multiprocessing
+
+    from core.devices import GpuSpecError, cuda_device_count, parse_gpus
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        available = pool.apply(cuda_device_count)
+    try:
+        return parse_gpus(spec, available)
+    except GpuSpecError as error:
+        fail(str(error))
 
 
 def _json_worker(concurrency: int) -> list[str]:
