@@ -217,3 +217,7 @@ def test_tag_goes_through_a_running_serve(library: Path, tmp_path: Path) -> None
         assert [hit["meta"] for hit in hits] == [{"album": "served"}]
         refused = clipdex(env, "tag", str(photo), "a.b=1", code=2)
         assert "no dots" in refused.stderr and "Traceback" not in refused.stderr
+        manifest = tmp_path / "m.csv"
+        manifest.write_text(f"path,album\n{photo},x\n")
+        refused = clipdex(env, "ingest", str(manifest), code=2)  # said in one line, not "locked"
+        assert refused.stderr.count("\n") == 1 and "stop it to ingest a manifest" in refused.stderr

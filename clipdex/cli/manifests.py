@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from clipdex.cli.common import fail, opened_runtime, print_json
+from clipdex.cli.common import fail, opened_runtime, print_json, served_home
 from clipdex.display import shown
 
 if TYPE_CHECKING:
@@ -40,6 +40,11 @@ def ingest_manifests(paths: list[Path], wait: bool, json_output: bool) -> None:
         fail(
             f"{shown(str(others[0])) if others else 'nothing'} is not a manifest (a CSV file with "
             "a 'path' or 'url' column, or JSON lines); ingest folders and manifests separately"
+        )
+    if served_home() is not None:
+        fail(
+            "`clipdex serve` owns this embedded home and manifests do not go through it yet: "
+            "stop it to ingest a manifest, or send the images with POST /v1/images"
         )
     reports: list[ManifestReport] = []
     with opened_runtime() as runtime:
