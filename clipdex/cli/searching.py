@@ -172,7 +172,10 @@ def asset(
     asset_id: Annotated[str, typer.Argument(help="An asset id.")],
     json_output: JsonOption = False,
 ) -> None:
-    """What the catalog knows about one asset: paths, format, size, state."""
+    """What the catalog knows about one asset: paths, format, size, state.
+
+    Example: clipdex asset 5f0c0e1a-8a4e-5b7e-9c1d-2f3a4b5c6d7e --json
+    """
     from search.engine import SearchService
 
     home = served_home()
@@ -239,7 +242,10 @@ def embed(
     texts: Annotated[list[str] | None, typer.Option("--text", help="Text(s) to embed.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Print raw, L2-normalized model embeddings (no prompt templates)."""
+    """Print raw, L2-normalized model embeddings (no prompt templates).
+
+    Example: clipdex embed --image cat.jpg --text "a cat" --json
+    """
     import numpy as np
 
     from core.images import ImageRejected, decode_file
