@@ -25,6 +25,7 @@ from clipdex.auth import ApiGuard, KeyScopes, Read, Write
 from clipdex.catalog import prepare_catalog
 from clipdex.dispatch import dispatch_for
 from clipdex.errors import EXPECTED, message_of, rule_for, status_of
+from clipdex.queue_depth import queue_depth_reader
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
 from ingest import admin_api, library_api
@@ -151,7 +152,7 @@ def create_app(
     app.state.settings = settings
     app.state.local_token = local_token
     app.state.dispatch = dispatch_for(settings)
-    app.state.registry = install_metrics(app)
+    app.state.registry = install_metrics(app, queue_depth_reader(settings))
     if runtime is not None:
         _attach(app, runtime, refresh_interval)
     # Keys and rate limits are decided from the headers, before anything reads the body. CORS

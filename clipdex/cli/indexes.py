@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from ingest.queueing import SendBatch
     from ingest.reindex import Workers
 
-index_app = typer.Typer(help="Index versions: list, activate (or roll back), drop.")
+index_app = typer.Typer(
+    help="Index versions: list, activate (or roll back), drop.\n\n"
+    "Example: clipdex index list --json"
+)
 
 
 def version_rows(runtime: Runtime) -> list[dict[str, Any]]:

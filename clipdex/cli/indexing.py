@@ -143,7 +143,10 @@ def _wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgre
 
 
 def failures(json_output: JsonOption = False) -> None:
-    """List every file that could not be indexed, with the stage and the reason."""
+    """List every file that could not be indexed, with the stage and the reason.
+
+    Example: clipdex failures --json
+    """
     from ingest.failures import failure_rows
 
     home = served_home()
@@ -169,7 +172,10 @@ def jobs(
     job_id: Annotated[str | None, typer.Argument(help="One job; default: the recent ones.")] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Progress of upload jobs: counts by state and failures with reasons."""
+    """Progress of upload jobs: counts by state and failures with reasons.
+
+    Example: clipdex jobs 3f2b9c4e-1d2a-4c5b-8e7f-0a1b2c3d4e5f --json
+    """
     from ingest.uploads import job_status, recent_jobs
 
     with opened_runtime() as runtime:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from ingest.watch import LibraryWatcher
 
 library_app = typer.Typer(
-    help="Folders clipdex keeps indexed: `clipdex ingest` with no folder rescans them all.",
+    help="Folders clipdex keeps indexed: `clipdex ingest` with no folder rescans them all.\n\n"
+    "Example: clipdex library add ~/Pictures && clipdex library list",
     no_args_is_help=True,
 )
 
@@ -75,7 +76,10 @@ def describe(info: LibraryInfo) -> str:
 
 
 def list_(json_output: JsonOption = False) -> None:
-    """The libraries, their rules and last scan; a root that is not there is flagged."""
+    """The libraries, their rules and last scan; a root that is not there is flagged.
+
+    Example: clipdex library list --json
+    """
     from ingest.libraries import list_libraries
 
     with opened_runtime() as runtime, runtime.sessions() as session:
@@ -115,12 +119,16 @@ def watch(
         int | None,
         typer.Option(help="Seconds between full rescans (default CLIPDEX_WATCH_RESCAN_SECONDS)."),
     ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Each round's ingest report as one JSON line.")
+    ] = False,
 ) -> None:
     """Keep every library indexed: new, changed, moved and deleted files are picked up within
     seconds (debounced into batches), with a full rescan at start and every --rescan seconds.
     Runs until interrupted (Ctrl-C). With `clipdex serve`, use `serve --watch` instead.
 
     Example: clipdex library add ~/Pictures && clipdex watch"""
+    import json
     import threading
     from collections.abc import Sequence
 
@@ -133,6 +141,9 @@ def watch(
         def ingest_paths(paths: Sequence[Path]) -> None:
             with lock:
                 report = run_ingest(runtime, list(paths))
+            if json_output:
+                typer.echo(json.dumps({"paths": [str(p) for p in paths], **report.as_dict()}))
+                return
             what = ", ".join(shown(str(p)) for p in paths) or "every library"
             typer.echo(
                 f"{what}: {report.new} new, {report.modified} modified, {report.moved} moved, "

@@ -53,6 +53,9 @@ def serve(
     watch: Annotated[
         bool, typer.Option("--watch", help="Keep the libraries indexed (as `clipdex watch`).")
     ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="A JSON start record, then JSON log lines on stderr.")
+    ] = False,
 ) -> None:
     """Run the HTTP API and the results page (OpenAPI at /docs).
 
@@ -89,14 +92,21 @@ def serve(
 
     watcher = server_watcher(runtime, app.state.dispatch) if watch else None
     try:
-        _run(app, bind, settings.api_port if port is None else port, settings.home, token)
+        bound = settings.api_port if port is None else port
+        if json_output:  # uvicorn's own "running on" line then says the port it got
+            from clipdex.jsonlog import start_record
+
+            start_record("serve", host=bind, port=bound, home=settings.home)
+        _run(app, bind, bound, settings.home, token, json_output)
     finally:
         if watcher is not None:
             watcher.stop()
         runtime.close()
 
 
-def _run(app: FastAPI, host: str, port: int, home: Path, token: str | None) -> None:
+def _run(
+    app: FastAPI, host: str, port: int, home: Path, token: str | None, json_logs: bool = False
+) -> None:
     """uvicorn; with ``token`` (an embedded home), ``serve.json`` names this server to the
     other commands once it listens, and goes away when it stops."""
     import os
@@ -118,7 +128,10 @@ def _run(app: FastAPI, host: str, port: int, home: Path, token: str | None) -> N
             await super().shutdown(sockets=sockets)
 
     try:
-        Server(uvicorn.Config(app, host=host, port=port)).run()
+        from clipdex.jsonlog import uvicorn_log_config
+
+        logs = uvicorn_log_config() if json_logs else uvicorn.config.LOGGING_CONFIG
+        Server(uvicorn.Config(app, host=host, port=port, log_config=logs)).run()
     finally:
         if token is not None:
             remove_claim(home, os.getpid())
