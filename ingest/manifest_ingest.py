@@ -38,7 +38,7 @@ from ingest.uploads import keep_bytes
 
 log = logging.getLogger(__name__)
 STAGE_MANIFEST = "manifest"
-JOB_KIND = "manifest"
+JOB_KIND = "manifest"  # ingest.payload names a downloaded URL's asset from these jobs
 ROOTS_PER_RUN = 500  # local files registered per folder-ingest call (bounds its root clauses)
 DOWNLOADS_AT_ONCE = 8
 
