@@ -1,25 +1,30 @@
 """Ingest throughput, stage by stage, measured side by side in one run.
 
     .venv/bin/python -m bench.ingest_bench [--model ViT-B-32] [--batch-size 32] [--large 24]
+    .venv/bin/python -m bench.ingest_bench --modes [--model clipdex-tiny] [--rounds 2]
 
 Prints, for the same model and batch size: decode+preprocess img/s, encode-only img/s, upsert
 points/s and end-to-end `ingest` img/s, on the COCO photos of ../shared/corpus/photos and on
 ~12 MP JPEGs derived from them (upscaled + noise). Without downloadable weights the model runs
 with random weights: the arithmetic, and so the speed, is the same as the pretrained model's.
+
+``--modes`` instead runs end-to-end ingest of the same files four ways, interleaved over rounds:
+decode in threads or processes, catalog/store writes inline or on the writer thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from clipdex.catalog import open_ready_runtime
@@ -28,7 +33,8 @@ from core.ids import sha256_of_file
 from core.settings import load_settings
 from core.store.base import PointRecord
 from core.store.edge import EdgeStore
-from ingest.pipeline import Decoded, WorkItem, prepare
+from ingest import run as run_module
+from ingest.pipeline import Decoded, Pipeline, WorkItem, prepare
 from ingest.run import ingest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,6 +135,42 @@ def measure(name: str, files: list[Path], model: str, batch: int, workers: int) 
     return {"encode": encode_rate, "e2e": e2e_rate}
 
 
+MODES = [(pool, behind) for behind in (False, True) for pool in ("threads", "processes")]
+
+
+def modes(name: str, files: list[Path], args: argparse.Namespace) -> None:
+    """End-to-end ingest img/s for each decode pool and write mode, on fresh homes."""
+    encoder = OpenClipEncoder(ModelSpec(args.model, "random", device="cpu"))
+    encoder.encode_images(np.zeros((1, 224, 224, 3), np.uint8))  # load before timing
+    rates: dict[tuple[str, bool], list[float]] = {mode: [] for mode in MODES}
+    for round_ in range(args.rounds):
+        for pool, behind in MODES[round_ % 4 :] + MODES[: round_ % 4]:
+            home = Path(tempfile.mkdtemp(prefix="clipdex-bench-"))
+            settings = load_settings(
+                home=home, model=args.model, pretrained="random", batch_size=args.batch_size,
+                decode_workers=args.workers, decode_pool=pool,
+            )  # fmt: skip
+            runtime = open_ready_runtime(settings, encoder=encoder)
+            # bench only: the write mode is a Pipeline argument, not a setting
+            vars(run_module)["Pipeline"] = functools.partial(Pipeline, write_behind=behind)
+            started = time.perf_counter()
+            report = ingest(runtime, [files[0].parent])
+            rates[(pool, behind)].append(len(files) / (time.perf_counter() - started))
+            vars(run_module)["Pipeline"] = Pipeline
+            runtime.close()
+            shutil.rmtree(home, ignore_errors=True)
+            assert report.encoded == len(files), report
+    print(
+        f"\n[{name}] {len(files)} images, model {args.model}, batch {args.batch_size}, "
+        f"{args.workers} decode workers, {args.rounds} interleaved rounds (median img/s)"
+    )
+    base = statistics.median(rates[("threads", False)])
+    for (pool, behind), values in rates.items():
+        rate_ = statistics.median(values)
+        writes = "writer thread" if behind else "inline writes"
+        print(f"  {pool:<9} + {writes:<13} {rate_:8.1f}/s  ({rate_ / base:.2f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="ViT-B-32")
@@ -136,7 +178,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--variants", type=int, default=4, help="distinct re-saves per photo")
     parser.add_argument("--large", type=int, default=64, help="how many ~12 MP JPEGs to derive")
+    parser.add_argument("--modes", action="store_true", help="threads/processes x write modes")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    import torch  # here, not at module level: decode processes re-import this module
+
     photos = sorted(PHOTOS.glob("*.jpg"))
     if not photos:
         raise SystemExit(f"no photos at {PHOTOS}")
@@ -147,6 +193,10 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="clipdex-bench-data-"))
     try:
         coco = derive_variants(photos, scratch / "coco", args.variants)
+        if args.modes:
+            modes("COCO photos", coco, args)
+            modes("12 MP JPEGs", derive_large(photos, scratch / "large", args.large), args)
+            return
         measure("COCO photos", coco, args.model, args.batch_size, args.workers)
         large = derive_large(photos, scratch / "large", args.large)
         measure("12 MP JPEGs", large, args.model, args.batch_size, args.workers)
