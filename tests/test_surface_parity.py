@@ -46,6 +46,7 @@ class Row:
     kind: str  # text, image, terms, similar
     options: SearchOptions
     words: str = WORDS
+    dash: bool = False  # the CLI gets the words after --, as positional arguments
 
 
 def _rows(library: Path) -> list[Row]:
@@ -76,6 +77,7 @@ def _rows(library: Path) -> list[Row]:
         Row("collapse", "text", o(collapse_duplicates=0.95)),
         Row("keyword", "text", o(mode="keyword"), words="zanzibar trips"),
         Row("hybrid", "text", o(mode="hybrid", keyword_weight=0.7), words="zanzibar boats"),
+        Row("leading -", "text", o(mode="keyword"), words="-people +zanzibar", dash=True),
         Row("sort", "text", o(sort="taken_at")),
         Row("sort cutoff", "text", o(sort="-taken_at", adaptive_cutoff=True)),
         Row("image", "image", f(orientation="landscape")),
@@ -144,11 +146,10 @@ def _cli(settings: Settings, row: Row, lib: Library) -> list[str]:
     args = ["similar", lib.asset] if row.kind == "similar" else ["search"]
     if row.kind in ("image", "terms"):
         args += ["--image", str(lib.photo)] + (["--weight", "2"] if row.kind == "terms" else [])
+    args += [*_cli_flags(row.options), "--json"]
     if row.kind in ("text", "terms"):
-        args += ["--query", row.words]
-    result = CliRunner().invoke(
-        command(), [*args, *_cli_flags(row.options), "--json"], env=cli_env(settings.home)
-    )
+        args += ["--", *row.words.split()] if row.dash else ["--query", row.words]
+    result = CliRunner().invoke(command(), args, env=cli_env(settings.home))
     assert result.exit_code == 0, (row.label, result.output)
     return [hit["id"] for hit in json.loads(result.stdout)]
 
