@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clipdex.cli import search_options as so
+import clipdex.cli.search_options as so
 from clipdex.cli.common import (
     JsonOption,
     checked_settings,
