@@ -136,6 +136,10 @@ def test_csv_with_paths_urls_metadata_and_bad_rows(
     # Filters on the user's metadata find exactly the tagged images.
     assert len(_search(runtime, album="summer")) == 2
     assert len(_search(runtime, album="web", people="bob")) == 1
+    web_hits = SearchService(runtime).text(
+        "a photo", SearchOptions(filters=SearchFilter(metadata=(("album", "web"),)))
+    )
+    assert [hit.name for hit in web_hits] == [remote[0]]  # named by the URL, not the blob hash
 
 
 def test_jsonl_nested_metadata_bad_json_and_a_second_run_is_a_no_op(
