@@ -31,6 +31,8 @@ from ingest.scan import (
     stored_form,
 )
 
+MAX_ID = 2**63  # ids beyond a 64-bit integer name no library (and cannot be bound in SQL)
+
 
 class BadLibrary(UnusableRoot):
     """A library that cannot be added: not a folder, or nested in or around another one."""
@@ -101,7 +103,7 @@ def list_libraries(session: Session) -> list[LibraryInfo]:
 def find_library(session: Session, ref: str | int) -> Library:
     """By id, or by path (as given, or resolved: a missing root cannot be resolved)."""
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        found = session.get(Library, int(ref))
+        found = session.get(Library, int(ref)) if 0 < int(ref) < MAX_ID else None
     else:
         candidates = {ref, str(Path(ref).expanduser().absolute()), str(_resolved(Path(ref)))}
         found = session.scalars(select(Library).where(Library.path.in_(candidates))).first()
@@ -111,7 +113,14 @@ def find_library(session: Session, ref: str | int) -> Library:
 
 
 def _resolved(path: Path) -> Path:
+    if "\0" in str(path):
+        raise BadLibrary("a path cannot hold a NUL character")
     return path.expanduser().resolve()
+
+
+def resolved_root(text: str) -> Path:
+    """A requested library path, absolute and resolved; a NUL in it is a ``BadLibrary``."""
+    return _resolved(Path(text))
 
 
 def add_library(

@@ -27,6 +27,7 @@ from ingest.libraries import (
     find_library,
     info_of,
     list_libraries,
+    resolved_root,
 )
 from ingest.queueing import SendBatch
 from ingest.run import ingest
@@ -82,7 +83,7 @@ def post_library(request: Request, body: LibraryIn) -> LibraryOut:
     """Add a server folder as a library (or set its rules); scan it with .../scan. Only
     folders under CLIPDEX_ALLOWED_IMAGE_ROOTS: a key must not open the whole disk."""
     allowed: list[Path] = request.app.state.settings.allowed_image_roots
-    wanted = Path(body.path).expanduser().resolve()
+    wanted = resolved_root(body.path)
     if not any(wanted.is_relative_to(root.expanduser().resolve()) for root in allowed):
         raise BadLibrary(
             f"{body.path} is not under CLIPDEX_ALLOWED_IMAGE_ROOTS; the server adds libraries "
