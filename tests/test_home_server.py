@@ -116,3 +116,61 @@ def test_commands_go_through_serve_and_a_killed_server_loses_nothing(
         _exact(env, before + len(third))
     assert not claim_path(home).exists()  # a clean stop removes it
     _exact(env, before + len(third))  # and the commands open the home themselves again
+
+
+@pytest.mark.unit
+def test_a_claim_of_a_dead_or_silent_server_is_ignored(tmp_path: Path) -> None:
+    from clipdex.homeserver import HomeServer, live_server, remove_claim, write_claim
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    write_claim(tmp_path, HomeServer("http://127.0.0.1:9", dead.pid, "secret"))
+    assert claim_path(tmp_path).stat().st_mode & 0o777 == 0o600  # the token is a key
+    assert live_server(tmp_path) is None  # dead pid
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        write_claim(tmp_path, HomeServer("http://127.0.0.1:9", sleeper.pid, "secret"))
+        assert live_server(tmp_path) is None  # alive, but nothing answers at that URL
+        remove_claim(tmp_path, dead.pid)  # not its claim: kept
+        assert claim_path(tmp_path).exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.unit
+def test_the_local_token_may_run_admin_jobs_that_a_read_key_may_not(
+    tmp_path: Path, library: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from clipdex.catalog import open_ready_runtime
+    from clipdex.http import create_app
+    from core.settings import load_settings
+    from tests.fakes import FakeEncoder
+
+    settings = load_settings(
+        home=tmp_path / "home", model="clipdex-tiny", api_read_keys="reader", batch_size=4
+    )
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder())
+    app = create_app(settings, runtime, local_token="local-token")  # noqa: S106 (a test key)
+    try:
+        with TestClient(app) as client:
+            body = {"paths": [str(library)]}
+            assert client.post("/v1/admin/ingest", json=body).status_code == 401
+            denied = client.post("/v1/admin/ingest", json=body, headers={"X-API-Key": "reader"})
+            assert denied.status_code == 403
+            token = {"X-API-Key": "local-token"}
+            missing = client.post("/v1/admin/ingest", json={"paths": ["/no/such"]}, headers=token)
+            assert missing.status_code == 422 and "no such file" in missing.json()["detail"]
+            job = client.post("/v1/admin/ingest", json=body, headers=token).json()
+            deadline = time.monotonic() + 120
+            while job["state"] == "running":
+                assert time.monotonic() < deadline, job
+                time.sleep(0.05)
+                job = client.get(f"/v1/admin/jobs/{job['id']}", headers=token).json()
+            assert job["state"] == "done" and job["report"]["encoded"] == 8, job
+            status = client.get("/v1/status", headers={"X-API-Key": "reader"}).json()
+            assert status["indexed"] == status["points"] == 8
+    finally:
+        runtime.close()
