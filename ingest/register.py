@@ -363,10 +363,10 @@ def apply_plan(session: Session, version_id: int, plan: RegisterPlan) -> set[str
     )
     copies = insert(FAILURES).values(attempts=1, first_failed_at=now, last_failed_at=now)
     executemany(session, copies, (copy._asdict() for copy in plan.copy_failures))
-    return _without_live_paths(session, plan.orphan_candidates)
+    return without_live_paths(session, plan.orphan_candidates)
 
 
-def _without_live_paths(session: Session, asset_ids: Collection[str]) -> set[str]:
+def without_live_paths(session: Session, asset_ids: Collection[str]) -> set[str]:
     alive: set[str] = set()
     c = LOCATIONS.c
     for chunk in chunked(asset_ids):
