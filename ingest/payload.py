@@ -14,6 +14,7 @@ from core.catalog.models import Asset, Job, JobAsset, Location
 from core.store.base import Payload, rfc3339
 
 UPLOAD_JOB = "upload"  # the job kind of HTTP uploads, whose stored files have hash names
+MANIFEST_JOB = "manifest"  # manifest runs: a downloaded URL is named by its last segment
 
 
 def ancestor_folders(path: str) -> list[str]:
@@ -73,7 +74,7 @@ def _upload_names(session: Session, asset_ids: list[str]) -> dict[str, str]:
     rows = session.execute(
         select(JobAsset.asset_id, JobAsset.filename)
         .join(Job, Job.id == JobAsset.job_id)
-        .where(JobAsset.asset_id.in_(asset_ids), Job.kind == UPLOAD_JOB)
+        .where(JobAsset.asset_id.in_(asset_ids), Job.kind.in_((UPLOAD_JOB, MANIFEST_JOB)))
         .order_by(Job.created_at.desc())
     )
     return {asset_id: os.path.basename(name) for asset_id, name in rows if name}
@@ -91,7 +92,5 @@ def payloads_for(session: Session, asset_ids: Iterable[str]) -> dict[str, Payloa
         names = _upload_names(session, list(chunk))
         for asset_id, locations in by_asset.items():
             if asset_id in assets:
-                payloads[asset_id] = build_payload(
-                    assets[asset_id], locations, names.get(asset_id)
-                )
+                payloads[asset_id] = build_payload(assets[asset_id], locations, names.get(asset_id))
     return payloads
