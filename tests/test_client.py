@@ -178,7 +178,7 @@ def test_every_option_has_a_name_on_every_wire() -> None:
     assert set(body) == options | {"filters"} and set(body["filters"]) == filters
     assert set(body) <= set(SearchIn.model_fields) and filters == set(FiltersIn.model_fields)
     for shape in ("form", "query"):
-        flat = wire_options(full, shape)  # type: ignore[arg-type]
+        flat = wire_options(full, shape)
         assert set(flat) == set(FLAT_NAMES.values()), shape
         read = FlatOptionsIn.model_validate(flat)
         assert (read.format, read.cutoff, read.collapse) == (["PNG", "GIF"], True, 0.9)
