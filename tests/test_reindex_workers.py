@@ -121,7 +121,10 @@ def _points(env: dict[str, str], version_id: int) -> dict[str, list[float]]:
     vectors: dict[str, list[float]] = {}
     for record in records:
         vector: Any = record.vector
-        vectors[str(record.id)] = list(vector)
+        if isinstance(vector, dict):  # named vectors (dense plus sparse keywords): the dense one
+            vector = next(v for v in vector.values() if isinstance(v, list))
+        vectors[str(record.id)] = [float(x) for x in vector]
+    assert all(len(v) > 2 for v in vectors.values()), "not the dense vectors"
     return vectors
 
 

@@ -8,44 +8,42 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from tests.conftest import cli_env
+from tests.workerkit import (
+    Workers,
+    clipdex,
+    indexed,
+    open_broker,
+    query,
+    redis_url,
+    settled,
+    spawn_worker,
+    states,
+    stop,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.tiny_real]
 
-REDIS_URL = "redis://127.0.0.1:6379/7"  # a database of its own, emptied by each test
+REDIS_URL = redis_url(7)  # a database of its own, emptied by each test
 
 
 @pytest.fixture
 def broker() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis is not reachable at 127.0.0.1:6379 (start it; see README)")
-    client.flushdb()
-    yield client
-    client.flushdb()
+    yield from open_broker(REDIS_URL)
 
 
 @pytest.fixture
 def env(tmp_path: Path, fresh_postgres: str, broker: redis.Redis) -> dict[str, str]:
-    return cli_env(
-        tmp_path / "home",
-        CLIPDEX_DATABASE_URL=fresh_postgres,
-        CLIPDEX_BROKER_URL=REDIS_URL,
-        CLIPDEX_BATCH_SIZE="4",
-        CLIPDEX_TASK_BATCH_SIZE="4",
-    )
+    return worker_env(tmp_path / "home", fresh_postgres, REDIS_URL)
 
 
 @pytest.fixture
@@ -61,66 +59,18 @@ def library(tmp_path: Path, photos: Path, pillow_images: Path) -> Path:
     return root
 
 
-def clipdex(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clipdex", *args], env=env, capture_output=True, text=True,
-        check=False, timeout=300,
-    )  # fmt: skip
-
-
-def _query(database_url: str, sql: str) -> list[Any]:
-    engine = create_engine(database_url)
-    with engine.connect() as connection:
-        rows = list(connection.execute(text(sql)))
-    engine.dispose()
-    return rows
-
-
-def open_counts(database_url: str) -> dict[str, int]:
-    rows = _query(database_url, "SELECT state, count(*) FROM asset_index_states GROUP BY state")
-    return {state: count for state, count in rows}
-
-
 @pytest.fixture
 def start_worker(env: dict[str, str], tmp_path: Path) -> Iterator[object]:
-    started: list[subprocess.Popen[bytes]] = []
+    workers = Workers(tmp_path, own_group=False)
 
     def start() -> subprocess.Popen[bytes]:
-        if not started:  # as compose's one-shot migrate service: workers only check the schema
+        if not workers.started:  # as compose's one-shot migrate service: workers only check
             migrated = clipdex(env, "migrate")
             assert migrated.returncode == 0, migrated.stderr
-        log = (tmp_path / f"worker-{len(started)}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "clipdex", "worker", "--concurrency", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        started.append(process)
-        return process
+        return workers.start(env)
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def wait_until_settled(database_url: str, timeout: float = 180) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        counts = open_counts(database_url)
-        if not any(counts.get(s, 0) for s in ("pending", "queued", "processing")):
-            return counts
-        time.sleep(0.5)
-    raise AssertionError(f"workers did not finish: {open_counts(database_url)}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
+    workers.stop_all()
 
 
 def test_worker_indexes_batches_and_records_bad_files(
@@ -132,7 +82,7 @@ def test_worker_indexes_batches_and_records_bad_files(
     assert broker.llen("clipdex") == 6  # one task per batch of 4 ids, never one per image
 
     worker = start_worker()  # type: ignore[operator]
-    counts = wait_until_settled(env["CLIPDEX_DATABASE_URL"])
+    counts = settled(env["CLIPDEX_DATABASE_URL"])
     stop(worker)
     assert counts == {"indexed": 20, "failed": 2}
 
@@ -154,12 +104,12 @@ def test_a_broker_that_loses_its_queue_loses_nothing(
     broker.flushdb()  # what a Redis without persistence looks like after a restart
     worker = start_worker()  # type: ignore[operator]
     time.sleep(3)
-    assert open_counts(env["CLIPDEX_DATABASE_URL"]) == {"queued": 22}  # nothing arrives
+    assert states(env["CLIPDEX_DATABASE_URL"]) == {"queued": 22}  # nothing arrives
 
     requeued = clipdex(env, "reconcile", "--older-than", "0", "--json")
     assert requeued.returncode == 0, requeued.stderr
     assert json.loads(requeued.stdout) == {"requeued": 22, "sent": 22}
-    counts = wait_until_settled(env["CLIPDEX_DATABASE_URL"])
+    counts = settled(env["CLIPDEX_DATABASE_URL"])
     stop(worker)
     assert counts == {"indexed": 20, "failed": 2}
     status = json.loads(clipdex(env, "status", "--json").stdout)
@@ -182,12 +132,12 @@ def test_every_batch_delivered_twice_still_indexes_each_image_once(
     deadline = time.monotonic() + 180
     while broker.llen("clipdex") and time.monotonic() < deadline:
         time.sleep(0.5)
-    counts = wait_until_settled(env["CLIPDEX_DATABASE_URL"])
+    counts = settled(env["CLIPDEX_DATABASE_URL"])
     time.sleep(2)  # let the last duplicate finish
     stop(worker)
     assert counts == {"indexed": 20, "failed": 2}
 
-    [(rows, attempts)] = _query(
+    [(rows, attempts)] = query(
         env["CLIPDEX_DATABASE_URL"], "SELECT count(*), max(attempts) FROM asset_index_states"
     )
     assert rows == 22 and attempts == 1  # the second delivery found the work done
@@ -212,18 +162,6 @@ def _derived(photos: Path, root: Path) -> set[str]:
     return ids
 
 
-def _indexed(database_url: str) -> set[str]:
-    sql = "SELECT asset_id FROM asset_index_states WHERE state = 'indexed'"
-    return {row[0] for row in _query(database_url, sql)}
-
-
-def _wait_for(condition: object, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
 def test_kill_9_child_then_whole_worker_loses_and_duplicates_nothing(
     env: dict[str, str], photos: Path, tmp_path: Path, broker: redis.Redis
 ) -> None:
@@ -235,38 +173,32 @@ def test_kill_9_child_then_whole_worker_loses_and_duplicates_nothing(
     assert json.loads(enqueued.stdout)["queued"] == len(expected) == 306
 
     def spawn() -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"worker-{time.monotonic_ns()}.log").open("wb")
-        return subprocess.Popen(
-            [sys.executable, "-m", "clipdex", "worker", "--concurrency", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        return spawn_worker(env, tmp_path / f"worker-{time.monotonic_ns()}.log")
 
     worker = spawn()
     try:
-        _wait_for(lambda: len(_indexed(database)) >= 40)
+        wait_for(lambda: len(indexed(database)) >= 40)
         children = subprocess.run(
             ["pgrep", "-P", str(worker.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
         assert children, "no pool child found"
         os.kill(int(children[0]), signal.SIGKILL)  # mid-batch: reject_on_worker_lost requeues
-        before = len(_indexed(database))
-        _wait_for(lambda: len(_indexed(database)) >= before + 60)
+        before = len(indexed(database))
+        wait_for(lambda: len(indexed(database)) >= before + 60)
         os.killpg(worker.pid, signal.SIGKILL)  # the whole worker, pool and all
         worker.wait()
-        assert len(_indexed(database)) < 306, "the run finished before the kill"
+        assert len(indexed(database)) < 306, "the run finished before the kill"
 
         worker = spawn()
         requeued = clipdex(env, "reconcile", "--older-than", "0", "--json")
         assert requeued.returncode == 0, requeued.stderr
-        counts = wait_until_settled(database, timeout=300)
-        _wait_for(lambda: broker.llen("clipdex") == 0)
+        counts = settled(database, timeout=300)
+        wait_for(lambda: broker.llen("clipdex") == 0)
         time.sleep(2)
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=60)
+        stop(worker)
     assert counts == {"indexed": 306}
-    assert _indexed(database) == expected
+    assert indexed(database) == expected
     status = json.loads(clipdex(env, "status", "--json").stdout)
     assert status["points"] == 306  # one point per image: no duplicates, nothing lost
 
@@ -299,7 +231,7 @@ def _start_redis(port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     client = redis.Redis(port=port)
-    _wait_for(lambda: _pings(client), timeout=20)
+    wait_for(lambda: _pings(client), timeout=20)
     return process
 
 
@@ -329,7 +261,7 @@ def test_redis_killed_and_restarted_empty_loses_nothing(
         worker = start_worker()  # type: ignore[operator]
         requeued = clipdex(own, "reconcile", "--older-than", "0", "--json")
         assert json.loads(requeued.stdout) == {"requeued": 22, "sent": 22}
-        counts = wait_until_settled(own["CLIPDEX_DATABASE_URL"])
+        counts = settled(own["CLIPDEX_DATABASE_URL"])
         stop(worker)
     finally:
         server.kill()
@@ -351,7 +283,7 @@ def test_catalog_connections_killed_mid_run_recover(
     admin = create_engine(database.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
     terminated = 0
     for threshold in (40, 120, 200):
-        _wait_for(lambda t=threshold: len(_indexed(database)) >= t)  # type: ignore[misc]
+        wait_for(lambda t=threshold: len(indexed(database)) >= t)  # type: ignore[misc]
         with admin.connect() as connection:
             terminated += len(
                 connection.execute(
@@ -363,9 +295,9 @@ def test_catalog_connections_killed_mid_run_recover(
                 ).all()
             )
     admin.dispose()
-    counts = wait_until_settled(database, timeout=300)
+    counts = settled(database, timeout=300)
     stop(worker)
     assert terminated >= 3  # the worker's connections really were cut, three times
     assert counts == {"indexed": 306}
-    assert _indexed(database) == expected
+    assert indexed(database) == expected
     assert json.loads(clipdex(env, "status", "--json").stdout)["points"] == 306
