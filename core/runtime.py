@@ -56,6 +56,9 @@ class Runtime:
     _version: IndexVersion | None = field(default=None, init=False)
     # Request threads of the HTTP API share one runtime; first use must happen once.
     _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    # One ingest at a time per process: a server's admin jobs, library scans and watch loop
+    # share this runtime, and two registrations of the same new files would collide.
+    ingest_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def store(self) -> VectorStore:

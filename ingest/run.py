@@ -89,7 +89,13 @@ def ingest(
 
     The index version is resolved once here and handed to every stage. Nothing loads the model
     unless something must be encoded, and nothing opens the store unless something changed."""
-    progress = progress or _Silent()
+    with runtime.ingest_lock:  # a server's jobs, scans and watch loop take turns
+        return _ingest(runtime, paths, progress or _Silent(), dispatch)
+
+
+def _ingest(
+    runtime: Runtime, paths: Sequence[Path], progress: Progress, dispatch: SendBatch | None
+) -> IngestReport:
     started = time.perf_counter()
     with runtime.sessions() as session:
         plan = plan_scans(session, paths)
