@@ -9,12 +9,14 @@ jobs themselves are the entry layer's business: it puts an :class:`AdminJobs` on
 
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from core.catalog.index_versions import VersionRefused
@@ -125,20 +127,48 @@ def failures(request: Request) -> list[dict[str, Any]]:
 def ingest_folder(request: Request, body: IngestIn) -> JobOut:
     """Ingest folders or files of the server's own file system in a background job (as
     `clipdex ingest PATH`); poll ``GET /v1/admin/jobs/{id}``. 409 while another job runs."""
+    paths = [Path(p) for p in body.paths]
+    if any(not path.is_absolute() for path in paths):
+        raise HTTPException(422, "paths must be absolute paths of the server's file system")
     try:
-        roots = normalize_roots([Path(p) for p in body.paths])
-    except FileNotFoundError as error:
+        roots = normalize_roots(paths)
+    except (OSError, ValueError) as error:  # missing, a name too long, a NUL byte...
         raise HTTPException(422, str(error)) from None
+    _check_roots(request, roots)
     try:
         return _out(_jobs(request).start_ingest(roots))
     except JobBusy as error:
         raise HTTPException(409, str(error)) from None
 
 
+def _local_caller(request: Request) -> bool:
+    """The caller holds this server's local admin token: a process of the user who owns the
+    home (``serve.json`` is readable by that user alone)."""
+    token: str | None = getattr(request.app.state, "local_token", None)
+    given = request.headers.get("x-api-key")
+    return bool(token and given and secrets.compare_digest(token, given))
+
+
+def _check_roots(request: Request, roots: list[Path]) -> None:
+    """Any folder for the local CLI; for other write keys only folders under
+    CLIPDEX_ALLOWED_IMAGE_ROOTS, as for libraries: a key must not open the whole disk."""
+    if _local_caller(request):
+        return
+    allowed = [r.expanduser().resolve() for r in request.app.state.settings.allowed_image_roots]
+    for root in roots:
+        if not any(root.is_relative_to(a) for a in allowed):
+            raise HTTPException(
+                403, f"{root} is not under CLIPDEX_ALLOWED_IMAGE_ROOTS; only the local CLI may "
+                "ingest other server folders",
+            )  # fmt: skip
+
+
 @write_router.post("/v1/admin/reindex", status_code=202, response_model=JobOut)
 def reindex(request: Request, body: ReindexIn) -> JobOut:
     """Build an index version with another model in a background job (as `clipdex reindex`);
     the server switches to it when it is live. 409 while another job runs."""
+    if body.gate is not None and not _local_caller(request):
+        raise HTTPException(403, "only the local CLI may name a queries file on the server")
     try:
         return _out(_jobs(request).start_reindex(body))
     except JobBusy as error:
@@ -155,7 +185,9 @@ def job(request: Request, job_id: str) -> JobOut:
 
 
 @write_router.post("/v1/index/{version_id}/activate")
-def activate(request: Request, version_id: int) -> dict[str, Any]:
+def activate(
+    request: Request, version_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+) -> dict[str, Any]:
     """Make a ready or retired index version live (rollback is the same call); this server
     switches to it before answering."""
     try:

@@ -150,8 +150,9 @@ def test_the_local_token_may_run_admin_jobs_that_a_read_key_may_not(
     from tests.fakes import FakeEncoder
 
     settings = load_settings(
-        home=tmp_path / "home", model="clipdex-tiny", api_read_keys="reader", batch_size=4
-    )
+        home=tmp_path / "home", model="clipdex-tiny", api_read_keys="reader",
+        api_write_keys="writer", batch_size=4,
+    )  # fmt: skip
     runtime = open_ready_runtime(settings, encoder=FakeEncoder())
     app = create_app(settings, runtime, local_token="local-token")  # noqa: S106 (a test key)
     try:
@@ -160,7 +161,15 @@ def test_the_local_token_may_run_admin_jobs_that_a_read_key_may_not(
             assert client.post("/v1/admin/ingest", json=body).status_code == 401
             denied = client.post("/v1/admin/ingest", json=body, headers={"X-API-Key": "reader"})
             assert denied.status_code == 403
+            # A write key may ingest only under CLIPDEX_ALLOWED_IMAGE_ROOTS (none here); the
+            # local CLI's token may ingest any folder of the server.
+            writer = {"X-API-Key": "writer"}
+            outside = client.post("/v1/admin/ingest", json=body, headers=writer)
+            assert outside.status_code == 403 and "ALLOWED_IMAGE_ROOTS" in outside.text
             token = {"X-API-Key": "local-token"}
+            for bad in (["relative/folder"], ["/" + "x" * 4000]):
+                refused = client.post("/v1/admin/ingest", json={"paths": bad}, headers=token)
+                assert refused.status_code == 422, refused.text
             missing = client.post("/v1/admin/ingest", json={"paths": ["/no/such"]}, headers=token)
             assert missing.status_code == 422 and "no such file" in missing.json()["detail"]
             job = client.post("/v1/admin/ingest", json=body, headers=token).json()
