@@ -108,8 +108,8 @@ def _terms(words: str, images: list[Path], weights: list[float]) -> list[Any]:
 
 
 def _print_page(page: Any, offset: int, json_output: bool) -> None:
-    """The hits (``--json``: the list of hits, as before pages existed), then where the next
-    page starts and, where it is known, the total."""
+    """The hits (``--json``: the list of hits, as before pages existed); then, on stderr so
+    that stdout stays one line per hit, where the next page starts and the total if known."""
     if json_output:
         print_json([hit.as_dict() for hit in page.hits])
         return
@@ -119,9 +119,9 @@ def _print_page(page: Any, offset: int, json_output: bool) -> None:
         typer.echo(f"{rank:4d}  {hit.score:.4f}  {shown(hit.path)}")
     total = f" of {page.total}" if page.total is not None else ""
     if page.has_more:
-        typer.echo(f"more{total}: --offset {offset + len(page.hits)}")
+        typer.echo(f"more{total}: --offset {offset + len(page.hits)}", err=True)
     elif page.hits and total:
-        typer.echo(f"({page.total} in all)")
+        typer.echo(f"({page.total} in all)", err=True)
 
 
 def similar(
