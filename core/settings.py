@@ -161,7 +161,8 @@ class Settings(BaseSettings):
         default=1000,
         ge=10,
         le=600_000,
-        description="clipdex watch / serve --watch: changes within this window form one batch.",
+        description="clipdex watch / serve --watch: the longest a batch of changes waits (it "
+        "closes sooner, after 50 ms without new changes).",
     )
     watch_rescan_seconds: int = Field(
         default=3600,
