@@ -9,6 +9,7 @@ jobs themselves are the entry layer's business: it puts an :class:`AdminJobs` on
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -130,6 +131,9 @@ def ingest_folder(request: Request, body: IngestIn) -> JobOut:
     paths = [Path(p) for p in body.paths]
     if any(not path.is_absolute() for path in paths):
         raise HTTPException(422, "paths must be absolute paths of the server's file system")
+    # Checked before and after resolving: nothing about paths outside the roots is told
+    # (exists or not), and a link inside the roots cannot lead out of them.
+    _check_roots(request, [Path(os.path.normpath(path)) for path in paths])
     try:
         roots = normalize_roots(paths)
     except (OSError, ValueError) as error:  # missing, a name too long, a NUL byte...
@@ -155,20 +159,30 @@ def _check_roots(request: Request, roots: list[Path]) -> None:
     if _local_caller(request):
         return
     allowed = [r.expanduser().resolve() for r in request.app.state.settings.allowed_image_roots]
-    for root in roots:
-        if not any(root.is_relative_to(a) for a in allowed):
-            raise HTTPException(
-                403, f"{root} is not under CLIPDEX_ALLOWED_IMAGE_ROOTS; only the local CLI may "
-                "ingest other server folders",
-            )  # fmt: skip
+    if any(not any(root.is_relative_to(a) for a in allowed) for root in roots):
+        raise HTTPException(
+            403, "a path is not under CLIPDEX_ALLOWED_IMAGE_ROOTS; only the local CLI may "
+            "ingest other server folders",
+        )  # fmt: skip
+
+
+def _names_a_location(name: str) -> bool:
+    """A model or pretrained name that points at a file or a hub, not a built-in tag."""
+    return name.startswith(("hf-hub:", "~", ".")) or "/" in name or "\\" in name
 
 
 @write_router.post("/v1/admin/reindex", status_code=202, response_model=JobOut)
 def reindex(request: Request, body: ReindexIn) -> JobOut:
     """Build an index version with another model in a background job (as `clipdex reindex`);
     the server switches to it when it is live. 409 while another job runs."""
-    if body.gate is not None and not _local_caller(request):
-        raise HTTPException(403, "only the local CLI may name a queries file on the server")
+    if not _local_caller(request):
+        if body.gate is not None:
+            raise HTTPException(403, "only the local CLI may name a queries file on the server")
+        if _names_a_location(body.model) or _names_a_location(body.pretrained or ""):
+            raise HTTPException(
+                403, "only the local CLI may load weights from a file or a hub; name an "
+                "open_clip model and pretrained tag",
+            )  # fmt: skip
     try:
         return _out(_jobs(request).start_reindex(body))
     except JobBusy as error:

@@ -55,8 +55,10 @@ class FetchPolicy:
 
 def is_public(address: IPAddress) -> bool:
     """A globally routable unicast address (IPv4-mapped IPv6 judged by its IPv4 address)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_public(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour  # 2002:a9fe:a9fe:: is 169.254...
+        if embedded is not None:
+            return is_public(embedded)
     return address.is_global and not (
         address.is_multicast or address.is_reserved or address.is_unspecified
     )

@@ -115,7 +115,10 @@ def find_library(session: Session, ref: str | int) -> Library:
 def _resolved(path: Path) -> Path:
     if "\0" in str(path):
         raise BadLibrary("a path cannot hold a NUL character")
-    return path.expanduser().resolve()
+    try:
+        return path.expanduser().resolve()
+    except (ValueError, OSError) as error:  # a lone surrogate, a name too long...
+        raise BadLibrary(f"not a usable path: {error}") from None
 
 
 def resolved_root(text: str) -> Path:
@@ -180,6 +183,9 @@ def plan_scans(session: Session, paths: Sequence[Path]) -> ScanPlan:
     for root in normalize_roots(list(paths)):
         plan.roots.append(root)
         holder = next((lib for lib in libraries if root.is_relative_to(lib.path)), None)
+        if holder is not None and root_missing(session, Path(holder.path)):
+            plan.missing.append(Path(holder.path))  # an unmounted share: spared, as always
+            continue
         if holder is not None:
             plan.scans.append(
                 (root, rules_of(holder), holder.id if root == Path(holder.path) else None)

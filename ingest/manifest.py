@@ -157,5 +157,10 @@ def _add(manifest: Manifest, line: int, fields: dict[str, Any] | str) -> None:
         if "://" in source:
             manifest.bad.append(BadRow(line, f"only http and https URLs: {source[:200]}"))
             return
-        source = str((manifest.path.parent / Path(source).expanduser()).resolve())
+        try:
+            source = str((manifest.path.parent / Path(source).expanduser()).resolve())
+            source.encode("utf-8")
+        except (ValueError, OSError):  # a NUL, a lone surrogate, a name too long
+            manifest.bad.append(BadRow(line, "not a usable path"))
+            return
     manifest.rows.append(Row(line, source, meta))

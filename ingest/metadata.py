@@ -39,7 +39,7 @@ Metadata = dict[str, str | list[str]]
 MAX_KEYS = 64
 MAX_TEXT = 1000
 MAX_LIST = 100
-_KEY = re.compile(r"^[\w-]{1,64}$")
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as queries take them (search.query.META_KEY)
 
 
 class BadMetadata(ValueError):
@@ -62,7 +62,7 @@ def _text(key: str, value: object) -> str:
 
 
 def check_key(key: object) -> str:
-    if not isinstance(key, str) or not _KEY.match(key):
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise BadMetadata(
             f"metadata key {key!r}: use 1 to 64 letters, digits, '_' or '-' (no dots or spaces)"
         )
@@ -141,8 +141,13 @@ def refresh_payloads(runtime: Runtime, asset_ids: Iterable[str]) -> int:
     return rewritten
 
 
-def _versions_holding(session: Session, ids: Sequence[str]) -> list[IndexVersion]:
-    keep = (VersionState.BUILDING, VersionState.READY, VersionState.LIVE)
+def _versions_holding(
+    session: Session, ids: Sequence[str], retired: bool = False
+) -> list[IndexVersion]:
+    """Versions with rows for ``ids``: those that can serve (for payload rewrites), and with
+    ``retired`` the retired ones too (a deletion must not come back with a rollback)."""
+    keep: tuple[VersionState, ...] = (VersionState.BUILDING, VersionState.READY, VersionState.LIVE)
+    keep += (VersionState.RETIRED,) if retired else ()
     version_ids: set[int] = set()
     for chunk in chunked(ids):
         query = select(AssetIndexState.index_version_id).where(AssetIndexState.asset_id.in_(chunk))
@@ -217,7 +222,7 @@ def delete_asset(runtime: Runtime, asset_id: str) -> Forgotten:
     with runtime.sessions() as session:
         if session.get(Asset, asset_id) is None:
             raise NoSuchAsset(f"no asset with id {asset_id}")
-        versions = _versions_holding(session, [asset_id])
+        versions = _versions_holding(session, [asset_id], retired=True)
         paths = list(session.scalars(select(Location.path).where(Location.asset_id == asset_id)))
     for version in versions:  # points first: a crash now leaves a catalog row, not a ghost hit
         runtime.index_of(version).delete([asset_id])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,7 +79,15 @@ def _upload_names(session: Session, asset_ids: list[str]) -> dict[str, str]:
         .where(JobAsset.asset_id.in_(asset_ids), Job.kind.in_((UPLOAD_JOB, MANIFEST_JOB)))
         .order_by(Job.created_at.desc())
     )
-    return {asset_id: os.path.basename(name) for asset_id, name in rows if name}
+    return {asset_id: _shown_name(name) for asset_id, name in rows if name}
+
+
+def _shown_name(name: str) -> str:
+    """An upload's file name, or a URL's last path segment: never its query or fragment,
+    which can hold a signed URL's credentials."""
+    if "://" in name:
+        return unquote(PurePosixPath(urlsplit(name).path).name) or urlsplit(name).hostname or ""
+    return os.path.basename(name)
 
 
 def payloads_for(session: Session, asset_ids: Iterable[str]) -> dict[str, Payload]:

@@ -28,6 +28,7 @@ from ingest.scan import ScanRules
 log = logging.getLogger(__name__)
 IngestPaths = Callable[[list[Path]], object]
 TICK_MS = 1000  # how often the loop looks at the library list and the rescan clock
+RETRY_S = 30  # after a failed round (the error is logged), the next try
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +119,20 @@ class LibraryWatcher:
         one ingest per batch of events, and a full rescan every ``rescan_seconds``."""
         self._next_rescan = time.monotonic() if self._rescan_first else self._after_rescan()
         while not self.stop_event.is_set():
-            libraries = watched_libraries(self._sessions)
-            roots = [lib.root for lib in libraries if lib.root.is_dir()]
-            if not roots:
-                self._rescan_if_due(libraries)
-                self.stop_event.wait(TICK_MS / 1000)
-                continue
-            self._watch(libraries, roots)
+            try:
+                self._round()
+            except Exception:  # inotify's watch limit, a root unmounted, the catalog away...
+                log.exception("watching the libraries failed; trying again in %d s", RETRY_S)
+                self.stop_event.wait(RETRY_S)
+
+    def _round(self) -> None:
+        libraries = watched_libraries(self._sessions)
+        roots = [lib.root for lib in libraries if lib.root.is_dir()]
+        if not roots:
+            self._rescan_if_due(libraries)
+            self.stop_event.wait(TICK_MS / 1000)
+            return
+        self._watch(libraries, roots)
 
     def _rescan_if_due(self, libraries: list[WatchedLibrary]) -> None:
         if libraries and time.monotonic() >= self._next_rescan:

@@ -141,7 +141,7 @@ def _check_filters(filters: SearchFilter) -> None:
     if len(filters.metadata) > MAX_METADATA:
         raise BadQuery(f"at most {MAX_METADATA} metadata filters")
     for key, value in filters.metadata:
-        if not META_KEY.match(key):
+        if not META_KEY.fullmatch(key):
             raise BadQuery(f"metadata key {key!r} must be {META_KEY_RULE}")
         if not 1 <= len(value) <= MAX_META_VALUE_CHARS:
             raise BadQuery(f"metadata value for {key!r} must be 1 to {MAX_META_VALUE_CHARS} chars")

@@ -4,7 +4,7 @@ page, ``has_more`` and, where it is known exactly, ``total``.
 
 Every refinement is prefix-stable or works on a fixed window, so paging stays consistent:
 - the adaptive cutoff decides what is relevant from the top ``CUTOFF_WINDOW`` vector scores;
-- hybrid fuses the top ``HYBRID_DEPTH`` (or more, for deep pages) of each side;
+- hybrid fuses the top ``HYBRID_WINDOW`` of each side, the same for every page;
 - a date sort orders the relevant set: what the cutoff kept, else the best ``SORT_WINDOW``.
 """
 
@@ -27,8 +27,11 @@ from search.postprocess import (
 from search.query import SearchOptions
 from search.results import Hit, SearchPage
 
-HYBRID_DEPTH = 100  # candidates per side that hybrid fuses (more when the page is deeper)
-SORT_WINDOW = 1000  # without a cutoff, a date sort orders this many best hits
+# Hybrid fuses, and a date sort without a cutoff orders, a fixed window of best candidates per
+# side, the same for every page (a window that grew with the page would reorder earlier
+# pages); paging ends at the window's end.
+HYBRID_WINDOW = 500
+SORT_WINDOW = 1000
 _COLLAPSE_OVERFETCH = 4
 
 
@@ -59,7 +62,10 @@ def ranked_page(
         hits = sort_by_taken(hits, newest_first=options.sort == "-taken_at")
     scored = [Hit.from_stored(hit) for hit in hits[options.offset : wanted]]
     total = len(hits) if candidates.complete else None
-    return SearchPage(scored, has_more=len(hits) > wanted, total=total)
+    more = len(hits) > wanted
+    if options.collapse_duplicates is not None and not candidates.complete:
+        more = more or len(candidates.hits) >= _depth(options, wanted)  # the store has more
+    return SearchPage(scored, has_more=more, total=total)
 
 
 def _plain(options: SearchOptions, exclude: str | None) -> bool:
@@ -78,7 +84,7 @@ def _plain_page(
     kept = [hit for hit in stored if floor is None or hit.score >= floor]
     hits = [Hit.from_stored(hit) for hit in kept[: options.limit]]
     total = index.count(options.filters) if floor is None else None
-    if len(kept) < len(stored):  # scores fall below the floor on this page: nothing follows
+    if len(kept) < len(stored) and (kept or options.offset == 0):  # the floor is on this page
         total = options.offset + len(kept)
     return SearchPage(hits, has_more=len(kept) > options.limit, total=total)
 
@@ -88,13 +94,12 @@ def _depth(options: SearchOptions, wanted: int) -> int:
     depth = wanted + 1
     if options.adaptive_cutoff:
         depth = max(depth, CUTOFF_WINDOW)
-    if options.mode == "hybrid":
-        depth = max(depth, HYBRID_DEPTH)
     if options.collapse_duplicates is not None:
         depth = max(depth, (wanted + 1) * _COLLAPSE_OVERFETCH)
+    fixed = [HYBRID_WINDOW] if options.mode == "hybrid" else []
     if options.sort != "relevance" and not options.adaptive_cutoff:
-        depth = max(depth, SORT_WINDOW)
-    return depth
+        fixed.append(SORT_WINDOW)
+    return max(fixed) if fixed else depth
 
 
 def _candidates(

@@ -82,7 +82,7 @@ def server() -> Iterator[str]:
     ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.169.254",
      "0.0.0.0",  # noqa: S104
      "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fc00::1", "::ffff:127.0.0.1",
-     "ff02::1", "::"],
+     "ff02::1", "::", "2002:a9fe:a9fe::", "2002:7f00:1::"],  # 6to4 of 169.254/127.0
 )  # fmt: skip
 def test_non_public_addresses_are_not_public(address: str) -> None:
     assert not is_public(ipaddress.ip_address(address))

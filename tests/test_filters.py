@@ -107,6 +107,9 @@ def test_pages_say_whether_more_follow_and_the_total(service: SearchService) -> 
         "a photo", SearchOptions(limit=8, filters=SearchFilter(formats=("PNG",)))
     )
     assert (pngs.has_more, pngs.total) == (False, 8)
+    floor = first.hits[2].score  # three hits reach this score
+    beyond = service.text_page("a photo", SearchOptions(limit=5, offset=10, min_score=floor))
+    assert (beyond.hits, beyond.has_more, beyond.total) == ([], False, None)  # not "10 in all"
     cut = service.text_page("a photo", SearchOptions(limit=2, adaptive_cutoff=True))
     assert cut.total is None or cut.total >= len(cut.hits)
     similar = service.similar_page(first.hits[0].id, SearchOptions(limit=20))

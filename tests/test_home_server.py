@@ -166,6 +166,12 @@ def test_the_local_token_may_run_admin_jobs_that_a_read_key_may_not(
             writer = {"X-API-Key": "writer"}
             outside = client.post("/v1/admin/ingest", json=body, headers=writer)
             assert outside.status_code == 403 and "ALLOWED_IMAGE_ROOTS" in outside.text
+            probe = client.post("/v1/admin/ingest", json={"paths": ["/no/such"]}, headers=writer)
+            assert probe.status_code == 403  # whether it exists is not told
+            for order in ({"model": "ViT-B-32", "pretrained": "/etc/passwd"},
+                          {"model": "hf-hub:someone/model"}):  # fmt: skip
+                weights = client.post("/v1/admin/reindex", json=order, headers=writer)
+                assert weights.status_code == 403 and "local CLI" in weights.text
             token = {"X-API-Key": "local-token"}
             for bad in (["relative/folder"], ["/" + "x" * 4000]):
                 refused = client.post("/v1/admin/ingest", json={"paths": bad}, headers=token)

@@ -94,3 +94,16 @@ def test_keyword_mode_needs_words(indexed: tuple[Runtime, Path]) -> None:
     with pytest.raises(BadQuery, match="min_score is a cosine"):
         service.text("zanzibar", SearchOptions(mode="keyword", min_score=0.2))
     assert service.text("nothing-matches-this", KEYWORD) == []
+
+
+def test_hybrid_pages_never_repeat_or_skip_a_hit(indexed: tuple[Runtime, Path]) -> None:
+    """The fused order is the same whatever page is asked: pages of 3 concatenate to the
+    whole ranking, each hit once (a window that grew with the page reordered earlier pages)."""
+    runtime, _ = indexed
+    service = SearchService(runtime)
+    whole = [h.id for h in service.text("photo png jpg", SearchOptions(limit=50, mode="hybrid"))]
+    paged: list[str] = []
+    for offset in range(0, len(whole), 3):
+        page = SearchOptions(limit=3, offset=offset, mode="hybrid")
+        paged += [h.id for h in service.text("photo png jpg", page)]
+    assert paged == whole and len(set(paged)) == len(paged) > 6

@@ -134,6 +134,9 @@ def test_an_unmounted_root_is_reported_and_kept_until_removed(
     report = ingest(runtime, [])
     assert report.missing_roots == [str(nas)] and report.removed == 0
     assert {str(p) for p in on_nas} <= indexed_paths(runtime)
+    named = ingest(runtime, [nas])  # naming the empty mount point spares it just the same
+    assert named.missing_roots == [str(nas)] and named.removed == 0
+    assert {str(p) for p in on_nas} <= indexed_paths(runtime)
     with runtime.sessions() as session:
         flagged = {info.path: info.missing for info in list_libraries(session)}
         gone = session.scalars(select(Location).where(Location.missing.is_(True))).all()
@@ -178,6 +181,8 @@ def test_bad_library_requests_are_clear_errors(runtime: Runtime, tmp_path: Path)
         add(runtime, outer, "!")
     with pytest.raises(UnknownLibrary):
         remove_library(runtime, "/no/such/library")
+    with pytest.raises(BadLibrary, match="not a usable path"):
+        add(runtime, tmp_path / "lone\ud800surrogate")
 
 
 def test_ingesting_a_folder_that_holds_a_library_uses_its_rules(

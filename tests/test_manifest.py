@@ -105,7 +105,7 @@ def test_csv_with_paths_urls_metadata_and_bad_rows(
         "path,url,album,people\n"
         f"{first.relative_to(tmp_path)},,summer,ann\n"  # 2: relative to the manifest's folder
         f"{next(library.rglob(names[1]))},,summer,\n"  # 3: absolute
-        f",{web}/{remote[0]},web,bob\n"  # 4: a URL
+        f",{web}/{remote[0]}?X-Amz-Signature=secret,web,bob\n"  # 4: a (signed) URL
         ",,orphan,\n"  # 5: neither
         f"{tmp_path / 'gone.jpg'},,x,\n"  # 6: no such file
         f",{web}/notes.txt,x,\n"  # 7: not an image
@@ -139,7 +139,8 @@ def test_csv_with_paths_urls_metadata_and_bad_rows(
     web_hits = SearchService(runtime).text(
         "a photo", SearchOptions(filters=SearchFilter(metadata=(("album", "web"),)))
     )
-    assert [hit.name for hit in web_hits] == [remote[0]]  # named by the URL, not the blob hash
+    # named by the URL's last segment (not the blob hash, never the signature in its query)
+    assert [hit.name for hit in web_hits] == [remote[0]]
 
 
 def test_jsonl_nested_metadata_bad_json_and_a_second_run_is_a_no_op(
@@ -154,6 +155,8 @@ def test_jsonl_nested_metadata_bad_json_and_a_second_run_is_a_no_op(
         "{this is not json",
         {"path": str(local[1]), "metadata": {"bad key": "x"}},
         [1, 2],
+        {"path": "nul\u0000inside.jpg"},
+        {"path": "lone\ud800surrogate.jpg"},
     ]
     manifest.write_text(
         "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n"
@@ -162,7 +165,8 @@ def test_jsonl_nested_metadata_bad_json_and_a_second_run_is_a_no_op(
     assert isinstance(encoder, FakeEncoder)
     report = ingest_manifest(runtime, manifest, LOOPBACK)
     assert (report.new, report.encoded, report.tagged) == (2, 2, 2)
-    assert [row["line"] for row in report.bad_rows] == [3, 4, 5]
+    assert [row["line"] for row in report.bad_rows] == [3, 4, 5, 6, 7]
+    assert [row["reason"] for row in report.bad_rows[3:]] == ["not a usable path"] * 2
     assert "not valid JSON" in str(report.bad_rows[0]["reason"])
     assert "bad key" in str(report.bad_rows[1]["reason"])
     meta = _meta_of(runtime)
@@ -177,7 +181,7 @@ def test_jsonl_nested_metadata_bad_json_and_a_second_run_is_a_no_op(
     assert encoder.images_encoded == encoded
     with runtime.sessions() as session:
         failures = session.scalars(select(Failure.path).where(Failure.stage == "manifest")).all()
-    assert len(failures) == 3  # replaced, not piled up
+    assert len(failures) == 5  # replaced, not piled up
 
 
 def test_a_url_to_a_private_address_is_refused_by_default(

@@ -114,3 +114,32 @@ def test_folders_to_scan_for_a_batch(tmp_path: Path) -> None:
     assert folders_to_scan(map(str, changed), [library]) == [root]
     assert folders_to_scan(map(str, changed[:2]), [library]) == [root / "a"]
     assert folders_to_scan(map(str, changed[3:]), [library]) == []
+
+
+def test_a_failed_round_is_logged_and_the_watch_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """inotify's watch limit, an unmounted root or the catalog away must not end the watch
+    thread for good (in `serve --watch` nobody would notice)."""
+    import ingest.watch as watch
+
+    calls: list[float] = []
+
+    def flaky(_sessions: object) -> list[WatchedLibrary]:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise OSError("OS file watch limit reached.")
+        return []
+
+    monkeypatch.setattr(watch, "watched_libraries", flaky)
+    monkeypatch.setattr(watch, "RETRY_S", 0.05)
+    watcher = LibraryWatcher(None, lambda paths: None, 100, 0)  # type: ignore[arg-type]
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 2:
+            assert time.monotonic() < deadline, "the watch did not go on after a failed round"
+            time.sleep(0.01)
+    finally:
+        watcher.stop()
+    assert "watching the libraries failed" in caplog.text

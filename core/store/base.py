@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -125,9 +125,16 @@ def conditions(search_filter: SearchFilter | None) -> list[Condition]:
     return found
 
 
-def metadata_keys(search_filter: SearchFilter | None) -> set[str]:
-    """The ``meta.<key>`` payload paths a filter uses (they get an index on first use)."""
-    return {META_PREFIX + key for key, _ in search_filter.metadata} if search_filter else set()
+def metadata_keys(payloads: Iterable[Payload]) -> set[str]:
+    """The ``meta.<key>`` payload paths these payloads carry. They are indexed when written
+    (by a write key), never when a query names them: a read key must not make the store
+    build indexes."""
+    found: set[str] = set()
+    for payload in payloads:
+        meta = payload.get("meta")
+        if isinstance(meta, dict):
+            found.update(META_PREFIX + key for key in meta)
+    return found
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -153,13 +153,14 @@ class EdgeIndex:
             self._shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
             self._indexed.add(field_name)
 
-    def _index_metadata(self, search_filter: SearchFilter | None) -> None:
-        for key in metadata_keys(search_filter):
+    def _index_metadata(self, payloads: Iterable[Payload]) -> None:
+        for key in metadata_keys(payloads):
             self._index_field(key, qe.PayloadSchemaType.Keyword)
 
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
+        self._index_metadata(p.payload for p in points)
         if self._keywords and self._try_keywords(
             qe.UpdateOperation.upsert_points([self._point(p, keywords=True) for p in points])
         ):
@@ -174,6 +175,7 @@ class EdgeIndex:
 
     def set_payloads(self, payloads: Mapping[str, Payload]) -> None:
         """The payload and the keyword vector derived from it, together."""
+        self._index_metadata(payloads.values())
         for point_id, payload in payloads.items():
             self._shard.update(qe.UpdateOperation.overwrite_payload([point_id], payload))
             if self._keywords:
@@ -205,7 +207,6 @@ class EdgeIndex:
         exact: bool = False,
         with_vectors: bool = False,
     ) -> list[StoredHit]:
-        self._index_metadata(search_filter)
         request = qe.QueryRequest(
             limit=limit,
             offset=offset or None,
@@ -227,7 +228,6 @@ class EdgeIndex:
         indices, values = sparse_of(words)
         if not indices:
             return []
-        self._index_metadata(search_filter)
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(qe.SparseVector(indices, values), using=KEYWORDS_VECTOR),
@@ -256,7 +256,6 @@ class EdgeIndex:
         return {str(r.id) for r in records}
 
     def count(self, search_filter: SearchFilter | None = None) -> int:
-        self._index_metadata(search_filter)
         request = qe.CountRequest(exact=True, filter=_edge_filter(search_filter))
         return int(self._shard.count(request))
 

@@ -6,7 +6,7 @@ The server path and the in-memory path are the same code; tests exercise it thro
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,7 @@ class QdrantIndex:
     def upsert(self, points: Sequence[PointRecord]) -> None:
         if not points:
             return
+        self._index_metadata(p.payload for p in points)
         structs = [
             models.PointStruct(id=p.id, vector=self._vectors(p), payload=p.payload) for p in points
         ]
@@ -119,6 +120,7 @@ class QdrantIndex:
 
     def set_payloads(self, payloads: Mapping[str, Payload]) -> None:
         """The payload and the keyword vector derived from it, together."""
+        self._index_metadata(payloads.values())
         for point_id, payload in payloads.items():
             self._client.overwrite_payload(self.name, payload=payload, points=[point_id], wait=True)
             if self._keywords:
@@ -127,9 +129,9 @@ class QdrantIndex:
                 )
                 self._client.update_vectors(self.name, [vectors], wait=True)
 
-    def _index_metadata(self, search_filter: SearchFilter | None) -> None:
-        """A keyword index on each user-metadata key, made the first time it is filtered on."""
-        for key in metadata_keys(search_filter) - self._indexed if self._server else ():
+    def _index_metadata(self, payloads: Iterable[Payload]) -> None:
+        """A keyword index on each user-metadata key, made when a payload first carries it."""
+        for key in metadata_keys(payloads) - self._indexed if self._server else ():
             self._client.create_payload_index(
                 self.name, key, models.PayloadSchemaType.KEYWORD, wait=True
             )
@@ -148,7 +150,6 @@ class QdrantIndex:
         exact: bool = False,
         with_vectors: bool = False,
     ) -> list[StoredHit]:
-        self._index_metadata(search_filter)
         response = self._client.query_points(
             self.name,
             query=vector_as_list(vector, self.dim),
@@ -173,7 +174,6 @@ class QdrantIndex:
         indices, values = sparse_of(words)
         if not indices:
             return []
-        self._index_metadata(search_filter)
         response = self._client.query_points(
             self.name,
             query=models.SparseVector(indices=indices, values=values),
@@ -203,7 +203,6 @@ class QdrantIndex:
         return {str(r.id) for r in records}
 
     def count(self, search_filter: SearchFilter | None = None) -> int:
-        self._index_metadata(search_filter)
         counted = self._client.count(
             self.name, count_filter=_qdrant_filter(search_filter), exact=True
         )
