@@ -140,6 +140,9 @@ def _check_filters(filters: SearchFilter) -> None:
             raise BadQuery(f"{name} must be 1 to {MAX_CAMERA_CHARS} characters")
     if len(filters.metadata) > MAX_METADATA:
         raise BadQuery(f"at most {MAX_METADATA} metadata filters")
+    keys = [key for key, _ in filters.metadata]
+    if len(set(keys)) < len(keys):  # HTTP's filters.metadata is a mapping: one value a key
+        raise BadQuery("a metadata key may appear once in a query's filters")
     for key, value in filters.metadata:
         if not META_KEY.fullmatch(key):
             raise BadQuery(f"metadata key {key!r} must be {META_KEY_RULE}")

@@ -107,8 +107,10 @@ class TextBatcher:
         todo = [text for text in unique if text not in rows]
         if todo:
             self.forwards += 1
-            try:
-                rows.update(zip(todo, self._encode(todo), strict=True))
+            try:  # in forwards of at most max_texts: a 32,000-prompt classify stays bounded
+                for start in range(0, len(todo), self._max_texts):
+                    chunk = todo[start : start + self._max_texts]
+                    rows.update(zip(chunk, self._encode(chunk), strict=True))
             except BaseException as error:  # every caller in this forward hears of it
                 for request in batch:
                     request.error = error

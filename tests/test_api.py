@@ -139,6 +139,7 @@ def test_ops_endpoints_and_page(client: TestClient) -> None:
         ("get", "/v1/search", {"params": {"q": "-people"}}, 422, "positive term"),
         ("get", "/v1/search", {"params": {"q": "x", "where": "album"}}, 422, "key=value"),
         ("get", "/v1/search", {"params": {"q": "x", "where": "a.b=c"}}, 422, "metadata key"),
+        ("get", "/v1/search", {"params": {"q": "x", "where": ["t=a", "t=b"]}}, 422, "once"),
         ("get", "/v1/search", {"params": {"q": "x", "orientation": "up"}}, 422, "orientation"),
         (
             "get",

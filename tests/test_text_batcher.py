@@ -117,3 +117,14 @@ def test_the_cache_batches_concurrent_misses_and_encodes_a_shared_text_once() ->
     assert sum(call.count("same") for call in slow.calls) == 1
     for i, vectors in enumerate(results):
         assert np.array_equal(vectors, fake.encode_texts(["same", f"own {i}"]))
+
+
+def test_one_huge_request_is_encoded_in_bounded_forwards() -> None:
+    """A classify with many labels x templates must not become one giant forward."""
+    fake = FakeEncoder()
+    counting = CountingEncoder(fake.encode_texts, delay=0.0)
+    batcher = TextBatcher(counting, max_wait=0.0, max_texts=16)
+    texts = [f"a photo of a thing number {i}." for i in range(100)]
+    vectors = batcher.encode(texts)
+    assert max(len(call) for call in counting.calls) <= 16 and len(counting.calls) == 7
+    np.testing.assert_allclose(vectors, fake.encode_texts(texts), atol=1e-6)

@@ -133,13 +133,21 @@ def _flat_options(flat: FlatOptionsIn) -> SearchOptions:
         min_height=flat.min_height, taken_after=flat.taken_after, taken_before=flat.taken_before,
         max_width=flat.max_width, max_height=flat.max_height, orientation=flat.orientation,
         min_bytes=flat.min_bytes, max_bytes=flat.max_bytes, camera_make=flat.camera_make,
-        camera_model=flat.camera_model, metadata=dict(parse_where(w) for w in flat.where),
+        camera_model=flat.camera_model, metadata=_where(flat.where),
     )  # fmt: skip
     return SearchOptions(
         limit=flat.limit, offset=flat.offset, filters=_filters(filters), min_score=flat.min_score,
         adaptive_cutoff=flat.cutoff, collapse_duplicates=flat.collapse, mode=flat.mode,
         keyword_weight=flat.keyword_weight, sort=flat.sort,
     )  # fmt: skip
+
+
+def _where(pairs: list[str]) -> dict[str, str]:
+    """``where=key=value`` pairs; a key given twice is refused, not silently collapsed."""
+    found = [parse_where(pair) for pair in pairs]
+    if len({key for key, _ in found}) < len(found):
+        raise BadQuery("a metadata key may appear once in a query's filters")
+    return dict(found)
 
 
 def _options(body: SearchIn) -> SearchOptions:
