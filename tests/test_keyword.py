@@ -107,3 +107,14 @@ def test_hybrid_pages_never_repeat_or_skip_a_hit(indexed: tuple[Runtime, Path]) 
         page = SearchOptions(limit=3, offset=offset, mode="hybrid")
         paged += [h.id for h in service.text("photo png jpg", page)]
     assert paged == whole and len(set(paged)) == len(paged) > 6
+
+
+def test_a_long_description_never_hides_the_name_folders_or_tags() -> None:
+    from core.store.keywords import MAX_WORDS, payload_words
+
+    description = " ".join(f"aaword{i}" for i in range(MAX_WORDS + 100))
+    payload = {"name": "zoo.jpg", "paths": ["/photos/vacation/zoo.jpg"],
+               "meta": {"tags": ["zebra"]}, "description": description}  # fmt: skip
+    found = payload_words(payload)
+    assert len(found) == MAX_WORDS
+    assert {"zoo", "jpg", "photos", "vacation", "zebra"} <= found

@@ -27,16 +27,17 @@ def words(text: str) -> list[str]:
 
 
 def payload_words(payload: dict[str, Any]) -> set[str]:
-    """Every searchable word of a point: its name, the folders of its paths, its EXIF text and
-    the values (and tags) of its user metadata."""
-    found: set[str] = set()
-    for key in TEXT_KEYS:
-        found.update(words(str(payload.get(key) or "")))
+    """Every searchable word of a point: its name, the folders of its paths, the values (and
+    tags) of its user metadata and its EXIF text. Past ``MAX_WORDS`` the later ones in that
+    order are dropped, so a long description never hides the file's own name."""
+    found: dict[str, None] = dict.fromkeys(words(str(payload.get("name") or "")))
     for path in payload.get("paths") or [payload.get("path") or ""]:
-        found.update(words(str(path)))
+        found.update(dict.fromkeys(words(str(path))))
     for value in _flat_values(payload.get("meta") or {}):
-        found.update(words(value))
-    return set(sorted(found)[:MAX_WORDS])
+        found.update(dict.fromkeys(words(value)))
+    for key in TEXT_KEYS:
+        found.update(dict.fromkeys(words(str(payload.get(key) or ""))))
+    return set(list(found)[:MAX_WORDS])
 
 
 def _flat_values(meta: Any) -> Iterable[str]:
