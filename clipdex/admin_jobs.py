@@ -20,10 +20,9 @@ from typing import Any, Protocol
 from clipdex.errors import EXPECTED, message_of, status_of
 from core.catalog.index_versions import VersionRefused, check_declared
 from core.runtime import Runtime
-from core.settings import Settings
 from ingest.admin_api import AdminJob, JobBusy, ReindexIn
 from ingest.queueing import SendBatch
-from ingest.reindex import ReindexPlan, ReindexRefused
+from ingest.reindex import ReindexRefused
 
 log = logging.getLogger(__name__)
 KEPT_JOBS = 50
@@ -47,22 +46,6 @@ class _Progress:
 
     def advance(self, count: int) -> None:
         self._job.advance(count)
-
-
-def reindex_plan(settings: Settings, model: str, pretrained: str | None, swap: bool) -> ReindexPlan:
-    """The plan `clipdex reindex` builds: the new model, its decode limits, the free-space check."""
-    from core.diskspace import check_free_space, write_paths
-    from core.encoder import ModelSpec, OpenClipEncoder
-    from core.runtime import decode_limits
-
-    spec = ModelSpec(model, pretrained or "openai", settings.device, settings.precision)
-    encoder = OpenClipEncoder(spec)
-    space = write_paths(settings.home, settings.blobs, settings.catalog_url)
-    return ReindexPlan(
-        encoder=encoder, limits=decode_limits(settings, encoder.preprocess),
-        batch_size=settings.batch_size, decode_workers=settings.decode_workers, swap=swap,
-        before_write=lambda: check_free_space(space, settings.min_free_bytes),
-    )  # fmt: skip
 
 
 class ServerJobs:
@@ -100,7 +83,7 @@ class ServerJobs:
         return {"live": new.id, "collection": new.collection, "retired": old.id if old else None}
 
     def _reindex(self, job: AdminJob, order: ReindexIn) -> dict[str, Any]:
-        from clipdex.cli.indexes import _gate
+        from clipdex.reindexing import gate_version, reindex_plan
         from ingest.reindex import reindex
         from search.evaluate import load_queries
 
@@ -110,7 +93,7 @@ class ServerJobs:
         report = reindex(self._runtime, plan, _Progress(job))
         gated: dict[str, Any] | None = None
         if queries is not None and report.state == "ready":
-            gated = _gate(self._runtime, report.version, queries, order.max_drop, order.swap)
+            gated = gate_version(self._runtime, report.version, queries, order.max_drop, order.swap)
             report.state, report.swapped = gated["state"], gated["swapped"]
         if report.swapped:
             self._follower.refresh()

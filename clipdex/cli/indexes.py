@@ -158,11 +158,9 @@ def reindex(
     Example: clipdex reindex --model ViT-B-32 --pretrained openai --json"""
     from clipdex.dispatch import dispatch_for
     from clipdex.progress import TerminalProgress, wants_bar
+    from clipdex.reindexing import gate_version, reindex_plan
     from core.catalog.index_versions import VersionRefused
-    from core.diskspace import check_free_space, write_paths
-    from core.encoder import ModelSpec, OpenClipEncoder
-    from core.runtime import decode_limits
-    from ingest.reindex import ReindexPlan, ReindexRefused
+    from ingest.reindex import ReindexRefused
     from ingest.reindex import reindex as run_reindex
     from search.evaluate import load_queries
 
@@ -181,18 +179,8 @@ def reindex(
     gated: dict[str, Any] | None = None
     with opened_runtime() as runtime:
         settings = runtime.settings
-        spec = ModelSpec(model, pretrained or "openai", settings.device, settings.precision)
-        encoder = OpenClipEncoder(spec)
-        space = write_paths(settings.home, settings.blobs, settings.catalog_url)
-        plan = ReindexPlan(
-            encoder=encoder,
-            limits=decode_limits(settings, encoder.preprocess),
-            batch_size=settings.batch_size,
-            decode_workers=settings.decode_workers,
-            swap=swap and queries is None,
-            before_write=lambda: check_free_space(space, settings.min_free_bytes),
-            workers=_workers(dispatch_for(settings), settings),
-        )
+        workers = _workers(dispatch_for(settings), settings)
+        plan = reindex_plan(settings, model, pretrained, swap and queries is None, workers)
         _ = runtime.store  # take the embedded store's lock before any work
         try:
             if wants_bar(json_output):
@@ -203,7 +191,7 @@ def reindex(
         except (ReindexRefused, VersionRefused) as error:
             fail(str(error))
         if queries is not None and report.state == "ready":
-            gated = _gate(runtime, report.version, queries, max_drop, swap)
+            gated = gate_version(runtime, report.version, queries, max_drop, swap)
             report.state, report.swapped = gated["state"], gated["swapped"]
     _print_outcome(report, gated, json_output)
 
@@ -224,31 +212,6 @@ def _workers(send: SendBatch | None, settings: Settings) -> Workers | None:
     if send is None:
         return None
     return Workers(send, settings.task_batch_size, float(settings.reconcile_after_seconds))
-
-
-def _gate(
-    runtime: Runtime, version_id: int, queries: list[Any], max_drop: float, swap: bool
-) -> dict[str, Any]:
-    """Score the new and the live version on the same queries; swap only if not worse."""
-    from search.evaluate import evaluate
-
-    live = runtime.live_version()
-    new_scores = evaluate(runtime, runtime.version(version_id), queries)
-    live_scores = evaluate(runtime, live, queries)
-    drops = {
-        "ndcg@10": live_scores.ndcg_at_10 - new_scores.ndcg_at_10,
-        "recall@10": live_scores.recall_at_10 - new_scores.recall_at_10,
-    }
-    passed = all(drop <= max_drop + 1e-12 for drop in drops.values())
-    swapped = False
-    if passed and swap:
-        runtime.activate(version_id)
-        swapped = True
-    return {
-        "passed": passed, "max_drop": max_drop, "drops": drops, "swapped": swapped,
-        "state": "live" if swapped else "ready",
-        "new": new_scores.as_dict(), "live": live_scores.as_dict(),
-    }  # fmt: skip
 
 
 def _print_report(report: Any, gated: dict[str, Any] | None) -> None:
