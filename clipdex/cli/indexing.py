@@ -73,12 +73,12 @@ def ingest(
             with TerminalProgress() as bar:
                 report = run_ingest(runtime, paths, bar, dispatch)
                 if dispatch is not None and waits:
-                    _wait_for_workers(runtime, dispatch, bar)
+                    wait_for_workers(runtime, dispatch, bar)
         else:
             report = run_ingest(runtime, paths, dispatch=dispatch)
             if dispatch is not None and waits:
-                _wait_for_workers(runtime, dispatch, None)
-        settled = _open_counts(runtime) if waits else None
+                wait_for_workers(runtime, dispatch, None)
+        settled = open_counts(runtime) if waits else None
     _print_ingest(report, settled, json_output)
 
 
@@ -105,14 +105,14 @@ def _print_ingest(report: IngestReport, settled: dict[str, int] | None, json_out
         typer.echo("see `clipdex failures` for the reasons", err=True)
 
 
-def _open_counts(runtime: Runtime) -> dict[str, int]:
+def open_counts(runtime: Runtime) -> dict[str, int]:
     from core.status import state_counts
 
     with runtime.sessions() as session:
         return state_counts(session)
 
 
-def _wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgress | None) -> None:
+def wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgress | None) -> None:
     """Poll the catalog until nothing is pending, queued or processing; when progress stalls
     past the reconcile deadline, send the stuck work again (the broker may have lost it)."""
     import time
@@ -122,14 +122,14 @@ def _wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgre
 
     settings = runtime.settings
     version_id = runtime.live_version().id
-    first = _open_counts(runtime)
+    first = open_counts(runtime)
     left = sum(first[state] for state in OPEN_STATES)
     if bar is not None:
         bar.phase("workers", left)
     last_progress = time.monotonic()
     while left:
         time.sleep(1.0)
-        counts = _open_counts(runtime)
+        counts = open_counts(runtime)
         now_left = sum(counts[state] for state in OPEN_STATES)
         if bar is not None and now_left < left:
             bar.advance(left - now_left)

@@ -29,7 +29,7 @@ def fetch_policy(settings: Settings) -> FetchPolicy:
 
 def ingest_manifests(paths: list[Path], wait: bool, json_output: bool) -> None:
     """Ingest each manifest in turn (inline, or through the workers with CLIPDEX_BROKER_URL)."""
-    from clipdex.cli.indexing import _open_counts, _wait_for_workers
+    from clipdex.cli.indexing import open_counts, wait_for_workers
     from clipdex.dispatch import dispatch_for
     from clipdex.progress import TerminalProgress, wants_bar
     from ingest.manifest import is_manifest
@@ -55,8 +55,8 @@ def ingest_manifests(paths: list[Path], wait: bool, json_output: bool) -> None:
             for path in paths:
                 reports.append(ingest_manifest(runtime, path, policy, bar, dispatch))
             if dispatch is not None and wait:
-                _wait_for_workers(runtime, dispatch, bar)
-        settled = _open_counts(runtime) if dispatch is not None and wait else None
+                wait_for_workers(runtime, dispatch, bar)
+        settled = open_counts(runtime) if dispatch is not None and wait else None
     if json_output:
         shown_reports = [r.as_dict() for r in reports]
         print_json({"manifests": shown_reports, **({"states": settled} if settled else {})})
