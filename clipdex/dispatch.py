@@ -1,5 +1,6 @@
 """The inline-or-workers decision: with CLIPDEX_BROKER_URL, accepted work goes to Celery
-workers through the outbox; without it, it is encoded in this process."""
+workers through the outbox; without it, it is encoded in this process. A long-lived producer
+(the HTTP app) sends through a send window that gathers small sends into whole messages."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import TYPE_CHECKING
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from ingest.queueing import SendBatch
+    from ingest.send_window import SendWindow
 
 
 class _LazySender:
@@ -34,3 +38,16 @@ def dispatch_for(settings: Settings) -> SendBatch | None:
     if not settings.broker_url:
         return None
     return _LazySender(settings)
+
+
+def send_window_for(
+    settings: Settings, sessions: sessionmaker[Session], dispatch: SendBatch | None
+) -> SendWindow | None:
+    """The server's send window over ``dispatch`` (``CLIPDEX_SEND_WINDOW_MS``); ``None`` when
+    work is encoded inline."""
+    if dispatch is None:
+        return None
+    from ingest.send_window import SendWindow
+
+    window = settings.send_window_ms / 1000
+    return SendWindow(sessions, dispatch, settings.task_batch_size, window)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from clipdex.admin_jobs import ServerJobs
 from clipdex.auth import ApiGuard, KeyScopes, Read, Write
 from clipdex.catalog import prepare_catalog
-from clipdex.dispatch import dispatch_for
+from clipdex.dispatch import dispatch_for, send_window_for
 from clipdex.errors import EXPECTED, message_of, rule_for, status_of
 from clipdex.queue_depth import queue_depth_reader
 from core.runtime import Runtime, open_runtime
@@ -126,6 +126,7 @@ def create_app(
             try:
                 yield
             finally:
+                _stop_sending(app)
                 app.state.targets.stop()
             return
         opened = open_runtime(settings)
@@ -137,6 +138,7 @@ def create_app(
             app.state.targets.start()
             yield
         finally:
+            _stop_sending(app)
             if hasattr(app.state, "targets"):
                 app.state.targets.stop()
             opened.close()
@@ -199,6 +201,16 @@ def _attach(app: FastAPI, runtime: Runtime, refresh_interval: float) -> None:
     app.state.targets = targets = LiveTargets(runtime, refresh_interval)
     app.state.service = SearchService(runtime, targets.current)
     app.state.jobs = ServerJobs(runtime, targets, app.state.dispatch)
+    app.state.send_window = send_window_for(
+        app.state.settings, runtime.sessions, app.state.dispatch
+    )
+
+
+def _stop_sending(app: FastAPI) -> None:
+    """At shutdown, before the runtime closes: send what the send window still holds."""
+    window = getattr(app.state, "send_window", None)
+    if window is not None:
+        window.stop()
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     task_batch_size: int = Field(
         default=256, ge=1, le=100_000, description="Asset ids per task message."
     )
+    send_window_ms: int = Field(
+        default=500,
+        ge=0,
+        le=60_000,
+        description="The API gathers uploads for workers into whole task messages: it sends "
+        "after this long without a new upload (at most 10x it after the first), or at once "
+        "when a task batch is full; 0: one message per upload request.",
+    )
     task_soft_time_limit: int = Field(default=600, ge=1, description="Seconds, per task.")
     task_time_limit: int = Field(default=660, ge=1, description="Seconds, per task (hard).")
     visibility_timeout: int = Field(

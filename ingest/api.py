@@ -3,8 +3,8 @@ metadata: PATCH /v1/assets/{id}; DELETE /v1/assets/{id}.
 
 Two routers, one per scope; the entry layer's app factory includes them behind the read and
 write keys. How accepted work is indexed is the entry layer's decision too: it puts a
-``SendBatch`` (workers) or ``None`` (index in the background, in this process) on
-``app.state.dispatch``."""
+``SendWindow`` (workers: uploads are gathered into whole task messages) or ``None`` (index in
+the background, in this process) on ``app.state.send_window``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ingest.metadata import (
     delete_asset,
     update_metadata,
 )
-from ingest.queueing import SendBatch, enqueue_pending
+from ingest.send_window import SendWindow
 from ingest.uploads import (
     BadUpload,
     JobStatus,
@@ -83,11 +83,9 @@ def upload_images(
     uploads = [Upload(f.filename or "upload", f.file.read()) for f in files]
     check_uploads(runtime, uploads)
     accepted = accept(runtime, uploads, meta)
-    dispatch: SendBatch | None = request.app.state.dispatch
-    if dispatch is not None:
-        enqueue_pending(
-            runtime.sessions, accepted.version_id, dispatch, runtime.settings.task_batch_size
-        )
+    window: SendWindow | None = request.app.state.send_window
+    if window is not None:  # committed as pending: the window sends it, with what follows
+        window.poke(accepted.version_id, len(set(accepted.asset_ids)))
     else:
         ids = sorted(set(accepted.asset_ids))
         background.add_task(index_assets, runtime, accepted.version_id, ids)

@@ -173,7 +173,8 @@ def reconcile(
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Send again the work stuck in queued/processing (after a broken broker lost its queue).
+    """Send again the work stuck in queued/processing (after a broken broker lost its queue),
+    and the pending work nobody sent (a server killed inside its send window).
 
     Prints how many assets were requeued and how many of them the broker accepted; exits 1
     when some could not be sent (they stay queued in the catalog for the next round).
