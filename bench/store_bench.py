@@ -1,15 +1,25 @@
-"""The embedded store at scale: upsert rate, reopen time, search latency.
+"""The embedded store at scale: today's plain scan against the search graph, side by side.
 
-    .venv/bin/python -m bench.store_bench [--points 100000] [--local-points 5000]
+    .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000] [--uniform 100000]
+    .venv/bin/python -m bench.store_bench --local-points 5000   # also qdrant-client local mode
 
-Qdrant Edge (the embedded default) with 512-d synthetic points and clipdex's real payload
-shape, then qdrant-client local mode on a smaller set for comparison (it is pure-Python brute
-force; at 100k points it takes minutes to load).
+For each size N, one Qdrant Edge collection with clipdex's own layout (``EdgeStore`` with the
+default ``EdgeTuning``) gets N CLIP-shaped 512-d vectors (``tests/synthetic_vectors.py``) with
+clipdex's payload shape, then is measured twice in the same run:
+
+  plain   before any build: every search scans every vector (what clipdex did until now)
+  graph   after ``optimize()``: HNSW over int8 codes, rescored with the float vectors
+
+Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points, and a width
+range, 27%), recall@10 against exact search over the same points, and the reopen time (store
+closed, reopened, first search answered). ``--uniform N`` adds the worst case: uniform random
+vectors, which have no neighbourhoods for any graph to follow.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
 import shutil
 import statistics
 import tempfile
@@ -19,22 +29,27 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 from qdrant_client import QdrantClient
 
 from core.store.base import PointRecord, SearchFilter, VectorIndex
 from core.store.edge import EdgeStore
 from core.store.qdrant import QdrantStore
+from tests.synthetic_vectors import DIM, clip_like, uniform
 
-DIM = 512
 FOLDERS = [f"/photos/{year}" for year in range(2000, 2025)]
+QUERIES = 50
+FILTERS = {
+    "folder 4%": SearchFilter(folder="/photos/2017"),
+    "width 27%": SearchFilter(min_width=3300),
+}
+Generate = Callable[[int, int], NDArray[np.float32]]
 
 
-def synthetic(count: int, seed: int = 0) -> list[PointRecord]:
-    rng = np.random.default_rng(seed)
-    vectors = rng.standard_normal((count, DIM)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+def records(vectors: NDArray[np.float32], first: int = 0) -> list[PointRecord]:
     points = []
-    for i in range(count):
+    for offset, vector in enumerate(vectors):
+        i = first + offset
         folder = FOLDERS[i % len(FOLDERS)]
         payload = {
             "path": f"{folder}/{i}.jpg",
@@ -46,86 +61,122 @@ def synthetic(count: int, seed: int = 0) -> list[PointRecord]:
             "height": 480 + i % 3000,
             "taken_at": f"{2000 + i % 25}-0{1 + i % 9}-15T10:00:00Z",
         }
-        points.append(PointRecord(str(uuid.UUID(int=i + 1)), vectors[i], payload))
+        points.append(PointRecord(str(uuid.UUID(int=i + 1)), vector, payload))
     return points
 
 
-def p50_ms(run: Callable[[], object], repeats: int = 50) -> float:
-    run()
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+def synthetic(count: int, seed: int = 0) -> list[PointRecord]:
+    """``count`` CLIP-shaped points with clipdex's payload shape (other benchmarks use it)."""
+    return records(clip_like(count, seed))
 
 
-def searches(index: VectorIndex, label: str) -> None:
-    query = np.random.default_rng(42).standard_normal(DIM).astype(np.float32)
-    query /= np.linalg.norm(query)
-    narrow = SearchFilter(folder="/photos/2017", min_width=2000)
-    plain = p50_ms(lambda: index.search(query, 10))
-    filtered = p50_ms(lambda: index.search(query, 10, search_filter=narrow))
-    print(f"  {label}: search p50 {plain:.2f} ms, filtered p50 {filtered:.2f} ms")
-
-
-def upsert_all(index: VectorIndex, points: list[PointRecord], batch: int = 256) -> float:
+def upsert_all(index: VectorIndex, vectors: NDArray[np.float32], batch: int = 1024) -> float:
     started = time.perf_counter()
-    for i in range(0, len(points), batch):
-        index.upsert(points[i : i + batch])
+    for i in range(0, len(vectors), batch):
+        index.upsert(records(vectors[i : i + batch], first=i))
     return time.perf_counter() - started
 
 
-def bench_edge(points: list[PointRecord], root: Path) -> None:
-    print(f"\nQdrant Edge (embedded default), {len(points)} points x {DIM}-d")
-    store = EdgeStore(root)
-    index = store.open_index("bench", DIM)
-    seconds = upsert_all(index, points)
-    print(f"  upsert: {len(points) / seconds:,.0f} points/s ({seconds:.1f} s, batches of 256)")
-    searches(index, "before optimize")
-    store.close()
+def measure(
+    index: VectorIndex, queries: NDArray[np.float32], exact_top: dict[str, list[set[str]]]
+) -> dict[str, tuple[float, float]]:
+    """Per filter (and none): p50 ms and mean recall@10 against ``exact_top``."""
+    out = {}
+    for label, search_filter in [("no filter", None), *FILTERS.items()]:
+        index.search(queries[0], 10, search_filter=search_filter)  # warm
+        latencies, recalls = [], []
+        for query, truth in zip(queries, exact_top[label], strict=True):
+            started = time.perf_counter()
+            hits = index.search(query, 10, search_filter=search_filter)
+            latencies.append((time.perf_counter() - started) * 1000)
+            recalls.append(len({h.id for h in hits} & truth) / 10)
+        out[label] = (statistics.median(latencies), float(np.mean(recalls)))
+    return out
+
+
+def exact_answers(index: VectorIndex, queries: NDArray[np.float32]) -> dict[str, list[set[str]]]:
+    return {
+        label: [{h.id for h in index.search(q, 10, search_filter=f, exact=True)} for q in queries]
+        for label, f in [("no filter", None), *FILTERS.items()]
+    }
+
+
+def reopen_seconds(root: Path, query: NDArray[np.float32]) -> float:
     started = time.perf_counter()
     store = EdgeStore(root)
+    store.open_index("bench", DIM).search(query, 10)
+    seconds = time.perf_counter() - started
+    store.close()
+    return seconds
+
+
+def bench_size(count: int, generate: Generate, label: str, scratch: Path) -> None:
+    vectors = generate(count, 0)
+    queries = generate(QUERIES, 99)
+    root = scratch / f"edge-{label}-{count}"
+    store = EdgeStore(root)
     index = store.open_index("bench", DIM)
-    count = index.count()
-    print(f"  reopen + count: {time.perf_counter() - started:.2f} s ({count} points)")
+    upsert = upsert_all(index, vectors)
+    del vectors
+    truth = exact_answers(index, queries)
+    plain = measure(index, queries, truth)
+    store.close()
+    plain_reopen = reopen_seconds(root, queries[0])
+    store = EdgeStore(root)
+    index = store.open_index("bench", DIM)
+    due = index.build_due()
     started = time.perf_counter()
     index.optimize()
-    print(f"  optimize (HNSW build): {time.perf_counter() - started:.1f} s")
-    searches(index, "after optimize ")
+    build = time.perf_counter() - started
+    graph = measure(index, queries, truth)
     store.close()
-    started = time.perf_counter()
-    store = EdgeStore(root)
-    store.open_index("bench", DIM).count()
-    print(f"  reopen after optimize: {time.perf_counter() - started:.2f} s")
-    store.close()
+    graph_reopen = reopen_seconds(root, queries[0])
+    shutil.rmtree(root, ignore_errors=True)
+    print(f"\n{count:,} {label} points: upsert {count / upsert:,.0f}/s, graph build over "
+          f"{due:,} vectors {build:.1f} s")  # fmt: skip
+    print(f"  {'':10} {'plain p50':>10} {'graph p50':>10} {'speed-up':>9} "
+          f"{'plain rec':>9} {'graph rec':>9}")  # fmt: skip
+    for name in plain:
+        (p_ms, p_rec), (g_ms, g_rec) = plain[name], graph[name]
+        print(
+            f"  {name:10} {p_ms:8.2f}ms {g_ms:8.2f}ms {p_ms / g_ms:8.1f}x {p_rec:9.3f} {g_rec:9.3f}"
+        )
+    print(f"  reopen + first search: plain {plain_reopen:.2f} s, graph {graph_reopen:.2f} s")
 
 
-def bench_local(points: list[PointRecord], root: Path) -> None:
-    print(f"\nqdrant-client local mode on disk, {len(points)} points x {DIM}-d")
-    store = QdrantStore(QdrantClient(path=str(root)), kind="local")
+def bench_local(count: int, scratch: Path) -> None:
+    """qdrant-client local mode: pure Python, brute force (why it is not the default)."""
+    vectors = clip_like(count)
+    store = QdrantStore(QdrantClient(path=str(scratch / "local")), kind="local")
     index = store.open_index("bench", DIM)
-    seconds = upsert_all(index, points)
-    print(f"  upsert: {len(points) / seconds:,.0f} points/s ({seconds:.1f} s)")
-    searches(index, "exact (brute force)")
-    store.close()
-    started = time.perf_counter()
-    store = QdrantStore(QdrantClient(path=str(root)), kind="local")
-    store.open_index("bench", DIM).count()
-    print(f"  reopen + count: {time.perf_counter() - started:.2f} s")
+    seconds = upsert_all(index, vectors, batch=256)
+    query = clip_like(1, seed=99)[0]
+    samples = []
+    for _ in range(20):
+        started = time.perf_counter()
+        index.search(query, 10)
+        samples.append((time.perf_counter() - started) * 1000)
+    print(f"\nqdrant-client local mode, {count:,} points: upsert {count / seconds:,.0f}/s, "
+          f"search p50 {statistics.median(samples):.2f} ms")  # fmt: skip
     store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--points", type=int, default=100_000)
-    parser.add_argument("--local-points", type=int, default=5_000)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--uniform", type=int, default=0, help="also N uniform random points")
+    parser.add_argument("--local-points", type=int, default=0)
     args = parser.parse_args()
+    print(f"{platform.platform()}, {platform.processor() or platform.machine()}, "
+          f"{__import__('os').cpu_count()} cores")  # fmt: skip
     scratch = Path(tempfile.mkdtemp(prefix="clipdex-store-bench-"))
     try:
-        points = synthetic(args.points)
-        bench_edge(points, scratch / "edge")
-        bench_local(points[: args.local_points], scratch / "local")
+        for count in (int(size) for size in args.sizes.split(",") if size):
+            bench_size(count, lambda n, seed: clip_like(n, seed), "CLIP-shaped", scratch)
+        if args.uniform:
+            bench_size(args.uniform, lambda n, seed: uniform(n, seed), "uniform", scratch)
+        if args.local_points:
+            bench_local(args.local_points, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

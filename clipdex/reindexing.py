@@ -18,8 +18,11 @@ def reindex_plan(
     pretrained: str | None,
     swap: bool,
     workers: Workers | None = None,
+    build_index: bool = False,
 ) -> ReindexPlan:
-    """The new model (loaded lazily), its decode limits and the free-space check."""
+    """The new model (loaded lazily), its decode limits and the free-space check.
+    ``build_index``: the CLI, which holds the store alone (never the server: a build pauses
+    the process, see ``ingest.graph``)."""
     from core.diskspace import check_free_space, write_paths
     from core.encoder import ModelSpec, OpenClipEncoder
     from core.runtime import decode_limits
@@ -31,6 +34,7 @@ def reindex_plan(
         encoder=encoder, limits=decode_limits(settings, encoder.preprocess),
         batch_size=settings.batch_size, decode_workers=settings.decode_workers, swap=swap,
         before_write=lambda: check_free_space(space, settings.min_free_bytes), workers=workers,
+        build_index=build_index,
     )  # fmt: skip
 
 

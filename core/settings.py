@@ -129,6 +129,25 @@ class Settings(BaseSettings):
     blob_root: Path | None = Field(
         default=None, description="Uploaded bytes, stored by content (default: home/blobs)."
     )
+    search_ef: int = Field(
+        default=256,
+        ge=16,
+        le=4096,
+        description="Embedded store: how wide a search walks the graph (higher: better recall, "
+        "slower; see Speed).",
+    )
+    store_quantization: Literal["int8", "none"] = Field(
+        default="int8",
+        description="Embedded store, new collections: int8 codes in RAM for the graph walk, "
+        "results rescored with the float vectors; `none`: floats only.",
+    )
+    graph_threshold: int = Field(
+        default=20_000,
+        ge=100,
+        le=10_000_000,
+        description="Embedded store: vectors a segment holds before it gets a search graph (built "
+        "at the end of a CLI ingest or reindex, or by `clipdex optimize`).",
+    )
     min_free_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=0,

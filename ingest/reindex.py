@@ -35,6 +35,7 @@ from core.encoder import Encoder
 from core.images import DecodeLimits
 from core.runtime import Runtime
 from ingest.building import add_pending
+from ingest.graph import build_search_graph
 from ingest.pipeline import Pipeline, work_items
 from ingest.queueing import SendBatch, queue_pending, reconcile
 from ingest.records import adopt_stored
@@ -103,6 +104,7 @@ class ReindexPlan:
     swap: bool = True
     before_write: Callable[[], None] | None = None
     workers: Workers | None = None
+    build_index: bool = False  # build the search graph before the swap (see ingest.graph)
 
 
 def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = None) -> ReindexReport:
@@ -171,6 +173,8 @@ def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = Non
                 "the library keeps changing faster than the reindex catches up; run it again"
             )
 
+    if plan.build_index:  # searches on the new version are fast from the swap on
+        build_search_graph(index, progress)
     with runtime.sessions() as session:
         fresh = session.get(IndexVersion, version.id)
         assert fresh is not None

@@ -29,6 +29,7 @@ from core.settings import Settings
 from core.store import VectorIndex
 from ingest.building import mirror_to_building
 from ingest.forget import refresh_payloads, remove_orphans
+from ingest.graph import build_search_graph
 from ingest.libraries import ScanPlan, plan_scans, record_scans
 from ingest.pipeline import Pipeline, StageTimes, work_items
 from ingest.queueing import SendBatch, enqueue_pending
@@ -84,17 +85,24 @@ def ingest(
     paths: Sequence[Path],
     progress: Progress | None = None,
     dispatch: SendBatch | None = None,
+    build_index: bool = False,
 ) -> IngestReport:
     """Scan and register; then encode inline, or with ``dispatch`` hand batches to workers.
 
     The index version is resolved once here and handed to every stage. Nothing loads the model
-    unless something must be encoded, and nothing opens the store unless something changed."""
+    unless something must be encoded, and nothing opens the store unless something changed.
+    ``build_index``: after writing vectors, build the embedded store's search graph (the CLI,
+    which holds the store alone; never a server, see ``ingest.graph``)."""
     with runtime.ingest_lock:  # a server's jobs, scans and watch loop take turns
-        return _ingest(runtime, paths, progress or _Silent(), dispatch)
+        return _ingest(runtime, paths, progress or _Silent(), dispatch, build_index)
 
 
 def _ingest(
-    runtime: Runtime, paths: Sequence[Path], progress: Progress, dispatch: SendBatch | None
+    runtime: Runtime,
+    paths: Sequence[Path],
+    progress: Progress,
+    dispatch: SendBatch | None,
+    build_index: bool = False,
 ) -> IngestReport:
     started = time.perf_counter()
     with runtime.sessions() as session:
@@ -114,10 +122,14 @@ def _ingest(
         session.commit()
         run_id = run.id
     try:
-        return _run(runtime, plan, version, report, run_id, progress, dispatch, started)
+        report = _run(runtime, plan, version, report, run_id, progress, dispatch, started)
     except BaseException as error:  # a refused or crashed run says so instead of "running"
         _abort_run(runtime.sessions, run_id, error)
         raise
+    if build_index and dispatch is None and (report.encoded or report.removed):
+        build_search_graph(runtime.index_of(version), progress)
+        report.seconds = round(time.perf_counter() - started, 3)
+    return report
 
 
 def _run(

@@ -180,7 +180,9 @@ def reindex(
     with opened_runtime() as runtime:
         settings = runtime.settings
         workers = _workers(dispatch_for(settings), settings)
-        plan = reindex_plan(settings, model, pretrained, swap and queries is None, workers)
+        plan = reindex_plan(
+            settings, model, pretrained, swap and queries is None, workers, build_index=True
+        )
         _ = runtime.store  # take the embedded store's lock before any work
         try:
             if wants_bar(json_output):

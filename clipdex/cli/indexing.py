@@ -71,11 +71,11 @@ def ingest(
         waits = dispatch is not None and wait
         if wants_bar(json_output):
             with TerminalProgress() as bar:
-                report = run_ingest(runtime, paths, bar, dispatch)
+                report = run_ingest(runtime, paths, bar, dispatch, build_index=True)
                 if dispatch is not None and waits:
                     wait_for_workers(runtime, dispatch, bar)
         else:
-            report = run_ingest(runtime, paths, dispatch=dispatch)
+            report = run_ingest(runtime, paths, dispatch=dispatch, build_index=True)
             if dispatch is not None and waits:
                 wait_for_workers(runtime, dispatch, None)
         settled = open_counts(runtime) if waits else None

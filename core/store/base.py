@@ -212,6 +212,11 @@ class VectorIndex(Protocol):
 
     def iter_ids(self) -> Iterator[str]: ...
 
+    def build_due(self) -> int:
+        """Vectors that :meth:`optimize` would put in a search graph now; 0 when nothing is
+        due or when the backend builds by itself (a Qdrant server)."""
+        ...
+
     def optimize(self) -> None:
         """Build whatever index the backend builds lazily (HNSW in Qdrant Edge)."""
         ...

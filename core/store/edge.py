@@ -39,6 +39,7 @@ from core.store.base import (
     stored_hit,
     vector_as_list,
 )
+from core.store.edge_tuning import EdgeTuning
 from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
 
 _SCROLL_PAGE = 1024
@@ -49,12 +50,16 @@ class EdgeStore:
 
     kind = "embedded"
 
-    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+    def __init__(
+        self, root: Path, min_free_bytes: int = 0, tuning: EdgeTuning | None = None
+    ) -> None:
         """``min_free_bytes``: refuse to open a collection below this much free space. Opening
         one maps 32 MiB write-ahead-log segments and storage chunks; on a disk without room
-        for them the process dies of SIGBUS instead of getting an error."""
+        for them the process dies of SIGBUS instead of getting an error. ``tuning``: the
+        layout of new collections and how every collection is searched."""
         self._root = root
         self._min_free_bytes = min_free_bytes
+        self._tuning = tuning or EdgeTuning()
         root.mkdir(parents=True, exist_ok=True)
         self._lock_file = _take_lock(root)
         self._open: dict[str, EdgeIndex] = {}
@@ -67,12 +72,8 @@ class EdgeStore:
         try:
             created = not (path.is_dir() and any(path.iterdir()))
             if created:
-                config = qe.EdgeConfig(
-                    vectors=qe.EdgeVectorParams(dim, qe.Distance.Cosine),
-                    sparse_vectors={
-                        KEYWORDS_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)
-                    },
-                )
+                sparse = {KEYWORDS_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+                config = self._tuning.collection_config(dim, sparse)
                 shard = qe.EdgeShard.create(str(path), config)
             else:
                 shard = qe.EdgeShard.load(str(path))
@@ -80,7 +81,7 @@ class EdgeStore:
             if "WouldBlock" in str(error):
                 raise StoreLocked(_locked_message(self._root)) from error
             raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
-        index = EdgeIndex(name, dim, shard)
+        index = EdgeIndex(name, dim, shard, self._tuning)
         if created:
             index.create_payload_indexes()
         self._open[name] = index
@@ -131,10 +132,13 @@ def _locked_message(root: Path, holder: str = "another process") -> str:
 
 
 class EdgeIndex:
-    def __init__(self, name: str, dim: int, shard: qe.EdgeShard) -> None:
+    def __init__(
+        self, name: str, dim: int, shard: qe.EdgeShard, tuning: EdgeTuning | None = None
+    ) -> None:
         self.name = name
         self.dim = dim
         self._shard = shard
+        self._tuning = tuning or EdgeTuning()
         self._indexed: set[str] = set(shard.info().payload_schema)
         # Collections made before keyword search have no keyword vector: learnt on first write.
         self._keywords = True
@@ -207,14 +211,15 @@ class EdgeIndex:
         exact: bool = False,
         with_vectors: bool = False,
     ) -> list[StoredHit]:
+        edge_filter = _edge_filter(search_filter)
         request = qe.QueryRequest(
             limit=limit,
             offset=offset or None,
             query=qe.Query.Nearest(vector_as_list(vector, self.dim)),
             with_payload=True,
             with_vector=[""] if with_vectors else False,
-            filter=_edge_filter(search_filter),
-            params=qe.SearchParams(exact=exact),
+            filter=edge_filter,
+            params=self._tuning.search_params(exact, filtered=edge_filter is not None),
         )
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in self._shard.query(request)]
 
@@ -269,7 +274,16 @@ class EdgeIndex:
             if offset is None:
                 return
 
+    def build_due(self) -> int:
+        info = self._shard.info()
+        # The count includes keyword (sparse) vectors, indexed as they are written: one a point.
+        sparse = info.points_count if self._keywords else 0
+        dense = max(0, info.indexed_vectors_count - sparse)
+        return self._tuning.unindexed_due(info.points_count, dense)
+
     def optimize(self) -> None:
+        """Build the graph over every segment that is due one. Holds the GIL throughout: the
+        whole process waits (see ``core.store.edge_tuning``)."""
         self._shard.optimize()
 
     def close(self) -> None:

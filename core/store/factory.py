@@ -25,5 +25,12 @@ def open_store(settings: Settings, location: str | None = None) -> VectorStore:
         client = QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=30)
         return QdrantStore(client, kind="server")
     from core.store.edge import EdgeStore
+    from core.store.edge_tuning import EdgeTuning
 
-    return EdgeStore(settings.store_path, settings.min_free_bytes)
+    tuning = EdgeTuning(
+        quantization=settings.store_quantization,
+        hnsw_ef=settings.search_ef,
+        indexing_threshold=settings.graph_threshold,
+        full_scan_vectors=settings.graph_threshold,
+    )
+    return EdgeStore(settings.store_path, settings.min_free_bytes, tuning)

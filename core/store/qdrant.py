@@ -218,6 +218,9 @@ class QdrantIndex:
             if offset is None:
                 return
 
+    def build_due(self) -> int:
+        return 0
+
     def optimize(self) -> None:
         """A Qdrant server builds HNSW in the background; local mode has none to build."""
 
