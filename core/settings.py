@@ -130,7 +130,7 @@ class Settings(BaseSettings):
         default=None, description="Uploaded bytes, stored by content (default: home/blobs)."
     )
     search_ef: int = Field(
-        default=256,
+        default=512,
         ge=16,
         le=4096,
         description="Embedded store: how wide a search walks the graph (higher: better recall, "

@@ -90,6 +90,17 @@ def test_recall_against_exact_search_and_scores_are_exact(
     assert np.mean(found) >= 0.98
 
 
+def test_every_stored_vector_finds_itself_first(
+    built: tuple[EdgeStore, EdgeIndex, Path], vectors: NDArray[np.float32]
+) -> None:
+    """What `similar` relies on: the int8 walk, then rescoring, still puts the point first."""
+    _, index, _ = built
+    for position in range(0, POINTS, 50):
+        hit = index.search(vectors[position], 1)[0]
+        assert hit.id == _id(position)
+        assert hit.score == pytest.approx(1.0, abs=1e-4)
+
+
 @pytest.mark.parametrize(
     "search_filter",
     [

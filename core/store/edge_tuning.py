@@ -38,8 +38,8 @@ _FLOAT_BYTES = 4
 @dataclass(frozen=True, slots=True)
 class EdgeTuning:
     quantization: Quantization = "int8"
-    hnsw_ef: int = 256
-    oversampling: float = 2.0
+    hnsw_ef: int = 512
+    oversampling: float = 4.0
     m: int = 16
     ef_construct: int = 100
     indexing_threshold: int = 20_000  # vectors in a segment before it gets a graph
