@@ -1,8 +1,10 @@
 """CLIP encoders behind one small typed interface.
 
 ``OpenClipEncoder`` loads an open_clip model once, lazily, under a lock. Images arrive as uint8
-NHWC arrays from :mod:`core.preprocess`; scaling and normalization happen on the device.
-Every vector leaves L2-normalized float32.
+NHWC arrays from :mod:`core.preprocess`; scaling and normalization happen on the device, in
+float32. Every vector leaves L2-normalized float32.
+
+Precision (fp32, fp16/bf16 autocast, int8 on the CPU) is described in :mod:`core.placement`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from urllib.parse import urlsplit
 import numpy as np
 from numpy.typing import NDArray
 
+from core.placement import INT8, autocast_dtype, count_quantized, quantize_int8, torch_device
+from core.placement import ModelUnavailable as ModelUnavailable  # re-exported
 from core.preprocess import PreprocessConfig
 from core.settings import Settings
 from core.text_tower import TextTower
@@ -35,10 +39,6 @@ _CONFIG_DIR = Path(__file__).with_name("model_configs")
 HUB_PROBE_SECONDS = 2.0
 
 Vectors = NDArray[np.float32]
-
-
-class ModelUnavailable(RuntimeError):
-    """The model or its weights cannot be loaded; the message says what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +149,21 @@ class OpenClipEncoder:
         return self._loaded is not None
 
     @property
+    def precision(self) -> str:
+        """CLIPDEX_PRECISION as configured (fp32, fp16, bf16 or int8); not part of the identity."""
+        return self._spec.precision
+
+    @property
+    def parameter_devices(self) -> set[str]:
+        """Where the loaded model's parameters and buffers live (loads the model)."""
+        return self._load().parameter_devices()
+
+    @property
+    def quantized_layers(self) -> int:
+        """How many layers run in dynamic int8 (loads the model): 0 unless precision is int8."""
+        return self._load().quantized_layers
+
+    @property
     def identity(self) -> ModelIdentity:
         return self._load().identity
 
@@ -187,7 +202,8 @@ class _Loaded:
         self._text = TextTower(model)
         self._tokenizer = tokenizer
         self._device = device
-        self._autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(spec.precision)
+        self._autocast_dtype = autocast_dtype(spec.precision)
+        self.quantized_layers = count_quantized(model)
         self.preprocess = PreprocessConfig.from_open_clip(model.visual.preprocess_cfg)
         self.logit_scale = float(model.logit_scale.detach().exp().reshape(-1)[0])
         self._mean = torch.tensor(self.preprocess.mean, device=device).view(1, 3, 1, 1)
@@ -206,7 +222,8 @@ class _Loaded:
     def create(cls, spec: ModelSpec) -> _Loaded:
         from core.torch_compat import import_open_clip
 
-        device = _device(spec.device)  # imports torch first; refuses a device this machine lacks
+        # imports torch first; refuses a device this machine lacks, or int8 off the CPU
+        device = torch_device(spec.device, spec.precision)
         open_clip = import_open_clip()
         register_builtin_configs(open_clip)
         if spec.model not in open_clip.list_models() and not spec.model.startswith("hf-hub:"):
@@ -216,6 +233,8 @@ class _Loaded:
             )
         model = _create_model(open_clip, spec, device)
         model.eval()
+        if spec.precision == INT8:
+            quantize_int8(model, spec.model)
         tokenizer = open_clip.get_tokenizer(spec.model)
         return cls(model, tokenizer, spec, device)
 
@@ -223,12 +242,20 @@ class _Loaded:
         torch = self._torch
         if pixels.ndim != 4 or pixels.shape[-1] != 3:
             raise ValueError(f"expected (N, H, W, 3) uint8 pixels, got shape {pixels.shape}")
-        with torch.inference_mode(), self._autocast():
-            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(self._device)
-            # Same float ops, in the same order, as torchvision ToTensor + Normalize.
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"]))
+            if self._device.type == "cuda":
+                # A page-locked copy lets the host-to-device copy run asynchronously; the
+                # kernels below are queued on the same stream, so they wait for it.
+                batch = batch.pin_memory().to(self._device, non_blocking=True)
+            else:
+                batch = batch.to(self._device)
+            # Same float ops, in the same order, as torchvision ToTensor + Normalize, in
+            # float32 whatever the precision: autocast covers the model's forward only.
             images = batch.permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
             images = images.sub(self._mean).div(self._std)
-            features = self._model.encode_image(images)
+            with self._autocast():
+                features = self._model.encode_image(images)
         return _normalized(features)
 
     def encode_texts(self, texts: Sequence[str]) -> Vectors:
@@ -238,10 +265,12 @@ class _Loaded:
             features = self._text.encode(tokens)
         return _normalized(features)
 
+    def parameter_devices(self) -> set[str]:
+        tensors = [*self._model.parameters(), *self._model.buffers()]
+        return {str(tensor.device) for tensor in tensors}
+
     def _autocast(self) -> Any:
         if self._autocast_dtype is None:
-            import contextlib
-
             return contextlib.nullcontext()
         return self._torch.autocast(self._device.type, dtype=self._autocast_dtype)
 
@@ -255,40 +284,6 @@ def _normalized(features: Any) -> Vectors:
     array = features.float().cpu().numpy().astype(np.float32, copy=False)
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     return np.asarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def _device(name: str) -> Any:
-    """The torch device for CLIPDEX_DEVICE, refused with one clear line if this machine lacks it."""
-    import torch
-
-    try:
-        device = torch.device(_resolve_device(name))
-    except (RuntimeError, ValueError) as error:
-        raise ModelUnavailable(
-            f"CLIPDEX_DEVICE={name!r} is not a torch device ({error}); use auto, cpu, cuda or mps"
-        ) from None
-    mps = getattr(torch.backends, "mps", None)
-    missing = (device.type == "cuda" and not torch.cuda.is_available()) or (
-        device.type == "mps" and (mps is None or not mps.is_available())
-    )
-    if missing or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
-        raise ModelUnavailable(
-            f"CLIPDEX_DEVICE={name!r} but torch (version {torch.__version__}) sees no such "
-            f"{device.type.upper()} device on this machine; set CLIPDEX_DEVICE=cpu or auto"
-        )
-    return device
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def _create_model(open_clip: Any, spec: ModelSpec, device: Any) -> Any:
