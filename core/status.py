@@ -57,6 +57,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
             or 0
         )
     points: int | None = 0
+    graph_due = 0  # vectors an embedded store searches by scan until `clipdex optimize`
     store_error: str | None = None
     model = None
     collection = None
@@ -64,7 +65,8 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
         model = identity_of(version).as_dict()
         collection = version.collection
         try:
-            points = runtime.existing_index()[1].count()
+            index = runtime.existing_index()[1]
+            points, graph_due = index.count(), index.build_due()
         except StoreError as error:  # the catalog still answers; say why the store did not
             points, store_error = None, str(error)
     return {
@@ -78,6 +80,7 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
         **states,
         "points": points,
         "store_error": store_error,
+        "graph_due": graph_due,
         "failures": failures,
         "last_run": _run_summary(last_run),
         # Runs still marked running: in progress now, or killed before they could finish.
