@@ -10,11 +10,11 @@ the bounds stated for each.
   batch): in open_clip's ViTs the two MLP layers of each block, 48 in ViT-B-32. The attention
   projections (``nn.MultiheadAttention``'s packed input weight and its ``out_proj``, which torch
   leaves alone) and the final projections stay float32. Measured with
-  ``bench/precision_bench.py`` on a shared 2-core AMD EPYC (AVX2, no VNNI), random-weight
-  ViT-B-32, paired interleaved runs: image tower 1.26x fp32 (batch of 32 COCO photos), text
-  tower 1.18x (batch of 32) and 1.14x (one text); 1 - cos against fp32 at most 1.8e-4 on the
-  photos and 9.7e-4 on texts. Both towers got faster, so both are quantized. A CUDA or MPS
-  device is refused with one line rather than silently run in fp32.
+  ``bench/precision_bench.py`` on a shared, busy 2-core AMD EPYC (AVX2, no VNNI), random-weight
+  ViT-B-32, paired interleaved calls, two runs: image tower 1.26x fp32 in both (batch of 32
+  COCO photos), text tower 1.18-1.35x (batch of 32) and 1.14-1.23x (one text); 1 - cos against
+  fp32 at most 1.8e-4 on the photos and 9.7e-4 on texts. Both towers got faster, so both are
+  quantized. A CUDA or MPS device is refused with one line rather than silently run in fp32.
 """
 
 from __future__ import annotations
