@@ -2,30 +2,23 @@
 and the reconciler sends whatever stayed queued, processing or pending past a deadline. A
 broker that loses its queue (Redis restarted empty) therefore loses nothing that was accepted.
 
-Each row is sent once: moving rows from pending to queued is an atomic claim, one
-``UPDATE ... WHERE state = 'pending' ... RETURNING asset_id``, and a call sends only the ids its
-own statement returned. Two producers racing over the same pending rows (an upload, a folder
-ingest, a reindex's poll, on PostgreSQL or SQLite) split them between them, never both send one:
-PostgreSQL re-checks the ``state`` condition on a row another transaction changed meanwhile, and
-SQLite runs one writer at a time. The reconciler claims its stale rows the same way."""
+Each row is sent once: a producer reads its candidates, then claims them in chunks, each one
+``UPDATE ... WHERE <the row is still what it read> ... RETURNING asset_id`` committed on its
+own, and sends only the ids its own statements returned. Two producers racing over the same
+pending rows (an upload, a folder ingest, a reindex's poll; on PostgreSQL or SQLite) split them
+between them and never both send one: PostgreSQL checks the condition again on a row another
+transaction changed meanwhile, and SQLite runs one writer at a time. The reconciler claims its
+stale rows the same way, so a row a worker picked up meanwhile is left alone."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import (
-    ColumnElement,
-    FromClause,
-    and_,
-    exists,
-    func,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import ColumnElement, Update, and_, exists, func, or_, select, text, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog.batching import chunked
@@ -34,6 +27,8 @@ from core.catalog.models import AssetIndexState, AssetState, Base, Location, utc
 log = logging.getLogger(__name__)
 
 SendBatch = Callable[[int, list[str]], None]  # (index version id, asset ids)
+CLAIM_TRIES = 3
+RETRY_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
 STATES = Base.metadata.tables[AssetIndexState.__tablename__]
 LOCATIONS = Base.metadata.tables[Location.__tablename__]
 
@@ -72,18 +67,20 @@ def queue_pending(
     then send what this call claimed, ``batch_size`` ids per message. ``whole_batches``: claim
     only as many as fill whole messages and leave the rest pending (a send window's early
     round); a concurrent claimer can still leave this call a part of a batch."""
+    c = STATES.c
+    live = exists().where(LOCATIONS.c.asset_id == c.asset_id, LOCATIONS.c.missing.is_(False))
     with sessions() as session:
-        limit = None
-        if whole_batches:
-            count = session.scalar(
-                select(func.count()).select_from(STATES).where(_pending(version_id, STATES))
+        ids = list(
+            session.scalars(
+                select(c.asset_id)
+                .where(c.index_version_id == version_id, c.state == AssetState.PENDING, live)
+                .order_by(c.asset_id)
             )
-            limit = (count or 0) // batch_size * batch_size
-            if not limit:
-                return Enqueued()
-        ids = _claim(session, lambda table: _pending(version_id, table), limit)
-        session.commit()
-    return Enqueued(len(ids), _send_all(send, version_id, ids, batch_size))
+        )
+    if whole_batches:
+        ids = ids[: len(ids) // batch_size * batch_size]
+    claimed = _claim(sessions, version_id, ids, state_in(AssetState.PENDING))
+    return Enqueued(len(claimed), _send_all(send, version_id, claimed, batch_size))
 
 
 def reconcile(
@@ -95,55 +92,94 @@ def reconcile(
 ) -> Enqueued:
     """Send again what is stuck in queued/processing for longer than ``older_than``, and send
     what stayed pending (with a live path) that long: its producer died before sending (a send
-    window's process killed inside the window) or failed before its claim. Claimed like
-    :func:`queue_pending`: a row changed meanwhile (say, indexed by a worker) is left alone."""
+    window's process killed inside the window) or failed before its claim."""
     deadline = utcnow() - older_than
-
-    def stale(table: FromClause) -> ColumnElement[bool]:
-        stuck = table.c.state.in_((AssetState.QUEUED, AssetState.PROCESSING))
-        return and_(
-            table.c.index_version_id == version_id,
-            table.c.updated_at < deadline,
-            or_(stuck, _pending(version_id, table)),
-        )
-
-    with sessions() as session:
-        ids = _claim(session, stale)
-        session.commit()
-    return Enqueued(len(ids), _send_all(send, version_id, ids, batch_size))
-
-
-def _pending(version_id: int, table: FromClause) -> ColumnElement[bool]:
-    """Rows of ``version_id`` waiting to be sent: pending, with a path that is not missing."""
-    c = table.c
+    c = STATES.c
     live = exists().where(LOCATIONS.c.asset_id == c.asset_id, LOCATIONS.c.missing.is_(False))
-    return and_(c.index_version_id == version_id, c.state == AssetState.PENDING, live)
+    stuck = c.state.in_((AssetState.QUEUED, AssetState.PROCESSING))
+    with sessions() as session:
+        ids = list(
+            session.scalars(
+                select(c.asset_id)
+                .where(
+                    c.index_version_id == version_id,
+                    c.updated_at < deadline,
+                    or_(stuck, and_(c.state == AssetState.PENDING, live)),
+                )
+                .order_by(c.asset_id)
+            )
+        )
+    still = and_(
+        state_in(AssetState.QUEUED, AssetState.PROCESSING, AssetState.PENDING),
+        c.updated_at < deadline,
+    )
+    claimed = _claim(sessions, version_id, ids, still)
+    return Enqueued(len(claimed), _send_all(send, version_id, claimed, batch_size))
+
+
+def state_in(*states: str) -> ColumnElement[bool]:
+    """The row's state is one of ``states``, in a form no index serves (see claim_statement)."""
+    return func.coalesce(STATES.c.state, "").in_(states)
 
 
 def _claim(
-    session: Session,
-    condition: Callable[[FromClause], ColumnElement[bool]],
-    limit: int | None = None,
+    sessions: sessionmaker[Session],
+    version_id: int,
+    ids: Sequence[str],
+    still: ColumnElement[bool],
 ) -> list[str]:
-    """Set the rows matching ``condition`` to queued in one statement; returns their ids, sorted.
-    ``limit``: at most this many, the first by id.
+    """Set to queued those of ``ids`` that ``still`` holds for, a chunk per statement, each
+    committed; returns the ids claimed, sorted. A row another producer claimed (or changed)
+    after it was read fails ``still`` and is not returned."""
+    claimed: list[str] = []
+    with sessions() as session:
+        for chunk in chunked(ids):
+            claimed += _run_claim(session, claim_statement(version_id, chunk, still))
+    return sorted(claimed)
 
-    The rows are picked by a subquery that locks them and skips rows another transaction holds
-    (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer at a time and no such
-    clause), so two claimers never wait on each other's rows, never deadlock, and the
-    condition, checked again on the row being updated, keeps a row claimed meanwhile out."""
-    chosen = STATES.alias("chosen")  # its own name: not correlated with the updated table
-    pick = select(chosen.c.asset_id).where(condition(chosen))
-    if limit is not None:
-        pick = pick.order_by(chosen.c.asset_id).limit(limit)
-    pick = pick.with_for_update(skip_locked=True, of=chosen)
-    claim = (
+
+def claim_statement(version_id: int, chunk: Sequence[str], still: ColumnElement[bool]) -> Update:
+    """``UPDATE ... SET state = 'queued' ... RETURNING asset_id`` for the rows of ``chunk`` that
+    ``still`` holds for; run it after :func:`by_primary_key`.
+
+    A chunk must be found by primary key, whatever the statistics say. With a plain
+    ``index_version_id = ...`` (or ``state = ...``), a planner without statistics (a fresh
+    catalog, a new index version; seen on PostgreSQL and SQLite) serves the claim from the
+    (version, state) index and reads every row of the version for each chunk: claiming
+    100,000 fresh rows took minutes. So version and state are compared in a form no index
+    serves, which leaves the primary key (or, on PostgreSQL, a scan: see ``by_primary_key``)."""
+    c = STATES.c
+    return (
         update(STATES)
-        .where(condition(STATES), STATES.c.asset_id.in_(pick.scalar_subquery()))
+        .where(c.asset_id.in_(chunk), func.coalesce(c.index_version_id, 0) == version_id, still)
         .values(state=AssetState.QUEUED, updated_at=utcnow())
-        .returning(STATES.c.asset_id)
+        .returning(c.asset_id)
     )
-    return sorted(session.execute(claim).scalars())
+
+
+def by_primary_key(session: Session) -> None:
+    """On PostgreSQL, no sequential scan in this transaction: without statistics, the planner
+    takes a chunk's ids for most of the table and would read all of it for each chunk."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL enable_seqscan = off"))
+
+
+def _run_claim(session: Session, statement: Update) -> list[str]:
+    """One chunk's claim, committed. PostgreSQL may end one of two claimers that lock rows in
+    different orders (a deadlock) or ask for a retry: the chunk is claimed again."""
+    for attempt in range(CLAIM_TRIES):
+        try:
+            by_primary_key(session)
+            ids = list(session.execute(statement).scalars())
+            session.commit()
+            return ids
+        except DBAPIError as error:
+            session.rollback()
+            retry = getattr(error.orig, "sqlstate", None) in RETRY_SQLSTATES
+            if not retry or attempt + 1 == CLAIM_TRIES:
+                raise
+            log.info("claim ended by the database (%s); trying again", error.orig)
+    raise AssertionError("unreachable")
 
 
 def _send_all(send: SendBatch, version_id: int, ids: list[str], batch_size: int) -> int:

@@ -14,14 +14,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipdex.catalog import open_ready_runtime
 from core.catalog.models import AssetIndexState, utcnow
 from core.runtime import Runtime
 from core.settings import load_settings
-from ingest.queueing import queue_pending, reconcile
+from ingest.queueing import by_primary_key, claim_statement, queue_pending, reconcile, state_in
 from tests.conftest import REPO
 from tests.fakes import FakeEncoder
 from tests.sendkit import Recorder, seed_pending
@@ -196,3 +196,37 @@ def test_whole_batches_leave_the_rest_pending(runtime: Runtime) -> None:
     _assert_sent_once(send.ids, seeded)
     nothing = queue_pending(runtime.sessions, version_id, send, BATCH, whole_batches=True)
     assert nothing.queued == 0
+
+
+def _claim_plan(runtime: Runtime, version_id: int, chunk: list[str]) -> str:
+    statement = claim_statement(version_id, chunk, state_in("pending"))
+    sql = str(statement.compile(runtime.engine, compile_kwargs={"literal_binds": True}))
+    postgres = runtime.engine.dialect.name == "postgresql"
+    with runtime.sessions() as session:
+        by_primary_key(session)
+        rows = session.execute(text(("EXPLAIN " if postgres else "EXPLAIN QUERY PLAN ") + sql))
+        plan = "\n".join(str(row) for row in rows)
+        session.rollback()
+    return plan
+
+
+@pytest.mark.unit
+def test_a_claim_finds_its_chunk_by_primary_key_on_a_fresh_sqlite_catalog(
+    runtime: Runtime,
+) -> None:
+    """No statistics yet: the (version, state) index would read every row for each chunk."""
+    version_id = runtime.live_version().id
+    seeded = seed_pending(runtime.sessions, version_id, 2000)
+    plan = _claim_plan(runtime, version_id, seeded[:500])
+    assert "sqlite_autoindex_asset_index_states_1" in plan and "version_state" not in plan, plan
+
+
+@pytest.mark.services
+def test_a_claim_finds_its_chunk_by_primary_key_on_a_fresh_postgres_catalog(
+    pg_runtime: Runtime,
+) -> None:
+    version_id = pg_runtime.live_version().id
+    seeded = seed_pending(pg_runtime.sessions, version_id, 20_000)
+    plan = _claim_plan(pg_runtime, version_id, seeded[:500])
+    assert "pk_asset_index_states" in plan and "version_state" not in plan, plan
+    assert "Seq Scan" not in plan, plan
