@@ -138,7 +138,7 @@ class Settings(BaseSettings):
         ge=16,
         le=4096,
         description="Embedded store: how wide a search walks the graph (higher: better recall, "
-        "slower; see Speed).",
+        "slower); pages past it are exact scans.",
     )
     store_quantization: Literal["int8", "none"] = Field(
         default="int8",
@@ -148,9 +148,10 @@ class Settings(BaseSettings):
     graph_threshold: int = Field(
         default=20_000,
         ge=100,
-        le=10_000_000,
-        description="Embedded store: vectors a segment holds before it gets a search graph (built "
-        "at the end of a CLI ingest or reindex, or by `clipdex optimize`).",
+        le=200_000,
+        description="Embedded store, new collections: vectors a segment holds before it gets a "
+        "search graph (built at the end of a CLI ingest or reindex, or by `clipdex optimize`); "
+        "filters matching fewer points are answered by an exact scan.",
     )
     min_free_bytes: int = Field(
         default=256 * 1024 * 1024,

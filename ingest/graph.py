@@ -20,13 +20,14 @@ class Progress(Protocol):
     def advance(self, count: int) -> None: ...
 
 
-def build_search_graph(index: VectorIndex, progress: Progress) -> int:
-    """Index what is due (shown as a phase when there is any); returns how many vectors. The
-    store's own optimizer decides what to rebuild: with nothing due this costs microseconds."""
+def build_search_graph(index: VectorIndex, progress: Progress | None = None) -> int:
+    """Let the store index what is due; returns the vectors it was estimated to index. The
+    phase is always shown: the store's optimizer may also merge or vacuum segments that the
+    estimate does not count (after deletions), and a build cannot be interrupted."""
     due = index.build_due()
-    if due:
-        progress.phase(PHASE, due)
+    if progress is not None:
+        progress.phase(PHASE, max(due, 1))
     index.optimize()
-    if due:
-        progress.advance(due)
+    if progress is not None:
+        progress.advance(max(due, 1))
     return due

@@ -140,6 +140,26 @@ def test_points_written_after_the_build_are_found_before_the_next_one(
     index.delete([_id(POINTS + i) for i in range(200)])
 
 
+def test_pages_continue_each_other(tmp_path: Path) -> None:
+    """Ten pages of ten are the top hundred in order: no hit twice, none skipped. Rescoring only
+    (offset + limit) x oversampling int8 candidates let a page repeat one hit and skip another
+    on tightly grouped vectors (like bursts of near-identical photos)."""
+    vectors = clip_like(4000, dim=64, topics=8)
+    store = EdgeStore(tmp_path, tuning=TUNING)
+    try:
+        index = store.open_index("paging", 64)
+        index.upsert(_records(vectors))
+        index.optimize()
+        for query in clip_like(20, seed=5, dim=64, topics=8):
+            top = [h.id for h in index.search(query, 100)]
+            pages = [h.id for page in range(10) for h in index.search(query, 10, offset=page * 10)]
+            assert pages == top
+        deep = index.search(clip_like(1, seed=6, dim=64, topics=8)[0], 10, offset=600)
+        assert len(deep) == 10  # past the beam (ef 512) the search is an exact scan
+    finally:
+        store.close()
+
+
 def test_reopening_keeps_the_graph(
     built: tuple[EdgeStore, EdgeIndex, Path], vectors: NDArray[np.float32]
 ) -> None:

@@ -54,6 +54,10 @@ def ingest_manifests(paths: list[Path], wait: bool, json_output: bool) -> None:
         with bar if bar is not None else nullcontext():
             for path in paths:
                 reports.append(ingest_manifest(runtime, path, policy, bar, dispatch))
+            if dispatch is None and any(report.encoded for report in reports):
+                from ingest.graph import build_search_graph
+
+                build_search_graph(runtime.existing_index()[1], bar)
             if dispatch is not None and wait:
                 wait_for_workers(runtime, dispatch, bar)
         settled = open_counts(runtime) if dispatch is not None and wait else None

@@ -7,6 +7,7 @@ Chosen by measurement over qdrant-client's local mode (pure Python, brute force)
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -81,7 +82,7 @@ class EdgeStore:
             if "WouldBlock" in str(error):
                 raise StoreLocked(_locked_message(self._root)) from error
             raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
-        index = EdgeIndex(name, dim, shard, self._tuning)
+        index = EdgeIndex(name, dim, shard, self._tuning, keywords=_has_keywords(path))
         if created:
             index.create_payload_indexes()
         self._open[name] = index
@@ -133,15 +134,20 @@ def _locked_message(root: Path, holder: str = "another process") -> str:
 
 class EdgeIndex:
     def __init__(
-        self, name: str, dim: int, shard: qe.EdgeShard, tuning: EdgeTuning | None = None
+        self,
+        name: str,
+        dim: int,
+        shard: qe.EdgeShard,
+        tuning: EdgeTuning | None = None,
+        keywords: bool = True,
     ) -> None:
         self.name = name
         self.dim = dim
         self._shard = shard
         self._tuning = tuning or EdgeTuning()
         self._indexed: set[str] = set(shard.info().payload_schema)
-        # Collections made before keyword search have no keyword vector: learnt on first write.
-        self._keywords = True
+        # Collections made before keyword search have no keyword vector (also learnt on write).
+        self._keywords = keywords
 
     def create_payload_indexes(self) -> None:
         kinds = (
@@ -219,7 +225,9 @@ class EdgeIndex:
             with_payload=True,
             with_vector=[""] if with_vectors else False,
             filter=edge_filter,
-            params=self._tuning.search_params(exact, filtered=edge_filter is not None),
+            params=self._tuning.search_params(
+                exact, filtered=edge_filter is not None, depth=offset + limit
+            ),
         )
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in self._shard.query(request)]
 
@@ -284,11 +292,25 @@ class EdgeIndex:
     def optimize(self) -> None:
         """Build the graph over every segment that is due one. Holds the GIL throughout: the
         whole process waits (see ``core.store.edge_tuning``)."""
-        self._shard.optimize()
+        try:
+            self._shard.optimize()
+        except Exception as error:  # a full disk, a damaged segment: one line, not a trace
+            raise StoreError(
+                f"building the search graph of {self.name!r} failed: {error}"
+            ) from error
 
     def close(self) -> None:
         self._shard.flush()
         self._shard.close()
+
+
+def _has_keywords(path: Path) -> bool:
+    """Whether the collection at ``path`` was made with the keyword (sparse) vector."""
+    try:
+        config = json.loads((path / "edge_config.json").read_text())
+    except (OSError, ValueError):
+        return True  # unknown: the first write finds out
+    return KEYWORDS_VECTOR in (config.get("sparse_vectors") or {})
 
 
 def _sparse(payload: Payload) -> qe.SparseVector:

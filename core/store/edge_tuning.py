@@ -10,8 +10,9 @@ against exact search, reopen time, build time at 10k/100k/1M points on a 2-core 
   codes (a quarter of the memory traffic); the ``oversampling`` x limit best candidates are
   then rescored with the original float vectors, so every returned score is exact and only
   the choice of candidates is approximate.
-* **Segments of at most ``max_segment_vectors``.** A build never takes on more than that at
-  once, and reopening maps segments instead of rebuilding an appendable one.
+* **Merged segments of at most ``max_segment_vectors``.** This caps the merges of later builds;
+  a plain segment bigger than that is still indexed whole (1M vectors written in one run were
+  one segment, built in 369 s here).
 * **Filters.** A filter matching fewer than ``full_scan_vectors`` points of a segment is
   answered exactly from the payload index (a short scan); a wider one walks the graph with
   ACORN at any selectivity, which keeps a filtered walk connected. Without it, a filter
@@ -72,14 +73,20 @@ class EdgeTuning:
             ),
         )
 
-    def search_params(self, exact: bool, filtered: bool) -> qe.SearchParams:
-        if exact:
+    def search_params(self, exact: bool, filtered: bool, depth: int) -> qe.SearchParams:
+        """``depth``: offset + limit. The candidates rescored are the whole beam (``hnsw_ef``)
+        whatever the page, so page 2 continues page 1's order: rescoring only ``depth`` x
+        oversampling of them let pages repeat one hit and skip another. Past the beam the
+        search is exact (a scan): deep pages stay consistent and correct."""
+        if exact or depth > self.hnsw_ef:
             return qe.SearchParams(exact=True)
+        quantization = None
+        if self.quantization == "int8":
+            oversampling = max(self.oversampling, (self.hnsw_ef - 0.5) / max(1, depth))
+            quantization = qe.QuantizationSearchParams(rescore=True, oversampling=oversampling)
         return qe.SearchParams(
             hnsw_ef=self.hnsw_ef,
-            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=self.oversampling)
-            if self.quantization == "int8"
-            else None,
+            quantization=quantization,
             acorn=qe.AcornSearchParams(enable=True, max_selectivity=1.0) if filtered else None,
         )
 
