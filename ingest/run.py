@@ -126,7 +126,8 @@ def _ingest(
     except BaseException as error:  # a refused or crashed run says so instead of "running"
         _abort_run(runtime.sessions, run_id, error)
         raise
-    if build_index and dispatch is None and (report.encoded or report.removed):
+    wrote = report.encoded or report.removed or report.reused  # reused: a resumed run
+    if build_index and dispatch is None and wrote:
         build_search_graph(runtime.index_of(version), progress)
         report.seconds = round(time.perf_counter() - started, 3)
     return report
