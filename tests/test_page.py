@@ -173,6 +173,8 @@ def test_full_view_shows_details_and_more_like_this(page: Page, site: str) -> No
     expect(dialog).to_be_visible()
     page.keyboard.press("Escape")  # closing it is a step back too
     expect(dialog).to_be_hidden()
+    # The dialog closes at once; the step back (history.back) lands just after: wait for it.
+    page.wait_for_function("() => !new URLSearchParams(location.search).has('view')")
     assert "view" not in url_params(page)
     expect(page.locator("#query")).to_have_value("a dog on the beach")
     expect(page.locator("#grid figure")).to_have_count(8)
