@@ -7,17 +7,14 @@ itself and reports nothing due."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from core.store import VectorIndex
 
+if TYPE_CHECKING:  # ingest.run imports this module: the protocol is only for the checker
+    from ingest.run import Progress
+
 PHASE = "indexing for search"
-
-
-class Progress(Protocol):
-    def phase(self, name: str, total: int) -> None: ...
-
-    def advance(self, count: int) -> None: ...
 
 
 def build_search_graph(index: VectorIndex, progress: Progress | None = None) -> int:
