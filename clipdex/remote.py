@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from clipdex.homeserver import HomeServer
+from core.paths import expand_user
 from search.client import ClipdexClient, ClipdexError
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class RemoteHome:
     def ingest(self, paths: list[Path], progress: Progress | None) -> dict[str, Any]:
         """``clipdex ingest`` in the server; paths are made absolute here (the server's working
         folder is not this one)."""
-        body = {"paths": [str(path.expanduser().absolute()) for path in paths]}
+        body = {"paths": [str(expand_user(path).absolute()) for path in paths]}
         return self._job("/v1/admin/ingest", body, progress)
 
     def reindex(self, order: dict[str, Any], json_output: bool) -> tuple[Any, Any]:

@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from core.paths import expand_user
 from core.store.base import StoreError
 
 
@@ -31,7 +32,7 @@ def check_free_space(paths: Iterable[Path], floor: int) -> None:
     if floor <= 0:
         return
     for path in paths:
-        target = _existing(path.expanduser())
+        target = _existing(expand_user(path))
         free = shutil.disk_usage(target).free
         if free < floor:
             raise DiskFull(

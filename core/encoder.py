@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from numpy.typing import NDArray
 
+from core.paths import expand_user
 from core.placement import INT8, autocast_dtype, count_quantized, quantize_int8, torch_device
 from core.placement import ModelUnavailable as ModelUnavailable  # re-exported
 from core.preprocess import PreprocessConfig
@@ -302,7 +303,7 @@ def _create_model(open_clip: Any, spec: ModelSpec, device: Any) -> Any:
             root_logger.setLevel(level)
     if spec.pretrained.startswith("hf-hub:"):
         return _load_weights(spec, lambda: open_clip.create_model(spec.pretrained, device=device))
-    path = Path(spec.pretrained).expanduser()
+    path = expand_user(Path(spec.pretrained))
     if path.suffix or "/" in spec.pretrained:
         if not path.is_file():
             raise ModelUnavailable(

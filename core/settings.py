@@ -11,6 +11,8 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.paths import resolved
+
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
@@ -246,7 +248,7 @@ class Settings(BaseSettings):
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        return resolved(value)
 
     @property
     def catalog_url(self) -> str:
@@ -257,7 +259,7 @@ class Settings(BaseSettings):
 
     @property
     def blobs(self) -> Path:
-        return (self.blob_root or self.home / "blobs").expanduser().resolve()
+        return resolved(self.blob_root or self.home / "blobs")
 
     @property
     def store_path(self) -> Path:

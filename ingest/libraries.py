@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.catalog.models import Library, Location, utcnow
+from core.paths import UnusablePath, expand_user, resolved
 from ingest.register import root_clause
 from ingest.scan import (
     DEFAULT_RULES,
@@ -105,7 +106,7 @@ def find_library(session: Session, ref: str | int) -> Library:
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         found = session.get(Library, int(ref)) if 0 < int(ref) < MAX_ID else None
     else:
-        candidates = {ref, str(Path(ref).expanduser().absolute()), str(_resolved(Path(ref)))}
+        candidates = {ref, str(expand_user(Path(ref)).absolute()), str(_resolved(Path(ref)))}
         found = session.scalars(select(Library).where(Library.path.in_(candidates))).first()
     if found is None:
         raise UnknownLibrary(f"no library {ref!s}; see `clipdex library list`")
@@ -113,12 +114,10 @@ def find_library(session: Session, ref: str | int) -> Library:
 
 
 def _resolved(path: Path) -> Path:
-    if "\0" in str(path):
-        raise BadLibrary("a path cannot hold a NUL character")
     try:
-        return path.expanduser().resolve()
-    except (ValueError, OSError) as error:  # a lone surrogate, a name too long...
-        raise BadLibrary(f"not a usable path: {error}") from None
+        return resolved(path)
+    except UnusablePath as error:  # a NUL, a lone surrogate, a name too long...
+        raise BadLibrary(str(error)) from None
 
 
 def resolved_root(text: str) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.images import IMAGE_EXTENSIONS
+from core.paths import resolved
 from ingest.fetch import is_url
 from ingest.metadata import BadMetadata, Metadata, checked_metadata
 
@@ -158,9 +159,9 @@ def _add(manifest: Manifest, line: int, fields: dict[str, Any] | str) -> None:
             manifest.bad.append(BadRow(line, f"only http and https URLs: {source[:200]}"))
             return
         try:
-            source = str((manifest.path.parent / Path(source).expanduser()).resolve())
+            source = str(resolved(Path(source), manifest.path.parent))
             source.encode("utf-8")
-        except (ValueError, OSError):  # a NUL, a lone surrogate, a name too long
+        except ValueError:  # a NUL, a lone surrogate, a name too long
             manifest.bad.append(BadRow(line, "not a usable path"))
             return
     manifest.rows.append(Row(line, source, meta))

@@ -32,6 +32,7 @@ from core.catalog.models import (
     Location,
     VersionState,
 )
+from core.paths import UnusablePath, resolved
 from core.runtime import Runtime
 from ingest.payload import payloads_for
 
@@ -181,7 +182,10 @@ def asset_for(session: Session, ref: str) -> Asset:
     try:
         asset = session.get(Asset, str(uuid.UUID(ref)))
     except ValueError:
-        path = str(Path(ref).expanduser().resolve())
+        try:
+            path = str(resolved(Path(ref)))
+        except UnusablePath:
+            raise NoSuchAsset(f"no asset {ref!r}: that is not a usable path") from None
         query = select(Location.asset_id).where(Location.path == path, Location.missing.is_(False))
         found = session.scalars(query).first()
         asset = session.get(Asset, found) if found is not None else None

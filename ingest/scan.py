@@ -26,6 +26,7 @@ from pathlib import Path
 import pathspec
 
 from core.images import IMAGE_EXTENSIONS
+from core.paths import resolved
 
 NOT_UTF8_FILE = "file name is not valid UTF-8; rename it to index it"
 NOT_UTF8_FOLDER = "folder name is not valid UTF-8; nothing under it was indexed; rename it"
@@ -120,7 +121,7 @@ class ScanTally:
 def normalize_roots(paths: list[Path]) -> list[Path]:
     """Absolute, existing roots; a root inside another root is dropped."""
     roots: list[Path] = []
-    for path in sorted({p.expanduser().resolve() for p in paths}):
+    for path in sorted({resolved(p) for p in paths}):
         if not path.exists():
             raise FileNotFoundError(f"no such file or folder: {path}")
         if not is_storable(str(path)):

@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from core.catalog.models import Asset, AssetIndexState, AssetState, IndexVersion, Location
 from core.images import ImageRejected, decode_bytes, decode_file
+from core.paths import resolved
 from core.preprocess import to_model_input
 
 if TYPE_CHECKING:
@@ -230,7 +231,7 @@ def _is_uuid(value: str) -> bool:
 
 
 def _absolute(entry: str, base: Path) -> str:
-    return str((base / Path(entry).expanduser()).resolve())
+    return str(resolved(Path(entry), base))
 
 
 def evaluate(runtime: Runtime, version: IndexVersion, queries: Sequence[EvalQuery]) -> EvalReport:

@@ -29,6 +29,7 @@ import numpy as np
 from sqlalchemy import select
 
 from core.catalog.models import Asset, AssetIndexState, AssetState, IndexVersion, Location
+from core.paths import resolved
 from core.store.base import rfc3339
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ def export(runtime: Runtime, version: IndexVersion, out: Path) -> ExportReport:
     suffix = out.suffix.lower()
     if suffix not in FORMATS:
         raise ExportRefused(f"cannot export to {out.name}: give a .parquet or .npz path")
-    out = out.expanduser().resolve()
+    out = resolved(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     missing: list[str] = []
     rows = iter_rows(runtime, version, missing)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
+from core.paths import UnusablePath, resolved
 from core.store.base import ORIENTATIONS, SearchFilter
 from core.store.keywords import words
 
@@ -191,7 +192,10 @@ def parse_terms(text: str) -> list[Term]:
 
 def path_term(value: str, allowed_roots: list[Path]) -> Path:
     """A server-side image path, accepted only under the configured roots."""
-    path = Path(value).expanduser().resolve()
+    try:
+        path = resolved(Path(value))
+    except UnusablePath as error:
+        raise BadQuery(str(error)) from None
     if not any(path.is_relative_to(root.resolve()) for root in allowed_roots):
         raise BadQuery("that path is outside the server's allowed image roots")
     return path

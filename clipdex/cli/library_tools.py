@@ -10,11 +10,12 @@ import typer
 
 from clipdex.cli.common import JsonOption, fail, note_random_weights, opened_runtime, print_json
 from clipdex.display import shown
+from core.paths import resolved
 
 
 def folder_key(folder: Path | None) -> str | None:
     """A folder as the payload's ``folders`` holds it (absolute, symlinks resolved)."""
-    return str(folder.expanduser().resolve()) if folder is not None else None
+    return str(resolved(folder)) if folder is not None else None
 
 
 def duplicates(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from clipdex.cli.common import fail
+from core.paths import resolved
 
 if TYPE_CHECKING:
     from search.query import SearchOptions
@@ -73,7 +74,7 @@ def build_options(flags: dict[str, Any]) -> SearchOptions:
     except BadQuery as error:
         fail(str(error))
     filters = SearchFilter(
-        folder=str(folder.expanduser().resolve()) if folder else None,
+        folder=str(resolved(folder)) if folder else None,
         formats=tuple(f.upper() for f in flags["formats"] or ()),
         min_width=flags["min_width"],
         min_height=flags["min_height"],

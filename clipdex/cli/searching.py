@@ -19,6 +19,7 @@ from clipdex.cli.common import (
     served_home,
 )
 from clipdex.display import shown
+from core.paths import expand_user
 
 
 def search(
@@ -103,7 +104,7 @@ def _terms(words: str, images: list[Path], weights: list[float]) -> list[Any]:
     most = checked_settings().max_file_bytes
     for position, path in enumerate(images):
         weight = weights[position] if position < len(weights) else 1.0
-        terms.append(Term("image", read_limited(path.expanduser(), most), weight))
+        terms.append(Term("image", read_limited(expand_user(path), most), weight))
     return terms
 
 
