@@ -10,10 +10,10 @@ clipdex's payload shape, then is measured twice in the same run:
   plain   before any build: every search scans every vector (what clipdex did until now)
   graph   after ``optimize()``: HNSW over int8 codes, rescored with the float vectors
 
-Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points, and a width
-range, 27%), recall@10 against exact search over the same points, and the reopen time (store
-closed, reopened, first search answered). ``--uniform N`` adds the worst case: uniform random
-vectors, which have no neighbourhoods for any graph to follow.
+Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points, and width
+ranges matching 1%, 2%, 10% and 27%), recall@10 against exact search over the same points,
+and the reopen time (store closed, reopened, first search answered). ``--uniform N`` adds
+the worst case: uniform random vectors, which have no neighbourhoods for any graph to follow.
 """
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ from tests.synthetic_vectors import DIM, clip_like, uniform
 
 FOLDERS = [f"/photos/{year}" for year in range(2000, 2025)]
 QUERIES = 50
+# width = 640 + i % 4000: a range of k widths matches k/4000 of the points
 FILTERS = {
+    "width 1%": SearchFilter(min_width=640, max_width=679),
+    "width 2%": SearchFilter(min_width=640, max_width=719),
     "folder 4%": SearchFilter(folder="/photos/2017"),
+    "width 10%": SearchFilter(min_width=640, max_width=1039),
     "width 27%": SearchFilter(min_width=3300),
 }
 Generate = Callable[[int, int], NDArray[np.float32]]

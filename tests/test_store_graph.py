@@ -126,6 +126,32 @@ def test_a_filtered_search_fills_its_page(
     assert np.mean(found) >= 0.95
 
 
+def test_a_short_filtered_walk_is_answered_again_by_a_scan(tmp_path: Path) -> None:
+    """The filtered graph walk (ACORN) fails when few points match: at 1M points a filter
+    matching 2% of them got 5 of 10 hits; on these 20,000 points one matching 0.5% gets 1 or
+    2. Such filters are scanned (fewer matches than ``full_scan_vectors``, 100,000 by default);
+    here the threshold is set low to force the walk, and a page that comes back short while
+    more points match must be answered again by a scan of the matches."""
+    points = 20_000
+    vectors = clip_like(points, seed=3)
+    store = EdgeStore(tmp_path, tuning=EdgeTuning(indexing_threshold=1000, full_scan_vectors=10))
+    try:
+        index = store.open_index("selective", vectors.shape[1])
+        for start in range(0, points, 2000):
+            index.upsert(_records(vectors[start : start + 2000], first=start))
+        index.optimize()
+        selective = SearchFilter(min_width=640, max_width=659)  # i % 4000 < 20: 100 points
+        assert index.count(selective) == 100
+        for query in _queries():
+            hits = index.search(query, 10, search_filter=selective)
+            assert len(hits) == 10
+            assert all(640 <= int(h.payload["width"]) <= 659 for h in hits)
+            last = index.search(query, 10, offset=95, search_filter=selective)
+            assert len(last) == 5  # the last page: 100 match, so 5 past offset 95
+    finally:
+        store.close()
+
+
 def test_points_written_after_the_build_are_found_before_the_next_one(
     built: tuple[EdgeStore, EdgeIndex, Path],
 ) -> None:

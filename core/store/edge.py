@@ -41,6 +41,7 @@ from core.store.base import (
     vector_as_list,
 )
 from core.store.edge_tuning import EdgeTuning
+from core.store.edge_warm import prefetch_vectors, read_for_open
 from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
 
 _SCROLL_PAGE = 1024
@@ -73,11 +74,13 @@ class EdgeStore:
         try:
             created = not (path.is_dir() and any(path.iterdir()))
             if created:
-                sparse = {KEYWORDS_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+                sparse = {KEYWORDS_VECTOR: self._tuning.keyword_vectors()}
                 config = self._tuning.collection_config(dim, sparse)
                 shard = qe.EdgeShard.create(str(path), config)
             else:
+                read_for_open(path)
                 shard = qe.EdgeShard.load(str(path))
+                prefetch_vectors(path)
         except Exception as error:
             if "WouldBlock" in str(error):
                 raise StoreLocked(_locked_message(self._root)) from error
@@ -160,7 +163,8 @@ class EdgeIndex:
 
     def _index_field(self, field_name: str, schema: qe.PayloadSchemaType) -> None:
         if field_name not in self._indexed:
-            self._shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+            params = self._tuning.field_index(schema)
+            self._shard.update(qe.UpdateOperation.create_field_index(field_name, params))
             self._indexed.add(field_name)
 
     def _index_metadata(self, payloads: Iterable[Payload]) -> None:
@@ -229,7 +233,13 @@ class EdgeIndex:
                 exact, filtered=edge_filter is not None, depth=offset + limit
             ),
         )
-        return [stored_hit(p.id, p.score, p.payload, p.vector) for p in self._shard.query(request)]
+        points = self._shard.query(request)
+        # A filtered graph walk can come back short (see edge_tuning): when more points match,
+        # the page is answered again by an exact scan of the matches.
+        short = edge_filter is not None and not exact and len(points) < limit
+        if short and self.count(search_filter) > offset + len(points):
+            return self.search(vector, limit, offset, search_filter, True, with_vectors)
+        return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
 
     def keyword_search(
         self,

@@ -6,18 +6,27 @@ against exact search, reopen time, build time at 10k/100k/1M points on a 2-core 
 * **Graph (HNSW, m=16, ef_construct=100)** over each sealed segment. Without it every search
   scans every vector (136 ms p50 at 1M points). A segment is sealed and indexed once it holds
   ``indexing_threshold`` vectors; smaller remainders stay a plain segment, scanned exactly.
-* **int8 scalar quantization kept in RAM, with rescoring.** The graph walk compares int8
-  codes (a quarter of the memory traffic); the whole beam (``hnsw_ef`` candidates, at least
+* **int8 scalar quantization, with rescoring.** The graph walk compares int8 codes (a
+  quarter of the memory traffic); the whole beam (``hnsw_ef`` candidates, at least
   ``oversampling`` x the page depth) is then rescored with the original float vectors, so
   every returned score is exact and only the choice of candidates is approximate.
+* **Reopen without loading.** The int8 codes are memory-mapped (Qdrant's ``cold`` tier), the
+  payload and keyword indexes too (``cached``), instead of being copied onto the heap: that
+  copy was most of a 4-5 s reopen at 1M points (a profile of ``EdgeShard.load``: the datetime
+  index alone 26%, the int8 copy 34%). ``core.store.edge_warm`` reads those files into the
+  page cache in one sequential pass before the open (see there why).
 * **Merged segments of at most ``max_segment_vectors``.** This caps the merges of later builds;
   a plain segment bigger than that is still indexed whole (1M vectors written in one run were
   one segment, built in 183 s on the idle 2-core machine).
 * **Filters.** A filter matching fewer than ``full_scan_vectors`` points of a segment is
-  answered exactly from the payload index (a short scan); a wider one walks the graph with
-  ACORN at any selectivity, which keeps a filtered walk connected. Without it, a filter
-  matching 27% of 5,000 points returned a single hit where ten existed
-  (``tests/test_store_graph.py``).
+  answered by scanning those points (their int8 codes, the best rescored): near-exact, and
+  linear in the matches (about 55 ns a point here). A wider one walks the graph with ACORN,
+  which keeps a filtered walk connected. Without ACORN, a filter matching 27% of 5,000 points
+  returned a single hit where ten existed (``tests/test_store_graph.py``). ACORN itself fails
+  on selective filters: at 1M points a filter matching 2% of them got 5 of 10 hits (recall
+  0.32), one matching 4% recall 0.95 at any ``hnsw_ef``; from 10% on it holds (0.975 at 10%,
+  1.0 at 27%). Hence the scan below 100,000 matches, and ``EdgeIndex.search`` redoes a short
+  page exactly when more points match.
 
 Qdrant Edge holds the Python GIL while it builds: a build pauses the whole process. So a
 build runs only where nobody waits on that process: at the end of a CLI ingest or reindex
@@ -45,14 +54,14 @@ class EdgeTuning:
     ef_construct: int = 100
     indexing_threshold: int = 20_000  # vectors in a segment before it gets a graph
     max_segment_vectors: int = 200_000
-    full_scan_vectors: int = 20_000  # a filter matching fewer points is answered exactly
+    full_scan_vectors: int = 100_000  # a filter matching fewer points is answered by a scan
 
     def collection_config(self, dim: int, sparse: dict[str, Any]) -> qe.EdgeConfig:
         def kilobytes(vectors: int) -> int:
             return max(1, vectors * dim * _FLOAT_BYTES // 1024)
 
         quantization = (
-            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+            qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Cold)
             if self.quantization == "int8"
             else None
         )
@@ -72,6 +81,22 @@ class EdgeTuning:
                 max_segment_size=kilobytes(self.max_segment_vectors),
             ),
         )
+
+    @staticmethod
+    def field_index(schema: qe.PayloadSchemaType) -> Any:
+        """A payload index memory-mapped, not loaded onto the heap at reopen."""
+        cached = qe.Memory.Cached
+        if schema == qe.PayloadSchemaType.Keyword:
+            return qe.KeywordIndexParams(memory=cached)
+        if schema == qe.PayloadSchemaType.Integer:
+            return qe.IntegerIndexParams(lookup=True, range=True, memory=cached)
+        if schema == qe.PayloadSchemaType.Datetime:
+            return qe.DatetimeIndexParams(memory=cached)
+        return schema
+
+    @staticmethod
+    def keyword_vectors() -> qe.EdgeSparseVectorParams:
+        return qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=qe.Memory.Cached)
 
     def search_params(self, exact: bool, filtered: bool, depth: int) -> qe.SearchParams:
         """``depth``: offset + limit. The candidates rescored are the whole beam (``hnsw_ef``)

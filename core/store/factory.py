@@ -31,6 +31,6 @@ def open_store(settings: Settings, location: str | None = None) -> VectorStore:
         quantization=settings.store_quantization,
         hnsw_ef=settings.search_ef,
         indexing_threshold=settings.graph_threshold,
-        full_scan_vectors=settings.graph_threshold,
+        full_scan_vectors=max(settings.filter_scan_points, settings.graph_threshold),
     )
     return EdgeStore(settings.store_path, settings.min_free_bytes, tuning)
