@@ -1,11 +1,13 @@
 """Warm HTTP search latency through a real `clipdex serve` process.
 
-    .venv/bin/python -m bench.http_bench [--sizes 10000 100000]
+    .venv/bin/python -m bench.http_bench [--sizes 10000 100000] [--precisions fp32 int8]
 
-For each index size: synthetic 512-d points in the embedded store (ViT-B-32 dimensions), a
-server subprocess with ViT-B-32 (random weights: same compute as pretrained), then p50/p95 of
-text search (new query each time), a repeated (cached) query, and image upload search, at
-concurrency 1 and 8, all on this machine's loopback.
+For each index size: synthetic 512-d points in the embedded store (ViT-B-32 dimensions), with
+the search graph built as `clipdex ingest` leaves it, then for each precision a server
+subprocess with ViT-B-32 (random weights: same compute as pretrained), then p50/p95 of text
+search (new query each time), a repeated (cached) query, and image upload search, at
+concurrency 1 and 8, all on this machine's loopback. The precisions run one after the other on
+the same index, so their figures compare side by side.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ WORDS = [
 ]
 
 
-def build_index(home: Path, size: int) -> None:
+def build_index(home: Path, size: int) -> float:
+    """Returns the seconds the graph build took (0 below the threshold: no build)."""
     settings = load_settings(home=home, model="ViT-B-32", pretrained="random")
     runtime = open_ready_runtime(
         settings, encoder=OpenClipEncoder(ModelSpec.from_settings(settings))
@@ -48,7 +51,12 @@ def build_index(home: Path, size: int) -> None:
     points = synthetic(size)
     for start in range(0, size, 512):
         index.upsert(points[start : start + 512])
+    started = time.perf_counter()
+    if index.build_due():
+        index.optimize()  # what the end of `clipdex ingest` does
+    seconds = time.perf_counter() - started
     runtime.close()
+    return seconds
 
 
 def free_port() -> int:
@@ -57,9 +65,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(home: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, precision: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CLIPDEX_HOME": str(home), "CLIPDEX_MODEL": "ViT-B-32",
-           "CLIPDEX_PRETRAINED": "random", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+           "CLIPDEX_PRETRAINED": "random", "HF_HUB_OFFLINE": "1",
+           "CLIPDEX_PRECISION": precision}  # fmt: skip
     server = subprocess.Popen(
         [sys.executable, "-m", "clipdex", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -93,13 +102,20 @@ def report(label: str, samples: list[float]) -> None:
     print(f"  {label:<34} p50 {statistics.median(samples):7.1f} ms   p95 {p95:7.1f} ms")
 
 
-def bench_size(size: int, scratch: Path, requests: int) -> None:
+def bench_size(size: int, scratch: Path, requests: int, precisions: list[str]) -> None:
     home = scratch / f"home-{size}"
     started = time.perf_counter()
-    build_index(home, size)
-    print(f"\n{size:,} points (built in {time.perf_counter() - started:.0f} s)")
+    graph = build_index(home, size)
+    print(f"\n{size:,} points (made in {time.perf_counter() - started:.0f} s, "
+          f"graph build {graph:.0f} s)")  # fmt: skip
+    for precision in precisions:
+        print(f" precision {precision}")
+        bench_server(home, size, requests, precision)
+
+
+def bench_server(home: Path, size: int, requests: int, precision: str) -> None:
     port = free_port()
-    server = start_server(home, port)
+    server = start_server(home, port, precision)
     photo = PHOTO.read_bytes()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
@@ -136,12 +152,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--requests", type=int, default=80)
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
     args = parser.parse_args()
     print("machine: 2-core CPU (no GPU); model ViT-B-32 random weights; embedded store; loopback")
     scratch = Path(tempfile.mkdtemp(prefix="clipdex-http-bench-"))
     try:
         for size in args.sizes:
-            bench_size(size, scratch, args.requests)
+            bench_size(size, scratch, args.requests, args.precisions)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

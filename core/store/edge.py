@@ -85,7 +85,7 @@ class EdgeStore:
             if "WouldBlock" in str(error):
                 raise StoreLocked(_locked_message(self._root)) from error
             raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
-        index = EdgeIndex(name, dim, shard, self._tuning, keywords=_has_keywords(path))
+        index = EdgeIndex(name, dim, shard, self._tuning, keywords=_has_keywords(path), path=path)
         if created:
             index.create_payload_indexes()
         self._open[name] = index
@@ -143,8 +143,10 @@ class EdgeIndex:
         shard: qe.EdgeShard,
         tuning: EdgeTuning | None = None,
         keywords: bool = True,
+        path: Path | None = None,
     ) -> None:
         self.name = name
+        self._path = path
         self.dim = dim
         self._shard = shard
         self._tuning = tuning or EdgeTuning()
@@ -308,6 +310,9 @@ class EdgeIndex:
             raise StoreError(
                 f"building the search graph of {self.name!r} failed: {error}"
             ) from error
+        if self._path is not None:  # the new segments' files, as after a reopen
+            read_for_open(self._path)
+            prefetch_vectors(self._path)
 
     def close(self) -> None:
         self._shard.flush()
