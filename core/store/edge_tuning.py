@@ -18,10 +18,10 @@ against exact search, reopen time, build time at 10k/100k/1M points on a 2-core 
   cache in one sequential pass before it (see there why).
 * **Merged segments of at most ``max_segment_vectors``.** This caps the merges of later builds;
   a plain segment bigger than that is still indexed whole (1M vectors written in one run were
-  one segment, built in 183 s on the idle 2-core machine).
+  one segment, built in 120-183 s on the 2-core machine).
 * **Filters.** A filter matching fewer than ``full_scan_vectors`` points of a segment is
   answered by scanning those points (their int8 codes, the best rescored): near-exact, and
-  linear in the matches (about 55 ns a point here). A wider one walks the graph with ACORN,
+  linear in the matches (40-70 ns a point here). A wider one walks the graph with ACORN,
   which keeps a filtered walk connected. Without ACORN, a filter matching 27% of 5,000 points
   returned a single hit where ten existed (``tests/test_store_graph.py``). ACORN itself fails
   on selective filters: at 1M points a filter matching 2% of them got 5 of 10 hits (recall
