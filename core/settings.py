@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     )
     store_quantization: Literal["int8", "none"] = Field(
         default="int8",
-        description="Embedded store, new collections: int8 codes in RAM for the graph walk, "
+        description="Embedded store, new collections: int8 codes for the graph walk, "
         "results rescored with the float vectors; `none`: floats only.",
     )
     graph_threshold: int = Field(
