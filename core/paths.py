@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 class UnusablePath(ValueError):
-    """A path the operating system cannot take: a NUL byte, a lone surrogate, a name too long."""
+    """A path the operating system cannot take: a NUL byte, a lone surrogate, a symlink loop
+    (``Path.resolve`` raises ``RuntimeError`` for that one before Python 3.13)."""
 
 
 def expand_user(path: Path) -> Path:
@@ -28,5 +29,5 @@ def resolved(path: Path, base: Path | None = None) -> Path:
     full = expand_user(path)
     try:
         return ((base / full) if base is not None else full).resolve()
-    except (ValueError, OSError) as error:  # a lone surrogate, a name too long, a loop...
+    except (ValueError, OSError, RuntimeError) as error:  # a lone surrogate, a symlink loop...
         raise UnusablePath(f"not a usable path: {error}") from None

@@ -196,6 +196,6 @@ def path_term(value: str, allowed_roots: list[Path]) -> Path:
         path = resolved(Path(value))
     except UnusablePath as error:
         raise BadQuery(str(error)) from None
-    if not any(path.is_relative_to(root.resolve()) for root in allowed_roots):
+    if not any(path.is_relative_to(resolved(root)) for root in allowed_roots):
         raise BadQuery("that path is outside the server's allowed image roots")
     return path

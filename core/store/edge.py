@@ -238,7 +238,8 @@ class EdgeIndex:
         points = self._shard.query(request)
         # A filtered graph walk can come back short (see edge_tuning): when more points match,
         # the page is answered again by an exact scan of the matches.
-        short = edge_filter is not None and not exact and len(points) < limit
+        walked = not exact and offset + limit <= self._tuning.hnsw_ef  # else it was a scan
+        short = edge_filter is not None and walked and len(points) < limit
         if short and self.count(search_filter) > offset + len(points):
             return self.search(vector, limit, offset, search_filter, True, with_vectors)
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
