@@ -224,6 +224,9 @@ class EdgeIndex:
         with_vectors: bool = False,
     ) -> list[StoredHit]:
         edge_filter = _edge_filter(search_filter)
+        params = self._tuning.search_params(
+            exact, filtered=edge_filter is not None, depth=offset + limit
+        )
         request = qe.QueryRequest(
             limit=limit,
             offset=offset or None,
@@ -231,15 +234,12 @@ class EdgeIndex:
             with_payload=True,
             with_vector=[""] if with_vectors else False,
             filter=edge_filter,
-            params=self._tuning.search_params(
-                exact, filtered=edge_filter is not None, depth=offset + limit
-            ),
+            params=params,
         )
         points = self._shard.query(request)
         # A filtered graph walk can come back short (see edge_tuning): when more points match,
         # the page is answered again by an exact scan of the matches.
-        walked = not exact and offset + limit <= self._tuning.hnsw_ef  # else it was a scan
-        short = edge_filter is not None and walked and len(points) < limit
+        short = edge_filter is not None and not params.exact and len(points) < limit
         if short and self.count(search_filter) > offset + len(points):
             return self.search(vector, limit, offset, search_filter, True, with_vectors)
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
