@@ -51,7 +51,7 @@ _PAYLOAD_FIELDS = (
 @dataclass(frozen=True, slots=True)
 class SearchPage:
     """One page of hits. ``has_more``: a next page exists. ``total``: how many hits the whole
-    query has, where that is known exactly without extra work (else None)."""
+    query has, where that is known exactly and cheaply (else None; see ``search.ranking``)."""
 
     hits: list[Hit]
     has_more: bool

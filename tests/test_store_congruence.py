@@ -157,6 +157,19 @@ def test_counts_agree_with_filters(indexes: dict[str, VectorIndex]) -> None:
         assert len(set(counts.values())) == 1, counts
 
 
+def test_cheap_counts_are_exact_or_absent(indexes: dict[str, VectorIndex]) -> None:
+    """A page's total: the exact count when the filter's estimate is within the limit (or the
+    backend keeps the number), never an estimate passed off as a count."""
+    one_folder = SearchFilter(folder="/lib/a")  # 100 of the 300 points
+    for name, index in indexes.items():
+        assert index.count_if_cheap(None, 1000) == 300, name
+        assert index.count_if_cheap(one_folder, 1000) == index.count(one_folder) == 100, name
+        assert index.count_if_cheap(SearchFilter(formats=("GIF",)), 10) == 0, name
+        assert index.count_if_cheap(one_folder, 10) is None, name
+        # Qdrant Edge keeps its point count exactly; a server's is an estimate, so not past 10.
+        assert index.count_if_cheap(None, 10) == (300 if name == "edge" else None), name
+
+
 def test_keywords_follow_a_payload_rewrite(indexes: dict[str, VectorIndex]) -> None:
     moved = str(uuid.UUID(int=2))
     for index in indexes.values():

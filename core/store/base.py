@@ -210,6 +210,13 @@ class VectorIndex(Protocol):
         """Exact number of points (matching the filter, when one is given)."""
         ...
 
+    def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
+        """The exact count where it comes cheap, else None: the whole collection where the
+        backend keeps that number, or a filter whose estimated matches are at most ``limit``.
+        An exact count visits every match (Qdrant Edge, 1M points: 13 ms for 100,000
+        matches, 45 ms for 335,000), too dear to pay on every page of results."""
+        ...
+
     def iter_ids(self) -> Iterator[str]: ...
 
     def build_due(self) -> int:

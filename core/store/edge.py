@@ -282,8 +282,20 @@ class EdgeIndex:
         return {str(r.id) for r in records}
 
     def count(self, search_filter: SearchFilter | None = None) -> int:
-        request = qe.CountRequest(exact=True, filter=_edge_filter(search_filter))
-        return int(self._shard.count(request))
+        edge_filter = _edge_filter(search_filter)
+        if edge_filter is None:
+            # The shard keeps its point count exactly (deleted and replaced points are out of
+            # it; tests/test_store_graph.py checks it against an exact count), where an exact
+            # count visits every id: 53 ms at 1M points.
+            return int(self._shard.info().points_count)
+        return int(self._shard.count(qe.CountRequest(exact=True, filter=edge_filter)))
+
+    def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
+        edge_filter = _edge_filter(search_filter)
+        if edge_filter is None:
+            return self.count()
+        estimate = self._shard.count(qe.CountRequest(exact=False, filter=edge_filter))
+        return self.count(search_filter) if int(estimate) <= limit else None
 
     def iter_ids(self) -> Iterator[str]:
         offset: Any = None

@@ -208,6 +208,13 @@ class QdrantIndex:
         )
         return int(counted.count)
 
+    def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
+        """A server's estimate is approximate even without a filter, so only small counts."""
+        estimate = self._client.count(
+            self.name, count_filter=_qdrant_filter(search_filter), exact=False
+        )
+        return self.count(search_filter) if int(estimate.count) <= limit else None
+
     def iter_ids(self) -> Iterator[str]:
         offset: Any = None
         while True:

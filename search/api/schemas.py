@@ -189,7 +189,10 @@ class SearchOut(BaseModel):
     limit: int
     offset: int
     has_more: bool = Field(description="a next page (offset + limit) has hits")
-    total: int | None = Field(description="hits of the whole query, where known exactly")
+    total: int | None = Field(
+        description="hits of the whole query, where known exactly and cheaply (null for a "
+        "filter matching more than about 10,000 points)"
+    )
     model: str
     index: IndexOut | None = None
 
