@@ -128,3 +128,75 @@ def test_one_huge_request_is_encoded_in_bounded_forwards() -> None:
     vectors = batcher.encode(texts)
     assert max(len(call) for call in counting.calls) <= 16 and len(counting.calls) == 7
     np.testing.assert_allclose(vectors, fake.encode_texts(texts), atol=1e-6)
+
+
+def _staggered(call: Callable[[list[str]], Vectors], texts: list[str], gap: float) -> float:
+    """One caller per text, each ``gap`` seconds after the last; seconds until all answered."""
+    started = time.monotonic()
+    threads = []
+    for i, text in enumerate(texts):
+        threads.append(threading.Thread(target=call, args=([text],)))
+        threads[-1].start()
+        if i < len(texts) - 1:
+            time.sleep(gap)
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads), "a caller hung"
+    return time.monotonic() - started
+
+
+def _served_three_at_once(batcher: TextBatcher, counting: CountingEncoder) -> None:
+    """Leaves ``batcher`` after a forward that served three callers."""
+    release = threading.Event()
+    slow_first = counting._encode
+
+    def first_waits(texts: Sequence[str]) -> Vectors:
+        if texts == ["first"]:
+            release.wait(10)
+        return slow_first(texts)
+
+    counting._encode = first_waits
+    calls = len(counting.calls)
+    leader = threading.Thread(target=batcher.encode, args=(["first"],))
+    leader.start()
+    while len(counting.calls) == calls:  # the leader's forward has begun
+        time.sleep(0.001)
+    others = [threading.Thread(target=batcher.encode, args=([t],)) for t in ("x", "y", "z")]
+    for thread in others:
+        thread.start()
+    while len(batcher._pending) < 3:  # all three queued behind it
+        time.sleep(0.001)
+    release.set()
+    for thread in [leader, *others]:
+        thread.join(10)
+    counting._encode = slow_first
+    assert counting.calls[-1] == ["x", "y", "z"]
+
+
+def test_callers_coming_back_one_by_one_after_a_shared_forward_share_the_next() -> None:
+    """Three clients answered by one forward send their next queries 50 ms apart (each
+    answer is written out in turn): the next forward waits for all three instead of running
+    a lone query while the others are still on their way."""
+    fake = FakeEncoder()
+    counting = CountingEncoder(fake.encode_texts, delay=0.02)
+    batcher = TextBatcher(counting, max_hold=5.0)
+    _served_three_at_once(batcher, counting)
+    before = len(counting.calls)
+    seconds = _staggered(batcher.encode, ["again 1", "again 2", "again 3"], gap=0.05)
+    assert counting.calls[before:] == [["again 1", "again 2", "again 3"]]
+    assert seconds < 2.5  # it went when the third arrived, not at the 5 s hold
+
+
+def test_a_lone_query_is_not_held_and_a_hold_ends() -> None:
+    fake = FakeEncoder()
+    counting = CountingEncoder(fake.encode_texts, delay=0.0)
+    batcher = TextBatcher(counting, max_hold=5.0)
+    batcher.encode(["one"])
+    started = time.monotonic()
+    batcher.encode(["two"])  # after a forward that served one caller: only max_wait
+    assert time.monotonic() - started < 1.0
+    held = TextBatcher(counting, max_hold=0.2)
+    _served_three_at_once(held, counting)
+    started = time.monotonic()
+    assert np.array_equal(held.encode(["alone"]), fake.encode_texts(["alone"]))
+    assert time.monotonic() - started < 2.0  # the others never came: it went after the hold
