@@ -12,7 +12,9 @@ clipdex's payload shape, then is measured twice in the same run:
 
 Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points, and width
 ranges matching 1%, 2%, 10% and 27%), recall@10 against exact search over the same points,
-and the reopen time (store closed, reopened, first search answered). ``--uniform N`` adds
+and the reopen time (store closed, reopened, first search answered). After the build it also
+prints the p50 of a whole result page through the search layer (the search and its ``total``)
+beside the exact count that every page paid before totals were counted only where cheap. ``--uniform N`` adds
 the worst case: uniform random vectors, which have no neighbourhoods for any graph to follow.
 """
 
@@ -29,12 +31,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import qdrant_edge as qe
 from numpy.typing import NDArray
 from qdrant_client import QdrantClient
 
 from core.store.base import PointRecord, SearchFilter, VectorIndex
-from core.store.edge import EdgeStore
+from core.store.edge import EdgeIndex, EdgeStore, _edge_filter
 from core.store.qdrant import QdrantStore
+from search.query import SearchOptions
+from search.ranking import ranked_page
 from tests.synthetic_vectors import DIM, clip_like, uniform
 
 FOLDERS = [f"/photos/{year}" for year in range(2000, 2025)]
@@ -98,6 +103,31 @@ def measure(
     return out
 
 
+def walked_count(index: EdgeIndex, search_filter: SearchFilter | None) -> int:
+    """What ``EdgeIndex.count`` did for every page before: an exact count visiting every
+    match (unfiltered too, where the shard's own point count is exact)."""
+    request = qe.CountRequest(exact=True, filter=_edge_filter(search_filter))
+    return int(index._shard.count(request))
+
+
+def page_costs(index: EdgeIndex, queries: NDArray[np.float32]) -> dict[str, tuple[float, float]]:
+    """Per filter (and none): p50 ms of a whole result page as the search layer makes it (the
+    search plus its ``total``), and of the exact count that each page used to pay for."""
+    out = {}
+    for label, search_filter in [("no filter", None), *FILTERS.items()]:
+        options = SearchOptions(limit=10, filters=search_filter or SearchFilter())
+        pages, counts = [], []
+        for query in queries[:20]:
+            started = time.perf_counter()
+            ranked_page(index, query, [], options)
+            pages.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            walked_count(index, search_filter)
+            counts.append((time.perf_counter() - started) * 1000)
+        out[label] = (statistics.median(pages), statistics.median(counts))
+    return out
+
+
 def exact_answers(index: VectorIndex, queries: NDArray[np.float32]) -> dict[str, list[set[str]]]:
     return {
         label: [{h.id for h in index.search(q, 10, search_filter=f, exact=True)} for q in queries]
@@ -133,6 +163,7 @@ def bench_size(count: int, generate: Generate, label: str, scratch: Path) -> Non
     index.optimize()
     build = time.perf_counter() - started
     graph = measure(index, queries, truth)
+    pages = page_costs(index, queries)
     store.close()
     graph_reopen = reopen_seconds(root, queries[0])
     shutil.rmtree(root, ignore_errors=True)
@@ -146,6 +177,10 @@ def bench_size(count: int, generate: Generate, label: str, scratch: Path) -> Non
             f"  {name:10} {p_ms:8.2f}ms {g_ms:8.2f}ms {p_ms / g_ms:8.1f}x {p_rec:9.3f} {g_rec:9.3f}"
         )
     print(f"  reopen + first search: plain {plain_reopen:.2f} s, graph {graph_reopen:.2f} s")
+    print("  a whole page through the search layer (search + total), graph; and the exact count")
+    print("  that every page paid before totals were counted only where cheap:")
+    for name, (page_ms, count_ms) in pages.items():
+        print(f"    {name:10} page {page_ms:7.2f} ms   exact count {count_ms:7.2f} ms")
 
 
 def bench_local(count: int, scratch: Path) -> None:
