@@ -14,8 +14,9 @@ Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points
 ranges matching 1%, 2%, 10% and 27%), recall@10 against exact search over the same points,
 and the reopen time (store closed, reopened, first search answered). After the build it also
 prints the p50 of a whole result page through the search layer (the search and its ``total``)
-beside the exact count that every page paid before totals were counted only where cheap. ``--uniform N`` adds
-the worst case: uniform random vectors, which have no neighbourhoods for any graph to follow.
+beside the exact count that every page paid before totals were counted only where cheap.
+``--uniform N`` adds the worst case: uniform random vectors, which have no neighbourhoods for
+any graph to follow.
 """
 
 from __future__ import annotations

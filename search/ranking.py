@@ -33,9 +33,10 @@ from search.results import Hit, SearchPage
 HYBRID_WINDOW = 500
 SORT_WINDOW = 1000
 _COLLAPSE_OVERFETCH = 4
-# A plain page's ``total`` is counted exactly when the filter's estimate is at most this many
-# matches (about 1 ms at 1M points); a wider filter gets no total rather than a count that
-# costs more than the search (13-45 ms at 10-33% of 1M). A page with no filter always has one.
+# A plain page's ``total`` is counted exactly when the store's estimate is at most this many
+# matches (about 1 ms at 1M points); more get no total (except on their last page) rather
+# than a count that costs more than the search (13-45 ms at 10-33% of 1M). Without a filter
+# the embedded store always has one: it keeps its point count.
 EXACT_TOTAL_LIMIT = 10_000
 
 
@@ -87,10 +88,12 @@ def _plain_page(
     floor = options.min_score
     kept = [hit for hit in stored if floor is None or hit.score >= floor]
     hits = [Hit.from_stored(hit) for hit in kept[: options.limit]]
+    more = len(kept) > options.limit
     total = index.count_if_cheap(options.filters, EXACT_TOTAL_LIMIT) if floor is None else None
-    if len(kept) < len(stored) and (kept or options.offset == 0):  # the floor is on this page
-        total = options.offset + len(kept)
-    return SearchPage(hits, has_more=len(kept) > options.limit, total=total)
+    floor_here = len(kept) < len(stored)
+    if (floor_here or (total is None and not more)) and (kept or options.offset == 0):
+        total = options.offset + len(kept)  # the floor, or the last match, is on this page
+    return SearchPage(hits, has_more=more, total=total)
 
 
 def _depth(options: SearchOptions, wanted: int) -> int:

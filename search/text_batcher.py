@@ -7,8 +7,10 @@ arrive while a forward runs queue up and go together in the next one.
 How long a leader waits: ``max_wait`` (2 ms) after a forward that served one caller, so a lone
 query is not held. After a forward that served several, their callers tend to come back (an
 application or a person asks again when answered), so the leader waits until as many requests
-are waiting as that forward served, plus those already queued besides itself, for at most
-``max_hold`` (or until ``max_texts`` wait). Without this, 8 clients on 2 cores settled into
+are waiting as that forward served, plus those already queued besides itself (it may be one
+of either), until at most ``max_hold`` after that forward ended (or until ``max_texts``
+wait); a query arriving later, or callers that never come back (their text was cached), cost
+no more than that. Without this, 8 clients on 2 cores settled into
 forwards of 1 and 7 texts, the lone one slowed by the other seven's responses being written:
 p50 140 ms through ``clipdex serve`` at 100k points, against 107 ms with it
 (``bench/http_bench.py``).
@@ -60,6 +62,7 @@ class TextBatcher:
         self._pending: list[_Request] = []
         self._busy = False
         self._last_served = 0  # callers in the last forward
+        self._done_at = 0.0  # when it ended (monotonic)
         self._ready = threading.Condition()
         self.forwards = 0  # encoder calls made, for metrics and tests
 
@@ -91,6 +94,7 @@ class TextBatcher:
                 for request in batch:
                     request.done = True
                 self._busy = False
+                self._done_at = time.monotonic()
                 self._ready.notify_all()
 
     def _gather(self) -> list[_Request]:
@@ -98,9 +102,11 @@ class TextBatcher:
         started = time.monotonic()
         with self._ready:
             expected = self._last_served + len(self._pending) - 1
-            deadline = started + (self._max_hold if expected > 1 else self._max_wait)
+            hold_until = self._done_at + self._max_hold
+            holding = expected > 1 and started < hold_until
+            deadline = hold_until if holding else started + self._max_wait
             while self._waiting_texts() < self._max_texts:
-                if expected > 1 and len(self._pending) >= expected:
+                if holding and len(self._pending) >= expected:
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:

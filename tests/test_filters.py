@@ -109,6 +109,10 @@ def test_a_wide_filter_gets_no_total_rather_than_a_costly_count(
         "a photo", SearchOptions(limit=3, filters=SearchFilter(formats=("PNG",)))
     )
     assert (len(pngs.hits), pngs.has_more, pngs.total) == (3, True, None)  # 8 match
+    last = service.text_page(
+        "a photo", SearchOptions(limit=3, offset=6, filters=SearchFilter(formats=("PNG",)))
+    )
+    assert (len(last.hits), last.has_more, last.total) == (2, False, 8)  # the end is in sight
     few = service.text_page(
         "a photo", SearchOptions(limit=3, filters=SearchFilter(formats=("PNG",), max_width=300))
     )

@@ -77,6 +77,8 @@ class EdgeTuning:
                 dim, qe.Distance.Cosine, quantization_config=quantization, hnsw_config=hnsw
             ),
             sparse_vectors=sparse,
+            # prevent_unoptimized stays off: EdgeIndex.count() relies on every point being
+            # searchable (it reads the shard's point count).
             optimizers=qe.EdgeOptimizersConfig(
                 indexing_threshold=kilobytes(self.indexing_threshold),
                 max_segment_size=kilobytes(self.max_segment_vectors),

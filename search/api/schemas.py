@@ -190,8 +190,8 @@ class SearchOut(BaseModel):
     offset: int
     has_more: bool = Field(description="a next page (offset + limit) has hits")
     total: int | None = Field(
-        description="hits of the whole query, where known exactly and cheaply (null for a "
-        "filter matching more than about 10,000 points)"
+        description="hits of the whole query, where known exactly and cheaply: null past about "
+        "10,000 matches (unfiltered on the embedded store: always known) until the last page"
     )
     model: str
     index: IndexOut | None = None

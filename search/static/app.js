@@ -106,8 +106,10 @@ async function run() {
     hits.clear();
     for (const hit of data.hits) hits.set(hit.id, hit);
     showHits(data.hits, (hit) => navigate({ view: hit.id }));
+    // No total when counting would cost more than the search: say "10+" while more follow.
     const count = typeof data.total === "number" ? data.total : data.hits.length;
-    showStatus(`${count} result${count === 1 ? "" : "s"} · ${data.model}`);
+    const shown = typeof data.total !== "number" && data.has_more ? `${count}+` : `${count}`;
+    showStatus(`${shown} result${count === 1 && shown === "1" ? "" : "s"} · ${data.model}`);
     pager(data);
   } catch (error) {
     if (mine !== request) return;
