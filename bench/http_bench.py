@@ -106,6 +106,7 @@ def bench_size(size: int, scratch: Path, requests: int, precisions: list[str]) -
     home = scratch / f"home-{size}"
     started = time.perf_counter()
     graph = build_index(home, size)
+    os.sync()  # the build's writes reach the disk now, not during the first server's figures
     print(f"\n{size:,} points (made in {time.perf_counter() - started:.0f} s, "
           f"graph build {graph:.0f} s)")  # fmt: skip
     for precision in precisions:
