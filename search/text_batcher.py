@@ -6,14 +6,14 @@ arrive while a forward runs queue up and go together in the next one.
 
 How long a leader waits: ``max_wait`` (2 ms) after a forward that served one caller, so a lone
 query is not held. After a forward that served several, their callers tend to come back (an
-application or a person asks again when answered), so the leader waits until as many requests
-are waiting as that forward served, plus those already queued besides itself (it may be one
-of either), until at most ``max_hold`` after that forward ended (or until ``max_texts``
-wait); a query arriving later, or callers that never come back (their text was cached), cost
-no more than that. Without this, 8 clients on 2 cores settled into
-forwards of 1 and 7 texts, the lone one slowed by the other seven's responses being written:
-p50 140 ms through ``clipdex serve`` at 100k points, against 107 ms with it
-(``bench/http_bench.py``).
+application or a person asks again when answered). Then the leader waits until as many
+requests wait as that forward served, plus those queued besides itself (the leader may be
+one of either, so this can be one short), but never past ``max_hold`` after that forward
+ended, nor once ``max_texts`` texts wait. A query arriving later is not held at all, and
+callers that never come back (their text was cached) cost at most the rest of the hold.
+Without this, 8 clients on 2 cores settled into forwards of 1 and 7 texts, the lone one
+slowed by the other seven's responses being written: text p50 at c=8 138-142 ms through
+``clipdex serve`` at 100k points, against 102-112 ms with it (``bench/http_bench.py``).
 
 ``known`` (a cache's look-up) is asked again just before each forward, so a text that an
 earlier forward encoded while a caller queued is not encoded twice. An error in a
