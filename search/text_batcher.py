@@ -9,8 +9,9 @@ query is not held. After a forward that served several, their callers tend to co
 application or a person asks again when answered). Then the leader waits until as many
 requests wait as that forward served, plus those queued besides itself (the leader may be
 one of either, so this can be one short), but never past ``max_hold`` after that forward
-ended, nor once ``max_texts`` texts wait. A query arriving later is not held at all, and
-callers that never come back (their text was cached) cost at most the rest of the hold.
+ended, nor once ``max_texts`` texts wait. A query arriving later is not held at all, nor are
+requests left over when the last forward was full (they have waited one forward already),
+and callers that never come back (their text was cached) cost at most the rest of the hold.
 Without this, 8 clients on 2 cores settled into forwards of 1 and 7 texts, the lone one
 slowed by the other seven's responses being written: text p50 at c=8 138-142 ms through
 ``clipdex serve`` at 100k points, against 102-112 ms with it (``bench/http_bench.py``).
@@ -36,9 +37,10 @@ DEFAULT_MAX_TEXTS = 64
 
 
 class _Request:
-    __slots__ = ("done", "error", "texts", "vectors")
+    __slots__ = ("arrived", "done", "error", "texts", "vectors")
 
     def __init__(self, texts: list[str]) -> None:
+        self.arrived = time.monotonic()
         self.texts = texts
         self.vectors: Vectors | None = None
         self.error: BaseException | None = None
@@ -63,6 +65,7 @@ class TextBatcher:
         self._busy = False
         self._last_served = 0  # callers in the last forward
         self._done_at = 0.0  # when it ended (monotonic)
+        self._taken_at = 0.0  # when its requests were taken from the queue
         self._ready = threading.Condition()
         self.forwards = 0  # encoder calls made, for metrics and tests
 
@@ -103,7 +106,8 @@ class TextBatcher:
         with self._ready:
             expected = self._last_served + len(self._pending) - 1
             hold_until = self._done_at + self._max_hold
-            holding = expected > 1 and started < hold_until
+            left_over = bool(self._pending) and self._pending[0].arrived < self._taken_at
+            holding = expected > 1 and started < hold_until and not left_over
             deadline = hold_until if holding else started + self._max_wait
             while self._waiting_texts() < self._max_texts:
                 if holding and len(self._pending) >= expected:
@@ -119,7 +123,7 @@ class TextBatcher:
                 taken += 1
                 count += len(request.texts)
             batch, self._pending = self._pending[:taken], self._pending[taken:]
-            self._last_served = taken
+            self._last_served, self._taken_at = taken, time.monotonic()
         return batch
 
     def _waiting_texts(self) -> int:

@@ -205,3 +205,35 @@ def test_a_lone_query_is_not_held_and_a_hold_ends() -> None:
     started = time.monotonic()
     held.encode(["later"])
     assert time.monotonic() - started < 0.25
+
+
+def test_requests_left_over_by_a_full_forward_are_not_held() -> None:
+    """Five callers queued behind a forward; the next forward takes four (``max_texts``). The
+    fifth has already waited a forward: it goes next, not after the hold for callers to
+    come back."""
+    fake = FakeEncoder()
+    counting = CountingEncoder(fake.encode_texts, delay=0.0)
+    batcher = TextBatcher(counting, max_texts=4, max_hold=5.0)
+    release = threading.Event()
+
+    def first_waits(texts: Sequence[str]) -> Vectors:
+        if texts == ["first"]:
+            release.wait(10)
+        return fake.encode_texts(texts)
+
+    counting._encode = first_waits
+    leader = threading.Thread(target=batcher.encode, args=(["first"],))
+    leader.start()
+    while not counting.calls:
+        time.sleep(0.001)
+    started = time.monotonic()
+    queued = [threading.Thread(target=batcher.encode, args=([f"q{i}"],)) for i in range(5)]
+    for thread in queued:
+        thread.start()
+        while not any(r.texts == [f"q{queued.index(thread)}"] for r in batcher._pending):
+            time.sleep(0.001)  # in this order
+    release.set()
+    for thread in [leader, *queued]:
+        thread.join(10)
+    assert counting.calls[1:] == [["q0", "q1", "q2", "q3"], ["q4"]]
+    assert time.monotonic() - started < 2.5  # q4 did not wait for the 5 s hold
