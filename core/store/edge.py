@@ -240,7 +240,7 @@ class EdgeIndex:
         # A filtered graph walk can come back short (see edge_tuning): when more points match,
         # the page is answered again by an exact scan of the matches.
         short = edge_filter is not None and not params.exact and len(points) < limit
-        if short and self.count(search_filter) > offset + len(points):
+        if short and self._count(edge_filter) > offset + len(points):
             return self.search(vector, limit, offset, search_filter, True, with_vectors)
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
 
@@ -282,7 +282,17 @@ class EdgeIndex:
         return {str(r.id) for r in records}
 
     def count(self, search_filter: SearchFilter | None = None) -> int:
+        return self._count(_edge_filter(search_filter))
+
+    def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
         edge_filter = _edge_filter(search_filter)
+        if edge_filter is not None:
+            estimate = self._shard.count(qe.CountRequest(exact=False, filter=edge_filter))
+            if int(estimate) > limit:
+                return None
+        return self._count(edge_filter)
+
+    def _count(self, edge_filter: qe.Filter | None) -> int:
         if edge_filter is None:
             # The shard's point count: each segment's live points summed, as the exact count
             # sums them (deleted and replaced points are out; tests/test_store_graph.py checks
@@ -291,13 +301,6 @@ class EdgeIndex:
             # leaves off.
             return int(self._shard.info().points_count)
         return int(self._shard.count(qe.CountRequest(exact=True, filter=edge_filter)))
-
-    def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
-        edge_filter = _edge_filter(search_filter)
-        if edge_filter is None:
-            return self.count()
-        estimate = self._shard.count(qe.CountRequest(exact=False, filter=edge_filter))
-        return self.count(search_filter) if int(estimate) <= limit else None
 
     def iter_ids(self) -> Iterator[str]:
         offset: Any = None
