@@ -257,6 +257,13 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return resolved(value)
 
+    @field_validator("allowed_image_roots", mode="after")
+    @classmethod
+    def _resolve_roots(cls, value: list[Path]) -> list[Path]:
+        """Resolved once here (``~`` expanded, symlinks followed); every check compares a
+        resolved path against these as they are."""
+        return [resolved(root) for root in value]
+
     @property
     def catalog_url(self) -> str:
         """The SQLAlchemy URL of the catalog: the configured one, else SQLite under home."""

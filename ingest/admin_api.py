@@ -21,7 +21,6 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from core.catalog.index_versions import VersionRefused
-from core.paths import resolved
 from core.status import collect_status
 from ingest.failures import failure_rows
 from ingest.scan import normalize_roots
@@ -159,7 +158,7 @@ def _check_roots(request: Request, roots: list[Path]) -> None:
     CLIPDEX_ALLOWED_IMAGE_ROOTS, as for libraries: a key must not open the whole disk."""
     if _local_caller(request):
         return
-    allowed = [resolved(r) for r in request.app.state.settings.allowed_image_roots]
+    allowed: list[Path] = request.app.state.settings.allowed_image_roots
     if any(not any(root.is_relative_to(a) for a in allowed) for root in roots):
         raise HTTPException(
             403, "a path is not under CLIPDEX_ALLOWED_IMAGE_ROOTS; only the local CLI may "

@@ -18,7 +18,6 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from core.paths import resolved
 from core.runtime import Runtime
 from ingest.forget import remove_library
 from ingest.libraries import (
@@ -85,7 +84,7 @@ def post_library(request: Request, body: LibraryIn) -> LibraryOut:
     folders under CLIPDEX_ALLOWED_IMAGE_ROOTS: a key must not open the whole disk."""
     allowed: list[Path] = request.app.state.settings.allowed_image_roots
     wanted = resolved_root(body.path)
-    if not any(wanted.is_relative_to(resolved(root)) for root in allowed):
+    if not any(wanted.is_relative_to(root) for root in allowed):
         raise BadLibrary(
             f"{body.path} is not under CLIPDEX_ALLOWED_IMAGE_ROOTS; the server adds libraries "
             "only there (or use `clipdex library add` on the server)"

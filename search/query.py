@@ -191,11 +191,11 @@ def parse_terms(text: str) -> list[Term]:
 
 
 def path_term(value: str, allowed_roots: list[Path]) -> Path:
-    """A server-side image path, accepted only under the configured roots."""
+    """A server-side image path, accepted only under ``allowed_roots`` (resolved already)."""
     try:
         path = resolved(Path(value))
     except UnusablePath as error:
         raise BadQuery(str(error)) from None
-    if not any(path.is_relative_to(resolved(root)) for root in allowed_roots):
+    if not any(path.is_relative_to(root) for root in allowed_roots):
         raise BadQuery("that path is outside the server's allowed image roots")
     return path

@@ -81,3 +81,23 @@ def test_the_cli_takes_a_tilde_word_literally(tmp_path: Path, library: Path) -> 
         capture_output=True, text=True, env=env, cwd=tmp_path, check=False, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
+
+
+def test_allowed_roots_are_resolved_once_in_settings(
+    tmp_path: Path, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root given through a symlink or relative to the working folder admits the images
+    under its real location; the settings hold the resolved roots, not each check."""
+    from core.settings import Settings
+    from search.query import BadQuery, path_term
+
+    os.symlink(library, tmp_path / "link")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLIPDEX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CLIPDEX_ALLOWED_IMAGE_ROOTS", f"{tmp_path / 'link'},relative")
+    settings = Settings()
+    assert settings.allowed_image_roots == [library.resolve(), tmp_path.resolve() / "relative"]
+    image = next(library.glob("*.jpg")).resolve()
+    assert path_term(str(image), settings.allowed_image_roots) == image
+    with pytest.raises(BadQuery):
+        path_term(str(tmp_path / "elsewhere.jpg"), settings.allowed_image_roots)
