@@ -11,10 +11,11 @@ clipdex's payload shape, then is measured twice in the same run:
   graph   after ``optimize()``: HNSW over int8 codes, rescored with the float vectors
 
 Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points, and width
-ranges matching 1%, 2%, 10% and 27%), recall@10 against exact search over the same points,
-and the reopen time (store closed, reopened, first search answered). After the build it also
-prints the p50 of a whole result page through the search layer (the search and its ``total``)
-beside the exact count that every page paid before totals were counted only where cheap.
+ranges matching 1%, 2%, 10%, 12%, 13% and 27%: at 1M points 12% and 13% lie either side of
+the scan threshold), recall@10 against exact search over the same points, and the reopen
+time (store closed, reopened, first search answered). After the build it also prints the p50
+of a whole result page through the search layer (the search and its ``total``) beside the
+exact count that every page paid before totals were counted only where cheap.
 ``--uniform N`` adds the worst case: uniform random vectors, which have no neighbourhoods for
 any graph to follow.
 """
@@ -51,6 +52,9 @@ FILTERS = {
     "width 2%": SearchFilter(min_width=640, max_width=719),
     "folder 4%": SearchFilter(folder="/photos/2017"),
     "width 10%": SearchFilter(min_width=640, max_width=1039),
+    # 120,000 and 130,000 of 1M points: either side of the scan threshold (125,000 matches)
+    "width 12%": SearchFilter(min_width=640, max_width=1119),
+    "width 13%": SearchFilter(min_width=640, max_width=1159),
     "width 27%": SearchFilter(min_width=3300),
 }
 Generate = Callable[[int, int], NDArray[np.float32]]
