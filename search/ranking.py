@@ -5,7 +5,11 @@ page, ``has_more`` and, where it is known exactly and cheaply, ``total``.
 Every refinement is prefix-stable or works on a fixed window, so paging stays consistent:
 - the adaptive cutoff decides what is relevant from the top ``CUTOFF_WINDOW`` vector scores;
 - hybrid fuses the top ``HYBRID_WINDOW`` of each side, the same for every page;
-- a date sort orders the relevant set: what the cutoff kept, else the best ``SORT_WINDOW``.
+- a date sort orders the relevant set: what the cutoff kept, else the best ``SORT_WINDOW``;
+- collapsing keeps, greedily from the top, what is not a near duplicate of a hit kept above.
+
+The store orders equal scores by id (``core.store.base.ranked_slice``), so the order does
+not depend on how many candidates a page asked for.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from search.results import Hit, SearchPage
 # pages); paging ends at the window's end.
 HYBRID_WINDOW = 500
 SORT_WINDOW = 1000
+# Collapsing looks at the best candidates, four times the page at first and deeper while
+# the page is not full, up to this many; paging ends where the window does. Greedy from the
+# top over one order, so a deeper look only adds to what a shallower one kept.
+COLLAPSE_WINDOW = 500
 _COLLAPSE_OVERFETCH = 4
 # A plain page's ``total`` is counted exactly when the store's estimate is at most this many
 # matches (about 1 ms at 1M points); more get no total (except on their last page) rather
@@ -59,18 +67,21 @@ def ranked_page(
         assert vector is not None
         return _plain_page(index, vector, options)
     wanted = options.offset + options.limit
-    candidates = _candidates(index, vector, words, options, _depth(options, wanted), exclude)
+    depth = _depth(options, wanted)
+    candidates = _candidates(index, vector, words, options, depth, exclude)
     hits = candidates.hits
     if options.collapse_duplicates is not None:
         hits = collapse_near_duplicates(hits, options.collapse_duplicates)
+        # Collapsing can leave fewer hits than the page needs: look deeper, up to the window.
+        while len(hits) <= wanted and not candidates.complete and depth < COLLAPSE_WINDOW:
+            depth = min(depth * _COLLAPSE_OVERFETCH, COLLAPSE_WINDOW)
+            candidates = _candidates(index, vector, words, options, depth, exclude)
+            hits = collapse_near_duplicates(candidates.hits, options.collapse_duplicates)
     if options.sort != "relevance":
         hits = sort_by_taken(hits, newest_first=options.sort == "-taken_at")
     scored = [Hit.from_stored(hit) for hit in hits[options.offset : wanted]]
     total = len(hits) if candidates.complete else None
-    more = len(hits) > wanted
-    if options.collapse_duplicates is not None and not candidates.complete:
-        more = more or len(candidates.hits) >= _depth(options, wanted)  # the store has more
-    return SearchPage(scored, has_more=more, total=total)
+    return SearchPage(scored, has_more=len(hits) > wanted, total=total)
 
 
 def _plain(options: SearchOptions, exclude: str | None) -> bool:
@@ -102,7 +113,8 @@ def _depth(options: SearchOptions, wanted: int) -> int:
     if options.adaptive_cutoff:
         depth = max(depth, CUTOFF_WINDOW)
     if options.collapse_duplicates is not None:
-        depth = max(depth, (wanted + 1) * _COLLAPSE_OVERFETCH)
+        collapse = min((wanted + 1) * _COLLAPSE_OVERFETCH, COLLAPSE_WINDOW)
+        depth = max(collapse, CUTOFF_WINDOW if options.adaptive_cutoff else 0)
     fixed = [HYBRID_WINDOW] if options.mode == "hybrid" else []
     if options.sort != "relevance" and not options.adaptive_cutoff:
         fixed.append(SORT_WINDOW)

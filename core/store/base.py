@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -231,7 +231,48 @@ class VectorIndex(Protocol):
 
 def by_score_then_id(hits: list[StoredHit]) -> list[StoredHit]:
     """Best first, equal scores (to 5 decimals) by id: backends break ties differently."""
-    return sorted(hits, key=lambda h: (-round(h.score, 5), h.id))
+    return sorted(hits, key=_rank)
+
+
+def _rank(hit: StoredHit) -> tuple[float, str]:
+    return (-round(hit.score, 5), hit.id)
+
+
+# A tie group at the edge of a window is completed up to this many hits past the window; a
+# bigger group of equal scores (one word every file shares) is cut where the backend cuts it.
+TIE_REACH = 2048
+
+Query = Callable[[int, bool], list[StoredHit]]
+
+
+def ranked_slice(
+    query: Query, retrieve: Callable[[list[str]], list[StoredHit]], offset: int, limit: int
+) -> list[StoredHit]:
+    """Hits ``offset`` to ``offset + limit`` of a ranking ordered by score, then id.
+
+    ``query(n, with_payload)`` gives a backend's best ``n``, best first. Which of several
+    equal scores a backend keeps at the end of its top ``n`` depends on ``n`` (a heap's
+    choice), so pages cut from windows of different sizes repeated some hits and skipped
+    others. Here the window grows until the last score fetched is below the last one wanted:
+    the tie group at the window's edge is then whole, and ordering by id decides it the same
+    way for every page. A first page comes with its payloads; a deeper one fetches ids and
+    scores only and then the payloads of its own hits (``retrieve``)."""
+    window = offset + limit
+    with_payload = offset == 0
+    fetch = window + 1
+    hits = query(fetch, with_payload)
+    while (
+        len(hits) == fetch
+        and fetch < window + TIE_REACH
+        and round(hits[-1].score, 5) == round(hits[window - 1].score, 5)
+    ):
+        fetch = min(fetch * 2, window + TIE_REACH)
+        hits = query(fetch, with_payload)
+    page = sorted(hits, key=_rank)[offset:window]
+    if with_payload or not page:
+        return page
+    full = {hit.id: hit for hit in retrieve([hit.id for hit in page])}
+    return [replace(full[hit.id], score=hit.score) for hit in page if hit.id in full]
 
 
 def keyword_missing(name: str) -> StoreError:

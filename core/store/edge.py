@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,10 +32,10 @@ from core.store.base import (
     StoredHit,
     StoreError,
     StoreLocked,
-    by_score_then_id,
     conditions,
     keyword_missing,
     metadata_keys,
+    ranked_slice,
     rfc3339,
     stored_hit,
     vector_as_list,
@@ -224,25 +224,43 @@ class EdgeIndex:
         with_vectors: bool = False,
     ) -> list[StoredHit]:
         edge_filter = _edge_filter(search_filter)
-        params = self._tuning.search_params(
-            exact, filtered=edge_filter is not None, depth=offset + limit
-        )
+        dense = qe.Query.Nearest(vector_as_list(vector, self.dim))
+
+        def query(fetch: int, with_payload: bool) -> list[StoredHit]:
+            return self._query(dense, fetch, edge_filter, exact, with_vectors, with_payload)
+
+        return ranked_slice(query, self._retriever(with_vectors), offset, limit)
+
+    def _query(
+        self,
+        dense: Any,
+        fetch: int,
+        edge_filter: qe.Filter | None,
+        exact: bool,
+        with_vectors: bool,
+        with_payload: bool,
+    ) -> list[StoredHit]:
+        """The best ``fetch`` (vectors only with the payloads: a deep page retrieves both)."""
+        with_vectors = with_vectors and with_payload
+        params = self._tuning.search_params(exact, filtered=edge_filter is not None, depth=fetch)
         request = qe.QueryRequest(
-            limit=limit,
-            offset=offset or None,
-            query=qe.Query.Nearest(vector_as_list(vector, self.dim)),
-            with_payload=True,
+            limit=fetch,
+            query=dense,
+            with_payload=with_payload,
             with_vector=[""] if with_vectors else False,
             filter=edge_filter,
             params=params,
         )
         points = self._shard.query(request)
         # A filtered graph walk can come back short (see edge_tuning): when more points match,
-        # the page is answered again by an exact scan of the matches.
-        short = edge_filter is not None and not params.exact and len(points) < limit
-        if short and self._count(edge_filter) > offset + len(points):
-            return self.search(vector, limit, offset, search_filter, True, with_vectors)
+        # the window is answered again by an exact scan of the matches.
+        short = edge_filter is not None and not params.exact and len(points) < fetch
+        if short and self._count(edge_filter) > len(points):
+            return self._query(dense, fetch, edge_filter, True, with_vectors, with_payload)
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
+
+    def _retriever(self, with_vectors: bool) -> Callable[[list[str]], list[StoredHit]]:
+        return lambda ids: self.retrieve(ids, with_vectors)
 
     def keyword_search(
         self,
@@ -254,20 +272,26 @@ class EdgeIndex:
         indices, values = sparse_of(words)
         if not indices:
             return []
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(qe.SparseVector(indices, values), using=KEYWORDS_VECTOR),
-            with_payload=True,
-            with_vector=[""] if with_vectors else False,
-            filter=_edge_filter(search_filter),
-        )
-        try:
-            points = self._shard.query(request)
-        except Exception as error:
-            if "Not existing vector name" in str(error):
-                raise keyword_missing(self.name) from error
-            raise
-        return by_score_then_id([stored_hit(p.id, p.score, p.payload, p.vector) for p in points])
+        sparse = qe.Query.Nearest(qe.SparseVector(indices, values), using=KEYWORDS_VECTOR)
+        edge_filter = _edge_filter(search_filter)
+
+        def query(fetch: int, with_payload: bool) -> list[StoredHit]:
+            request = qe.QueryRequest(
+                limit=fetch,
+                query=sparse,
+                with_payload=with_payload,
+                with_vector=[""] if with_vectors and with_payload else False,
+                filter=edge_filter,
+            )
+            try:
+                points = self._shard.query(request)
+            except Exception as error:
+                if "Not existing vector name" in str(error):
+                    raise keyword_missing(self.name) from error
+                raise
+            return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
+
+        return ranked_slice(query, self._retriever(with_vectors), 0, limit)
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:

@@ -26,10 +26,10 @@ from core.store.base import (
     StoredHit,
     StoreError,
     as_utc,
-    by_score_then_id,
     conditions,
     keyword_missing,
     metadata_keys,
+    ranked_slice,
     stored_hit,
     vector_as_list,
 )
@@ -150,17 +150,14 @@ class QdrantIndex:
         exact: bool = False,
         with_vectors: bool = False,
     ) -> list[StoredHit]:
-        response = self._client.query_points(
-            self.name,
-            query=vector_as_list(vector, self.dim),
-            limit=limit,
-            offset=offset or None,
-            query_filter=_qdrant_filter(search_filter),
-            search_params=models.SearchParams(exact=exact) if self._server else None,
-            with_payload=True,
-            with_vectors=[""] if with_vectors and self._keywords else with_vectors,
-        )
-        return [stored_hit(p.id, p.score, p.payload, p.vector) for p in response.points]
+        dense = vector_as_list(vector, self.dim)
+        params = models.SearchParams(exact=exact) if self._server else None
+        wanted: Any = [""] if with_vectors and self._keywords else with_vectors
+
+        def query(fetch: int, with_payload: bool) -> list[StoredHit]:
+            return self._query(dense, None, fetch, search_filter, params, wanted, with_payload)
+
+        return ranked_slice(query, lambda ids: self.retrieve(ids, with_vectors), offset, limit)
 
     def keyword_search(
         self,
@@ -174,17 +171,37 @@ class QdrantIndex:
         indices, values = sparse_of(words)
         if not indices:
             return []
+        sparse = models.SparseVector(indices=indices, values=values)
+        wanted: Any = [""] if with_vectors else False
+
+        def query(fetch: int, with_payload: bool) -> list[StoredHit]:
+            using = KEYWORDS_VECTOR
+            return self._query(sparse, using, fetch, search_filter, None, wanted, with_payload)
+
+        return ranked_slice(query, lambda ids: self.retrieve(ids, with_vectors), 0, limit)
+
+    def _query(
+        self,
+        query: Any,
+        using: str | None,
+        fetch: int,
+        search_filter: SearchFilter | None,
+        params: models.SearchParams | None,
+        with_vectors: Any,
+        with_payload: bool,
+    ) -> list[StoredHit]:
+        """The best ``fetch`` (vectors only with the payloads: a deep page retrieves both)."""
         response = self._client.query_points(
             self.name,
-            query=models.SparseVector(indices=indices, values=values),
-            using=KEYWORDS_VECTOR,
-            limit=limit,
+            query=query,
+            using=using,
+            limit=fetch,
             query_filter=_qdrant_filter(search_filter),
-            with_payload=True,
-            with_vectors=[""] if with_vectors else False,
+            search_params=params,
+            with_payload=with_payload,
+            with_vectors=with_vectors if with_payload else False,
         )
-        points = response.points
-        return by_score_then_id([stored_hit(p.id, p.score, p.payload, p.vector) for p in points])
+        return [stored_hit(p.id, p.score, p.payload, p.vector) for p in response.points]
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
