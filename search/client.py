@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -114,10 +115,10 @@ class ClipdexClient:
 
     def similar_page(self, asset_id: str, options: SearchOptions | None = None) -> SearchPage:
         params = wire_options(options or SearchOptions(), "query")
-        return _page(self._call("GET", f"/v1/assets/{asset_id}/similar", params=params))
+        return _page(self._call("GET", f"{_asset_url(asset_id)}/similar", params=params))
 
     def asset(self, asset_id: str) -> AssetInfo:
-        return AssetInfo(**self._call("GET", f"/v1/assets/{asset_id}"))
+        return AssetInfo(**self._call("GET", _asset_url(asset_id)))
 
     def classify(
         self, labels: Sequence[str], image: Path | bytes | None = None,
@@ -147,7 +148,8 @@ class ClipdexClient:
         return [TextSetInfo(**row) for row in self._call("GET", "/v1/texts")]
 
     def thumbnail(self, asset_id: str, size: int = 256) -> bytes:
-        response = self._request("GET", f"/v1/assets/{asset_id}/thumbnail", params={"size": size})
+        url = f"{_asset_url(asset_id)}/thumbnail"
+        response = self._request("GET", url, params={"size": size})
         return response.content
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -173,6 +175,15 @@ class ClipdexClient:
                 detail = response.text
             raise ClipdexError(response.status_code, str(detail))
         return response
+
+
+def _asset_url(asset_id: str) -> str:
+    """The URL of an asset, its id percent-encoded (``?`` or ``#`` in it stay part of it). An
+    id that no URL path segment can carry (empty, a ``/``, a dot segment) names no asset: the
+    404 the server gives any id that is not a UUID, said here, as ``SearchService`` says it."""
+    if not asset_id or "/" in asset_id or asset_id in (".", ".."):
+        raise ClipdexError(404, f"no asset with id {asset_id!r} (asset ids are UUIDs)")
+    return f"/v1/assets/{quote(asset_id, safe='')}"
 
 
 def wire_options(options: SearchOptions, shape: WireShape) -> dict[str, Any]:

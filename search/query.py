@@ -44,7 +44,17 @@ META_KEY_RULE = "1 to 64 letters, digits, _ or -"
 
 
 class BadQuery(ValueError):
-    """The caller asked for something invalid; the message says what."""
+    """The caller asked for something invalid; the message says what, never the input (an
+    HTTP 422 does not echo it). ``detailed`` adds what was given, for the CLI, whose user typed
+    it and wants to see how it was read (``nan``)."""
+
+    def __init__(self, message: str, got: object = None) -> None:
+        super().__init__(message)
+        self.got = got
+
+    @property
+    def detailed(self) -> str:
+        return str(self) if self.got is None else f"{self}, got {self.got}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +65,22 @@ class Term:
 
     def __post_init__(self) -> None:
         if self.weight == 0 or self.weight != self.weight or abs(self.weight) > 100:
-            raise BadQuery(f"term weight must be non-zero and within ±100, got {self.weight}")
+            raise BadQuery("term weight must be non-zero and within ±100", self.weight)
         if self.kind == "text" and not str(self.value).strip():
             raise BadQuery("a text term is empty")
 
 
+DEFAULT_LIMIT = 10  # hits a query returns when it names no limit, capped at the maximum
+
+
+def default_limit(max_limit: int) -> int:
+    """The limit of a query that names none: 10, or the configured maximum if that is less."""
+    return min(DEFAULT_LIMIT, max_limit)
+
+
 @dataclass(frozen=True, slots=True)
 class SearchOptions:
-    limit: int = 10
+    limit: int = DEFAULT_LIMIT
     offset: int = 0
     filters: SearchFilter = field(default_factory=SearchFilter)
     min_score: float | None = None
@@ -75,42 +93,56 @@ class SearchOptions:
 
 def check_page(limit: int, offset: int, max_limit: int) -> None:
     if not 1 <= limit <= max_limit:
-        raise BadQuery(f"limit must be between 1 and {max_limit}, got {limit}")
+        raise BadQuery(f"limit must be between 1 and {max_limit}", limit)
     if not 0 <= offset <= MAX_OFFSET:
-        raise BadQuery(f"offset must be between 0 and {MAX_OFFSET}, got {offset}")
+        raise BadQuery(f"offset must be between 0 and {MAX_OFFSET}", offset)
 
 
 def checked_options(options: SearchOptions, max_limit: int) -> SearchOptions:
     """Every bound the HTTP API declares, for in-process callers too; formats upper-cased as
-    the catalog records them ("png" finds PNGs, in process as over HTTP)."""
+    the catalog records them ("png" finds PNGs, in process as over HTTP) and the folder made
+    absolute and resolved as ingest records paths (``/lib/``, ``/lib/../lib`` find ``/lib``)."""
     check_page(options.limit, options.offset, max_limit)
     score = options.min_score
     if score is not None and not MIN_SCORE_FLOOR <= score <= MIN_SCORE_CEILING:
         raise BadQuery(
-            f"min_score must be between {MIN_SCORE_FLOOR} and {MIN_SCORE_CEILING}, got {score}"
+            f"min_score must be between {MIN_SCORE_FLOOR} and {MIN_SCORE_CEILING}", score
         )
     collapse = options.collapse_duplicates
     if collapse is not None and not COLLAPSE_FLOOR < collapse <= COLLAPSE_CEILING:
         raise BadQuery(
-            f"collapse_duplicates must be above {COLLAPSE_FLOOR} and at most {COLLAPSE_CEILING},"
-            f" got {collapse}"
+            f"collapse_duplicates must be above {COLLAPSE_FLOOR} and at most {COLLAPSE_CEILING}",
+            collapse,
         )
     _check_ranking(options)
     filters = options.filters
     _check_filters(filters)
     formats = tuple(f.upper() for f in filters.formats)
-    if formats == filters.formats:
+    folder = _folder(filters.folder)
+    if formats == filters.formats and folder == filters.folder:
         return options
-    return replace(options, filters=replace(filters, formats=formats))
+    return replace(options, filters=replace(filters, formats=formats, folder=folder))
+
+
+def _folder(folder: str | None) -> str | None:
+    """A folder filter as ingest records folders: absolute, resolved, no trailing slash."""
+    if folder is None:
+        return None
+    if not folder.strip():
+        raise BadQuery("folder is empty")
+    try:
+        return str(resolved(Path(folder)))
+    except UnusablePath as error:
+        raise BadQuery("folder is not a usable path", error) from None
 
 
 def _check_ranking(options: SearchOptions) -> None:
     if options.mode not in MODES:
-        raise BadQuery(f"mode must be one of {', '.join(MODES)}, got {options.mode!r}")
+        raise BadQuery(f"mode must be one of {', '.join(MODES)}", repr(options.mode))
     if options.sort not in SORTS:
-        raise BadQuery(f"sort must be one of {', '.join(SORTS)}, got {options.sort!r}")
+        raise BadQuery(f"sort must be one of {', '.join(SORTS)}", repr(options.sort))
     if not 0.0 <= options.keyword_weight <= 1.0:
-        raise BadQuery(f"keyword_weight must be between 0 and 1, got {options.keyword_weight}")
+        raise BadQuery("keyword_weight must be between 0 and 1", options.keyword_weight)
     if options.mode == "keyword" and options.min_score is not None:
         raise BadQuery("min_score is a cosine similarity; keyword mode has none (use hybrid)")
 
@@ -128,12 +160,12 @@ def _check_filters(filters: SearchFilter) -> None:
         low, high = getattr(filters, low_name), getattr(filters, high_name)
         for name, value in ((low_name, low), (high_name, high)):
             if value is not None and value < 0:
-                raise BadQuery(f"{name} must be at least 0, got {value}")
+                raise BadQuery(f"{name} must be at least 0", value)
         if low is not None and high is not None and low > high:
-            raise BadQuery(f"{low_name} ({low}) is above {high_name} ({high})")
+            raise BadQuery(f"{low_name} is above {high_name}", f"{low} > {high}")
     if filters.orientation is not None and filters.orientation not in ORIENTATIONS:
         raise BadQuery(
-            f"orientation must be one of {', '.join(ORIENTATIONS)}, got {filters.orientation!r}"
+            f"orientation must be one of {', '.join(ORIENTATIONS)}", repr(filters.orientation)
         )
     for name in ("camera_make", "camera_model"):
         value = getattr(filters, name)
@@ -146,16 +178,16 @@ def _check_filters(filters: SearchFilter) -> None:
         raise BadQuery("a metadata key may appear once in a query's filters")
     for key, value in filters.metadata:
         if not META_KEY.fullmatch(key):
-            raise BadQuery(f"metadata key {key!r} must be {META_KEY_RULE}")
+            raise BadQuery(f"a metadata key must be {META_KEY_RULE}", repr(key))
         if not 1 <= len(value) <= MAX_META_VALUE_CHARS:
-            raise BadQuery(f"metadata value for {key!r} must be 1 to {MAX_META_VALUE_CHARS} chars")
+            raise BadQuery(f"metadata value for {key} must be 1 to {MAX_META_VALUE_CHARS} chars")
 
 
 def parse_where(pair: str) -> tuple[str, str]:
     """``key=value`` (a metadata filter, as the CLI's --where and the query string's where)."""
     key, sign, value = pair.partition("=")
     if not sign:
-        raise BadQuery(f"a metadata filter is key=value, got {pair!r}")
+        raise BadQuery("a metadata filter is key=value", repr(pair))
     return key.strip(), value.strip()
 
 
@@ -195,7 +227,7 @@ def path_term(value: str, allowed_roots: list[Path]) -> Path:
     try:
         path = resolved(Path(value))
     except UnusablePath as error:
-        raise BadQuery(str(error)) from None
+        raise BadQuery("that path is not usable", error) from None
     if not any(path.is_relative_to(root) for root in allowed_roots):
         raise BadQuery("that path is outside the server's allowed image roots")
     return path

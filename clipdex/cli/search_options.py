@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clipdex.cli.common import fail
-from core.paths import resolved
+from clipdex.cli.common import checked_settings, expected_errors, fail
 
 if TYPE_CHECKING:
     from search.query import SearchOptions
 
-Limit = Annotated[int, typer.Option(help="How many hits.")]
+Limit = Annotated[
+    int | None,
+    typer.Option(help="How many hits [default: 10, or CLIPDEX_SEARCH_MAX_LIMIT if less]."),
+]
 Offset = Annotated[int, typer.Option(help="Skip this many hits (paging).")]
 Folder = Annotated[Path | None, typer.Option(help="Only images under this folder.")]
 Formats = Annotated[
@@ -64,17 +66,28 @@ def parse_date(value: str | None, name: str) -> datetime | None:
 
 
 def build_options(flags: dict[str, Any]) -> SearchOptions:
-    """``SearchOptions`` from a command's flags (its ``locals()``, named as above)."""
-    from core.store.base import SearchFilter
-    from search.query import BadQuery, SearchOptions, parse_where
+    """``SearchOptions`` from a command's flags (its ``locals()``, named as above), checked
+    here by the engine's own checks, before any server or store is asked: a bad option is the
+    same one line with or without a ``clipdex serve`` (whose JSON cannot even carry NaN)."""
+    from search.query import BadQuery, checked_options, default_limit
 
-    folder = flags["folder"]
-    try:
-        where = tuple(parse_where(pair) for pair in flags["where"] or ())
+    with expected_errors():
+        max_limit = checked_settings().search_max_limit
+    limit = flags["limit"]
+    try:  # the folder is resolved against this working folder, as ingest resolves paths
+        options = _options(flags, default_limit(max_limit) if limit is None else limit)
+        return checked_options(options, max_limit)
     except BadQuery as error:
-        fail(str(error))
+        fail(error.detailed)
+
+
+def _options(flags: dict[str, Any], limit: int) -> SearchOptions:
+    from core.store.base import SearchFilter
+    from search.query import SearchOptions, parse_where
+
+    where = tuple(parse_where(pair) for pair in flags["where"] or ())
     filters = SearchFilter(
-        folder=str(resolved(folder)) if folder else None,
+        folder=str(flags["folder"]) if flags["folder"] is not None else None,
         formats=tuple(f.upper() for f in flags["formats"] or ()),
         min_width=flags["min_width"],
         min_height=flags["min_height"],
@@ -90,7 +103,7 @@ def build_options(flags: dict[str, Any]) -> SearchOptions:
         metadata=tuple(sorted(where)),
     )
     return SearchOptions(
-        limit=flags["limit"], offset=flags["offset"], filters=filters,
+        limit=limit, offset=flags["offset"], filters=filters,
         min_score=flags["min_score"], adaptive_cutoff=flags["cutoff"],
         collapse_duplicates=flags["collapse"], mode=flags["mode"],
         keyword_weight=flags["keyword_weight"], sort=flags["sort"],

@@ -41,7 +41,7 @@ def search(
             "--weight", help="Weight of the --image at the same position (default 1; -1 avoids)."
         ),
     ] = None,
-    limit: so.Limit = 10,
+    limit: so.Limit = None,
     offset: so.Offset = 0,
     folder: so.Folder = None,
     formats: so.Formats = None,
@@ -98,13 +98,16 @@ def _terms(words: str, images: list[Path], weights: list[float]) -> list[Any]:
     """The query's terms: the words (with their + and - signs), then each image's bytes with
     its weight; the CLI reads the images, so the server needs no access to them."""
     from core.images import read_limited
-    from search.query import Term, parse_terms
+    from search.query import BadQuery, Term, parse_terms
 
-    terms = parse_terms(words) if words else []
-    most = checked_settings().max_file_bytes
-    for position, path in enumerate(images):
-        weight = weights[position] if position < len(weights) else 1.0
-        terms.append(Term("image", read_limited(expand_user(path), most), weight))
+    try:
+        terms = parse_terms(words) if words else []
+        most = checked_settings().max_file_bytes
+        for position, path in enumerate(images):
+            weight = weights[position] if position < len(weights) else 1.0
+            terms.append(Term("image", read_limited(expand_user(path), most), weight))
+    except BadQuery as error:  # a weight of nan: say how it was read
+        fail(error.detailed)
     return terms
 
 
@@ -127,7 +130,7 @@ def _print_page(page: Any, offset: int, json_output: bool) -> None:
 
 def similar(
     asset_id: Annotated[str, typer.Argument(help="An asset id from search results.")],
-    limit: so.Limit = 10,
+    limit: so.Limit = None,
     offset: so.Offset = 0,
     folder: so.Folder = None,
     formats: so.Formats = None,

@@ -9,7 +9,8 @@ import io
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, params
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
@@ -41,6 +42,7 @@ from search.query import (
     BadQuery,
     SearchOptions,
     Term,
+    default_limit,
     parse_terms,
     parse_where,
     path_term,
@@ -126,7 +128,46 @@ def _terms(request: Request, body: SearchIn) -> list[Term]:
     return terms
 
 
-def _flat_options(flat: FlatOptionsIn) -> SearchOptions:
+def _limit(request: Request, limit: int | None) -> int:
+    """The query's limit; none given is 10, or the server's maximum if that is less."""
+    return (
+        limit if limit is not None else default_limit(request.app.state.settings.search_max_limit)
+    )
+
+
+# The names a flat query string or form may hold besides the options (FlatOptionsIn).
+FLAT_FIELDS = frozenset(FlatOptionsIn.model_fields)
+
+
+def _refuse_unknown(where: str, names: list[str], known: frozenset[str]) -> None:
+    """A misspelt option (``fromat``, ``colapse``) is a 422 naming it, never a silent drop."""
+    extra = "Extra inputs are not permitted"
+    unknown = [name for name in dict.fromkeys(names) if name not in known]
+    if unknown:
+        raise RequestValidationError(
+            [{"type": "extra_forbidden", "loc": (where, name), "msg": extra} for name in unknown]
+        )
+
+
+def _known_query(*extra: str) -> params.Depends:
+    known = FLAT_FIELDS | frozenset(extra)
+
+    def check(request: Request) -> None:
+        _refuse_unknown("query", list(request.query_params.keys()), known)
+
+    dependency: params.Depends = Depends(check)
+    return dependency
+
+
+async def _known_form(request: Request) -> None:
+    """The image search's form: options and ``file``; its query string: nothing (the options
+    go in the form, and a query parameter would be ignored)."""
+    _refuse_unknown("query", list(request.query_params.keys()), frozenset())
+    form = await request.form()  # already read for the route's own fields: Starlette keeps it
+    _refuse_unknown("body", list(form.keys()), FLAT_FIELDS | {"file"})
+
+
+def _flat_options(request: Request, flat: FlatOptionsIn) -> SearchOptions:
     """The query-string / form-field shape; the same options as a ``SearchIn`` body."""
     filters = FiltersIn(
         folder=flat.folder, formats=flat.format, min_width=flat.min_width,
@@ -136,9 +177,9 @@ def _flat_options(flat: FlatOptionsIn) -> SearchOptions:
         camera_model=flat.camera_model, metadata=_where(flat.where),
     )  # fmt: skip
     return SearchOptions(
-        limit=flat.limit, offset=flat.offset, filters=_filters(filters), min_score=flat.min_score,
-        adaptive_cutoff=flat.cutoff, collapse_duplicates=flat.collapse, mode=flat.mode,
-        keyword_weight=flat.keyword_weight, sort=flat.sort,
+        limit=_limit(request, flat.limit), offset=flat.offset, filters=_filters(filters),
+        min_score=flat.min_score, adaptive_cutoff=flat.cutoff, collapse_duplicates=flat.collapse,
+        mode=flat.mode, keyword_weight=flat.keyword_weight, sort=flat.sort,
     )  # fmt: skip
 
 
@@ -150,9 +191,9 @@ def _where(pairs: list[str]) -> dict[str, str]:
     return dict(found)
 
 
-def _options(body: SearchIn) -> SearchOptions:
+def _options(request: Request, body: SearchIn) -> SearchOptions:
     return SearchOptions(
-        limit=body.limit,
+        limit=_limit(request, body.limit),
         offset=body.offset,
         filters=_filters(body.filters),
         min_score=body.min_score,
@@ -168,14 +209,16 @@ def _options(body: SearchIn) -> SearchOptions:
 def search_post(request: Request, response: Response, body: SearchIn) -> SearchOut:
     """Text, image, asset and mixed weighted queries, with negatives; ``mode`` keyword or
     hybrid adds the words of the text terms (names, folders, metadata, tags, EXIF text)."""
-    options = _options(body)
+    options = _options(request, body)
     service = _service(request)
     target = service.target()
     page = service.search_page(_terms(request, body), options, target)
     return _out(page, options, target, response)
 
 
-@read_router.get("/v1/search", response_model=SearchOut, tags=["search"])
+@read_router.get(
+    "/v1/search", response_model=SearchOut, tags=["search"], dependencies=[_known_query("q")]
+)
 def search_get(
     request: Request,
     response: Response,
@@ -183,13 +226,16 @@ def search_get(
     flat: Annotated[FlatOptionsIn, Query()],
 ) -> SearchOut:
     """A text query (``beach +sunset -people``) with every option as a query parameter."""
-    options = _flat_options(flat)
+    options = _flat_options(request, flat)
     service = _service(request)
     target = service.target()
     return _out(service.text_page(q, options, target), options, target, response)
 
 
-@read_router.post("/v1/search/image", response_model=SearchOut, tags=["search"])
+@read_router.post(
+    "/v1/search/image", response_model=SearchOut, tags=["search"],
+    dependencies=[Depends(_known_form)],
+)  # fmt: skip
 def search_image(
     request: Request,
     response: Response,
@@ -197,7 +243,7 @@ def search_image(
     flat: Annotated[FlatOptionsIn, Form()],
 ) -> SearchOut:
     """Search with an uploaded image; every option as a form field, named as in GET /v1/search."""
-    options = _flat_options(flat)
+    options = _flat_options(request, flat)
     data = file.file.read()
     service = _service(request)
     target = service.target()
@@ -209,7 +255,10 @@ def get_asset(request: Request, asset_id: str) -> AssetOut:
     return AssetOut(**_service(request).asset(asset_id).as_dict())
 
 
-@read_router.get("/v1/assets/{asset_id}/similar", response_model=SearchOut, tags=["assets"])
+@read_router.get(
+    "/v1/assets/{asset_id}/similar", response_model=SearchOut, tags=["assets"],
+    dependencies=[_known_query()],
+)  # fmt: skip
 def similar(
     request: Request,
     response: Response,
@@ -217,7 +266,7 @@ def similar(
     flat: Annotated[FlatOptionsIn, Query()],
 ) -> SearchOut:
     """More like this; every option as a query parameter, named as in GET /v1/search."""
-    options = _flat_options(flat)
+    options = _flat_options(request, flat)
     service = _service(request)
     target = service.target()
     return _out(service.similar_page(asset_id, options, target), options, target, response)

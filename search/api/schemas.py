@@ -30,7 +30,8 @@ from search.texts import MAX_TEXT_CHARS, MAX_TEXTS
 Weight = Annotated[float, Field(ge=-100, le=100)]
 # The bounds of SearchOptions (search.query), shared by the JSON bodies and the flat
 # query-string / form-field shape below.
-Limit = Annotated[int, Field(ge=1)]  # the upper bound is a setting; the engine checks it
+# The upper bound is a setting, which the engine checks; no limit is 10 or that maximum if less.
+Limit = Annotated[int, Field(ge=1, description="default 10, or the server's maximum if less")]
 Offset = Annotated[int, Field(ge=0, le=MAX_OFFSET)]
 Folder = Annotated[str, Field(max_length=MAX_PATH_CHARS)]
 Formats = Annotated[
@@ -56,9 +57,8 @@ class TermIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     text: QueryText | None = None
-    image: Annotated[str, Field(min_length=1, description="base64-encoded image bytes")] | None = (
-        None
-    )
+    # no min_length: an empty image is a non-image (415), as anywhere else
+    image: Annotated[str, Field(description="base64-encoded image bytes")] | None = None
     asset: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     path: Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)] | None = None
     weight: Weight = 1.0
@@ -100,7 +100,7 @@ class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: QueryText | None = None
     terms: Annotated[list[TermIn], Field(min_length=1, max_length=MAX_TERMS)] | None = None
-    limit: Limit = 10
+    limit: Limit | None = None
     offset: Offset = 0
     filters: FiltersIn = FiltersIn()
     min_score: MinScore | None = None
@@ -121,11 +121,11 @@ class FlatOptionsIn(BaseModel):
     """Every option of ``SearchIn`` as flat fields: the query string of ``GET /v1/search`` and
     ``GET /v1/assets/{id}/similar``, and the form fields of ``POST /v1/search/image``.
 
-    Unknown names are ignored, not refused: the model shares the query string (or the form)
-    with the route's other parameters (``q``, ``file``).
+    Unknown names are refused by the routes (422 naming them), not here: the model shares the
+    query string (or the form) with the route's other parameters (``q``, ``file``).
     """
 
-    limit: Limit = 10
+    limit: Limit | None = None
     offset: Offset = 0
     folder: Folder | None = None
     format: Formats = []
@@ -216,7 +216,7 @@ class ClassifyIn(BaseModel):
         min_length=1, max_length=MAX_LABELS
     )]  # fmt: skip
     asset: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    image: Annotated[str, Field(min_length=1, description="base64 image bytes")] | None = None
+    image: Annotated[str, Field(description="base64 image bytes")] | None = None
     templates: Annotated[list[Annotated[str, Field(max_length=200)]], Field(
         min_length=1, max_length=MAX_TEMPLATES
     )] | None = None  # fmt: skip
@@ -255,7 +255,7 @@ class TextSetOut(BaseModel):
 class TextSearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     asset: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    image: Annotated[str, Field(min_length=1, description="base64 image bytes")] | None = None
+    image: Annotated[str, Field(description="base64 image bytes")] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 5
 
     @model_validator(mode="after")
