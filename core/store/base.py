@@ -256,7 +256,8 @@ def ranked_slice(
     others. Here the window grows until the last score fetched is below the last one wanted:
     the tie group at the window's edge is then whole, and ordering by id decides it the same
     way for every page. A first page comes with its payloads; a deeper one fetches ids and
-    scores only and then the payloads of its own hits (``retrieve``)."""
+    scores only and then the payloads of its own hits (``retrieve``), as does a page whose
+    window had to grow."""
     window = offset + limit
     with_payload = offset == 0
     fetch = window + 1
@@ -267,6 +268,7 @@ def ranked_slice(
         and round(hits[-1].score, 5) == round(hits[window - 1].score, 5)
     ):
         fetch = min(fetch * 2, window + TIE_REACH)
+        with_payload = False
         hits = query(fetch, with_payload)
     page = sorted(hits, key=_rank)[offset:window]
     if with_payload or not page:
