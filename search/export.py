@@ -6,10 +6,15 @@ written as they come: Parquet row groups directly; for NPZ each column is spoole
 file first and then streamed into its ``.npy`` member, since a zip member is written whole. The
 file is written next to the target and renamed into place, so a failed export leaves nothing.
 
-Columns: ``id``, ``sha256``, ``paths`` (live paths), ``metadata`` (format, width, height,
-taken_at) and ``vector`` (float32, L2-normalized). The file's metadata (Parquet schema metadata
-key ``clipdex``, NPZ member ``meta``: a one-element string array) is a JSON object with the index
-version, its collection, the model identity and the row count.
+Columns: ``id``, ``sha256``, ``paths`` (live paths), ``format`` (Pillow's name, as ``JPEG``),
+``width`` and ``height`` (as displayed, EXIF rotation applied), ``bytes`` (the file's size),
+``taken_at`` (date taken, UTC; null when unknown), ``metadata`` (format, width, height and
+taken_at again, as in the first files) and ``vector`` (float32, L2-normalized). NPZ has no null:
+an unknown format is ``""``, an unknown width or height ``-1`` and an unknown date ``NaT``.
+
+The file's metadata (Parquet schema metadata key ``clipdex``, NPZ member ``meta``: a
+one-element string array) is a JSON object with the index version, its collection, the model
+identity and the row count.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -50,6 +56,11 @@ class ExportRow:
     id: str
     sha256: str
     paths: list[str]
+    format: str | None
+    width: int | None
+    height: int | None
+    bytes: int
+    taken_at: datetime | None  # naive, UTC
     metadata: dict[str, Any]
     vector: np.ndarray[Any, np.dtype[np.float32]]
 
@@ -127,10 +138,18 @@ def iter_rows(runtime: Runtime, version: IndexVersion, missing: list[str]) -> It
             if point is None or point.vector is None or asset is None:
                 missing.append(asset_id)
                 continue
+            taken_at = asset.taken_at
+            if taken_at is not None and taken_at.tzinfo is not None:
+                taken_at = taken_at.astimezone(UTC).replace(tzinfo=None)
             yield ExportRow(
                 id=asset_id,
                 sha256=asset.sha256,
                 paths=sorted(paths.get(asset_id, [])),
+                format=asset.format,
+                width=asset.width,
+                height=asset.height,
+                bytes=asset.size_bytes,
+                taken_at=taken_at,
                 metadata={
                     "format": asset.format,
                     "width": asset.width,
@@ -182,6 +201,11 @@ def _write_parquet(path: Path, rows: Iterator[ExportRow], meta: dict[str, Any], 
             ("id", pa.string()),
             ("sha256", pa.string()),
             ("paths", pa.list_(pa.string())),
+            ("format", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("bytes", pa.int64()),
+            ("taken_at", pa.timestamp("us", tz="UTC")),
             ("metadata", metadata_type),
             ("vector", pa.list_(pa.float32(), dim)),
         ]
@@ -196,6 +220,11 @@ def _write_parquet(path: Path, rows: Iterator[ExportRow], meta: dict[str, Any], 
                 pa.array([row.id for row in chunk], pa.string()),
                 pa.array([row.sha256 for row in chunk], pa.string()),
                 pa.array([row.paths for row in chunk], pa.list_(pa.string())),
+                pa.array([row.format for row in chunk], pa.string()),
+                pa.array([row.width for row in chunk], pa.int32()),
+                pa.array([row.height for row in chunk], pa.int32()),
+                pa.array([row.bytes for row in chunk], pa.int64()),
+                pa.array([row.taken_at for row in chunk], pa.timestamp("us", tz="UTC")),
                 pa.array([row.metadata for row in chunk], metadata_type),
                 pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
             ],
@@ -215,7 +244,21 @@ def _write_parquet(path: Path, rows: Iterator[ExportRow], meta: dict[str, Any], 
     return count
 
 
-_STRING_COLUMNS = ("id", "sha256", "paths", "metadata")
+_STRING_COLUMNS = ("id", "sha256", "paths", "format", "metadata")
+_NUMBER_COLUMNS = {"width": "<i8", "height": "<i8", "bytes": "<i8", "taken_at": "<M8[us]"}
+_COLUMNS = ("id", "sha256", "paths", "format", "width", "height", "bytes", "taken_at", "metadata")
+_UNKNOWN = -1  # NPZ width/height not recorded
+
+
+def _npz_numbers(row: ExportRow) -> dict[str, np.ndarray[Any, Any]]:
+    """A row's number columns, one element each, in their member dtypes."""
+    taken = np.datetime64(row.taken_at, "us") if row.taken_at else np.datetime64("NaT", "us")
+    return {
+        "width": np.array([_UNKNOWN if row.width is None else row.width], "<i8"),
+        "height": np.array([_UNKNOWN if row.height is None else row.height], "<i8"),
+        "bytes": np.array([row.bytes], "<i8"),
+        "taken_at": np.array([taken], "<M8[us]"),
+    }
 
 
 def _write_npz(path: Path, rows: Iterator[ExportRow], meta: dict[str, Any], dim: int) -> int:
@@ -228,28 +271,36 @@ def _write_npz(path: Path, rows: Iterator[ExportRow], meta: dict[str, Any], dim:
         spool_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=path.parent))
         spools: dict[str, IO[bytes]] = {
             name: stack.enter_context(open(Path(spool_dir) / name, "w+b"))
-            for name in (*_STRING_COLUMNS, "vector")
+            for name in (*_COLUMNS, "vector")
         }
         for row in rows:
             values = {
                 "id": row.id,
                 "sha256": row.sha256,
                 "paths": json.dumps(row.paths, ensure_ascii=False),
+                "format": row.format or "",
                 "metadata": json.dumps(row.metadata, ensure_ascii=False),
             }
             for name, value in values.items():
                 widths[name] = max(widths[name], len(value))
                 spools[name].write(json.dumps(value).encode() + b"\n")
+            for name, number in _npz_numbers(row).items():
+                spools[name].write(number.tobytes())
             spools["vector"].write(row.vector.astype("<f4").tobytes())
             count += 1
         meta = {**meta, "rows": count}
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for name in _STRING_COLUMNS:
-                dtype = np.dtype(f"<U{widths[name]}")
+            for name in _COLUMNS:
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    _npy_header(member, dtype, (count,))
                     spool = spools[name]
                     spool.seek(0)
+                    if name in _NUMBER_COLUMNS:
+                        _npy_header(member, np.dtype(_NUMBER_COLUMNS[name]), (count,))
+                        while block := spool.read(CHUNK * 8):
+                            member.write(block)
+                        continue
+                    dtype = np.dtype(f"<U{widths[name]}")
+                    _npy_header(member, dtype, (count,))
                     for lines in _line_chunks(spool):
                         member.write(np.array([json.loads(x) for x in lines], dtype).tobytes())
             with archive.open("vector.npy", "w", force_zip64=True) as member:

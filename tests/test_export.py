@@ -83,7 +83,10 @@ def test_parquet_vectors_equal_embed_and_rows_equal_indexed(
 
     table = pq.read_table(out)
     assert table.num_rows == indexed
-    assert table.column_names == ["id", "sha256", "paths", "metadata", "vector"]
+    assert table.column_names == [
+        "id", "sha256", "paths", "format", "width", "height", "bytes", "taken_at", "metadata",
+        "vector",
+    ]  # fmt: skip
     meta = json.loads(table.schema.metadata[b"clipdex"])
     assert meta["index_version"] == version_id and meta["collection"]
     model = meta["model"]
@@ -128,7 +131,10 @@ def test_npz_round_trips_and_equals_parquet(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.npz", "v.parquet"]  # no leftovers
 
     with np.load(tmp_path / "v.npz", allow_pickle=False) as data:
-        assert set(data.files) == {"id", "sha256", "paths", "metadata", "vector", "meta"}
+        assert set(data.files) == {
+            "id", "sha256", "paths", "format", "width", "height", "bytes", "taken_at",
+            "metadata", "vector", "meta",
+        }  # fmt: skip
         arrays = {name: data[name] for name in data.files}
     meta = json.loads(str(arrays["meta"][0]))
     assert meta["index_version"] == version.id and meta["rows"] == PHOTO_COUNT
