@@ -14,6 +14,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core.paths import resolved
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
+QDRANT_SCHEMES = ("http", "https")
+# Celery transports clipdex can be pointed at; Redis is the documented one.
+BROKER_SCHEMES = (
+    "redis",
+    "rediss",
+    "redis+socket",
+    "sentinel",
+    "amqp",
+    "amqps",
+    "pyamqp",
+    "memory",
+)
 
 
 def _default_home() -> Path:
@@ -27,14 +39,16 @@ class Settings(BaseSettings):
 
     home: Path = Field(
         default_factory=_default_home,
-        description="Catalog, embedded store and blobs (default: the platform's user data dir).",
+        description="Catalog, embedded store and blobs (default, and when set empty: the "
+        "platform's user data dir); a folder, or a path one can be made at.",
     )
     database_url: str | None = Field(
         default=None,
         description="The catalog: `postgresql://...` (psycopg 3); unset: SQLite under home.",
     )
     qdrant_url: str | None = Field(
-        default=None, description="A Qdrant server; unset: the embedded store under home."
+        default=None,
+        description="A Qdrant server, `http(s)://host:port`; unset: the embedded store under home.",
     )
     qdrant_api_key: SecretStr | None = Field(default=None, description="The server's API key.")
 
@@ -80,7 +94,8 @@ class Settings(BaseSettings):
 
     broker_url: str | None = Field(
         default=None,
-        description="Celery on Redis (`redis://...`) for workers; unset: ingest encodes inline.",
+        description="Celery on Redis (`redis://host:port/db`) for workers; unset: ingest encodes "
+        "inline.",
     )
     task_batch_size: int = Field(
         default=256, ge=1, le=100_000, description="Asset ids per task message."
@@ -133,7 +148,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins; unset: no CORS."
     )
     blob_root: Path | None = Field(
-        default=None, description="Uploaded bytes, stored by content (default: home/blobs)."
+        default=None,
+        description="Uploaded bytes, stored by content (default, and when set empty: "
+        "home/blobs); a folder, or a path one can be made at.",
     )
     search_ef: int = Field(
         default=512,
@@ -252,10 +269,51 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("home", "blob_root", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        """``CLIPDEX_HOME=""`` is the default home, not the working folder (``Path("")`` is
+        ``.``); the same for the blob root."""
+        if isinstance(value, str) and not value.strip():
+            return _default_home() if info.field_name == "home" else None
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
-        return resolved(value)
+        return _usable_folder(resolved(value))
+
+    @field_validator("blob_root", mode="after")
+    @classmethod
+    def _blob_root_is_a_folder(cls, value: Path | None) -> Path | None:
+        return None if value is None else _usable_folder(resolved(value))
+
+    @field_validator("qdrant_url", mode="after")
+    @classmethod
+    def _qdrant_scheme(cls, value: str | None) -> str | None:
+        """qdrant-client takes ``host[:port]`` (http) or an http(s) URL; anything else would
+        fail at the first request."""
+        if value is not None and "://" in value:
+            scheme = value.split("://", 1)[0].strip().lower()
+            if scheme not in QDRANT_SCHEMES:
+                raise ValueError(
+                    f"a Qdrant server is reached over http:// or https://, not {scheme}://"
+                )
+        return value
+
+    @field_validator("broker_url", mode="after")
+    @classmethod
+    def _broker_scheme(cls, value: str | None) -> str | None:
+        """A broker URL Celery knows (``redis://host:port/db``), refused here instead of at the
+        first send."""
+        if value:
+            scheme = value.split("://", 1)[0].strip().lower() if "://" in value else ""
+            if scheme not in BROKER_SCHEMES:
+                raise ValueError(
+                    "expected a broker URL such as redis://127.0.0.1:6379/0 "
+                    f"(schemes: {', '.join(s + '://' for s in BROKER_SCHEMES)})"
+                )
+        return value
 
     @field_validator("allowed_image_roots", mode="after")
     @classmethod
@@ -279,6 +337,17 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """Where the embedded vector store keeps its shards."""
         return self.home / "store"
+
+
+def _usable_folder(path: Path) -> Path:
+    """``path`` when it is a folder or could be made one: its nearest existing ancestor must be
+    a folder (a regular file there fails every write under it later)."""
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                raise ValueError(f"{existing} is not a folder")
+            return path
+    return path
 
 
 def load_settings(**overrides: Any) -> Settings:

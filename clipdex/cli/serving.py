@@ -37,6 +37,31 @@ def anonymous_exposure(host: str, settings: Settings) -> str | None:
     )
 
 
+def bind_problem(host: str, port: int) -> str | None:
+    """Why uvicorn could not listen on ``host:port`` (a name that does not resolve, an address
+    this machine lacks, a port in use), tried as asyncio's ``create_server`` binds: every
+    address the name resolves to; None when it can."""
+    import socket
+
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        for family, kind, proto, _, address in found:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
+    except (OSError, UnicodeError, OverflowError) as error:
+        cause = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        return (
+            f"cannot serve on {host} port {port} (--host/CLIPDEX_API_HOST, "
+            f"--port/CLIPDEX_API_PORT): {cause}"
+        )
+    return None
+
+
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[
@@ -72,6 +97,10 @@ def serve(
     refusal = anonymous_exposure(bind, settings)
     if refusal is not None and not allow_anonymous:
         fail(refusal)
+    bound = settings.api_port if port is None else port
+    problem = bind_problem(bind, bound)
+    if problem is not None:  # before the store and the model are opened
+        fail(problem)
 
     from clipdex.catalog import open_ready_runtime
     from clipdex.homeserver import new_token
@@ -92,7 +121,6 @@ def serve(
 
     watcher = server_watcher(runtime, app.state.dispatch) if watch else None
     try:
-        bound = settings.api_port if port is None else port
         if json_output:  # uvicorn's own "running on" line then says the port it got
             from clipdex.jsonlog import start_record
 
