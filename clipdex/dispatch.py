@@ -17,27 +17,67 @@ if TYPE_CHECKING:
 
 
 class _LazySender:
-    """A ``SendBatch`` whose Celery app (and its import) is made on the first send."""
+    """A ``SendBatch`` whose Celery app (and its import) is made on the first send (or by
+    :meth:`check`). Unless ``keep_going``, a failed send raises
+    :class:`~ingest.queueing.SendRefused` naming the broker (without its password), which ends
+    the command."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keep_going: bool) -> None:
         self._settings = settings
+        self._keep_going = keep_going
         self._lock = threading.Lock()
         self._send: SendBatch | None = None
 
-    def __call__(self, version_id: int, asset_ids: list[str]) -> None:
+    def _sender(self) -> SendBatch:
         with self._lock:
             if self._send is None:
                 from workers.app import make_celery, sender
 
                 self._send = sender(make_celery(self._settings))
-        self._send(version_id, asset_ids)
+            return self._send
+
+    def check(self) -> None:
+        """Connect to the broker now: :class:`~ingest.queueing.SendRefused` if it cannot be
+        reached (a command then stops before it registers any work)."""
+        from ingest.queueing import SendRefused
+        from workers.app import check_broker, make_celery, shown_broker
+
+        problem = check_broker(make_celery(self._settings), tries=1)
+        if problem is not None:
+            where = shown_broker(self._settings.broker_url or "")
+            raise SendRefused(f"cannot reach the broker at {where} (CLIPDEX_BROKER_URL): {problem}")
+
+    def __call__(self, version_id: int, asset_ids: list[str]) -> None:
+        send = self._sender()
+        if self._keep_going:
+            send(version_id, asset_ids)
+            return
+        try:
+            send(version_id, asset_ids)
+        except Exception as error:
+            from ingest.queueing import SendRefused
+            from workers.app import shown_broker
+
+            where = shown_broker(self._settings.broker_url or "")
+            problem = " ".join(str(error).split()) or type(error).__name__
+            raise SendRefused(
+                f"cannot send work to the broker at {where} (CLIPDEX_BROKER_URL): {problem}"
+            ) from error
 
 
-def dispatch_for(settings: Settings) -> SendBatch | None:
-    """Where work goes: a sender to the workers, or ``None`` to encode inline."""
+def dispatch_for(settings: Settings, keep_going: bool = False) -> SendBatch | None:
+    """Where work goes: a sender to the workers, or ``None`` to encode inline.
+
+    ``keep_going`` (a long-running server): a send the broker refuses is logged and its rows
+    stay queued for the reconciler. Otherwise (a command that then waits for the workers) the
+    broker is reached once here, and a refused send later stops the command: either way one
+    line (:class:`~ingest.queueing.SendRefused`) instead of waiting for ever."""
     if not settings.broker_url:
         return None
-    return _LazySender(settings)
+    send = _LazySender(settings, keep_going)
+    if not keep_going:
+        send.check()
+    return send
 
 
 def send_window_for(

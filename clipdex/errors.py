@@ -7,9 +7,11 @@ Importing this module imports the subsystems' exception types only (no torch, no
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
 from pydantic import ValidationError
 
 from core.catalog.db import BadCatalogUrl, CatalogUnreachable
@@ -21,6 +23,7 @@ from core.store.base import StoreError
 from ingest.libraries import UnknownLibrary
 from ingest.manifest import BadManifest
 from ingest.metadata import BadMetadata, NoSuchAsset
+from ingest.queueing import SendRefused
 from ingest.scan import UnusableRoot
 from ingest.uploads import BadUpload, UnknownJob
 from migrations.runner import CatalogNotAtHead
@@ -48,6 +51,14 @@ class Rule:
     status: int | Callable[[Exception], int]
     message: Callable[[Exception], str] = str
     server_fault: bool = False  # logged as an error by the API (503s)
+    # More types, looked up when an error is matched: those of a package that may not be
+    # imported (then none of its errors can occur). Not in EXPECTED; see is_expected.
+    lazy: Callable[[], tuple[type[Exception], ...]] | None = None
+
+    def matches(self, error: Exception) -> bool:
+        return isinstance(error, self.types) or (
+            self.lazy is not None and isinstance(error, self.lazy())
+        )
 
 
 def _lookup_message(error: Exception) -> str:
@@ -74,6 +85,50 @@ def _image_message(error: Exception) -> str:
     return f"cannot use that image: {error.reason}"
 
 
+def _qdrant_errors() -> tuple[type[Exception], ...]:
+    """qdrant-client's transport and response errors, if qdrant-client was imported (importing
+    it here would cost every command half a second)."""
+    module = sys.modules.get("qdrant_client.http.exceptions")
+    if module is None:
+        return ()
+    return (module.ResponseHandlingException, module.UnexpectedResponse)
+
+
+def _server_of(error: BaseException) -> str:
+    """`` at scheme://host:port`` of the request an httpx error was about, or ``""``."""
+    try:
+        url = error.request.url if isinstance(error, httpx.RequestError) else None
+    except RuntimeError:  # an httpx error raised without its request
+        url = None
+    if url is None:
+        return ""
+    port = f":{url.port}" if url.port is not None else ""
+    return f" at {url.scheme}://{url.host}{port}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _unreachable_message(error: Exception) -> str:
+    """A Qdrant server or another HTTP service that could not be reached or answered an
+    error: where, and the cause, on one line (no API key or password: only scheme, host,
+    port)."""
+    source = getattr(error, "source", None)  # qdrant-client wraps the httpx error
+    if isinstance(source, BaseException):
+        cause = _one_line(str(source)) or type(source).__name__
+        return f"cannot reach the Qdrant server{_server_of(source)} (CLIPDEX_QDRANT_URL): {cause}"
+    status = getattr(error, "status_code", None)
+    if status is not None:  # UnexpectedResponse: the server answered, with an error
+        reason = getattr(error, "reason_phrase", "") or ""
+        content = bytes(getattr(error, "content", b"") or b"")[:200].decode(errors="replace")
+        return _one_line(
+            f"the Qdrant server (CLIPDEX_QDRANT_URL) answered {status} {reason}: {content}"
+        )
+    cause = _one_line(str(error)) or type(error).__name__
+    return f"cannot reach{_server_of(error) or ' a server'}: {cause}"
+
+
 RULES: tuple[Rule, ...] = (
     Rule((BadQuery, BadUpload, UnusableRoot), 422),
     Rule((ImageRejected,), _image_status, _image_message),
@@ -87,6 +142,16 @@ RULES: tuple[Rule, ...] = (
     # Configuration: a refused CLIPDEX_* value, a database URL that is not one, or a catalog
     # that cannot be reached (the message names the URL without its password).
     Rule((BadSettings, BadCatalogUrl, CatalogUnreachable), 503, server_fault=True),
+    # A dependency that cannot be reached: the broker (a command's send), a Qdrant server
+    # (qdrant-client's transport and response errors) or another HTTP service.
+    Rule((SendRefused,), 503, server_fault=True),
+    Rule(
+        (httpx.TransportError,),
+        503,
+        _unreachable_message,
+        server_fault=True,
+        lazy=_qdrant_errors,
+    ),
     Rule((BadMetadata, BadManifest), 422),  # the user's own metadata, manifests
     Rule((NoSuchAsset,), 404, _lookup_message),
 )
@@ -96,9 +161,20 @@ EXPECTED: tuple[type[Exception], ...] = tuple(t for rule in RULES for t in rule.
 
 def rule_for(error: Exception) -> Rule | None:
     for rule in RULES:
-        if isinstance(error, rule.types):
+        if rule.matches(error):
             return rule
     return None
+
+
+def lazy_types() -> tuple[type[Exception], ...]:
+    """The table's lazily looked-up types that are imported now (the HTTP app gives each a
+    handler of its own; call it after importing what the process uses)."""
+    return tuple(t for rule in RULES if rule.lazy is not None for t in rule.lazy())
+
+
+def is_expected(error: Exception) -> bool:
+    """In the table, lazily looked-up types included (``except EXPECTED`` misses those)."""
+    return rule_for(error) is not None
 
 
 def status_of(error: Exception) -> int:

@@ -24,7 +24,7 @@ from clipdex.admin_jobs import ServerJobs
 from clipdex.auth import ApiGuard, KeyScopes, Read, Write
 from clipdex.catalog import prepare_catalog
 from clipdex.dispatch import dispatch_for, send_window_for
-from clipdex.errors import EXPECTED, message_of, rule_for, status_of
+from clipdex.errors import EXPECTED, lazy_types, message_of, rule_for, status_of
 from clipdex.queue_depth import queue_depth_reader
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
@@ -153,7 +153,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.local_token = local_token
-    app.state.dispatch = dispatch_for(settings)
+    app.state.dispatch = dispatch_for(settings, keep_going=True)  # the reconciler resends
     app.state.registry = install_metrics(app, queue_depth_reader(settings))
     if runtime is not None:
         _attach(app, runtime, refresh_interval)
@@ -217,10 +217,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def expected(_: Request, error: Exception) -> JSONResponse:
         rule = rule_for(error)
         if rule is not None and rule.server_fault:
-            log.error("service unavailable: %s", error)
+            log.error("service unavailable: %s", message_of(error))
         return JSONResponse({"detail": message_of(error)}, status_code=status_of(error))
 
-    for kind in EXPECTED:
+    if app.state.settings.qdrant_url:  # its store's errors are in the table: handle them too
+        import qdrant_client.http.exceptions  # noqa: F401
+    for kind in (*EXPECTED, *lazy_types()):
         app.add_exception_handler(kind, expected)
 
     async def invalid(_: Request, error: Exception) -> JSONResponse:
@@ -234,6 +236,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        if rule_for(error) is not None:  # a table row matched by a type imported lazily
+            return await expected(request, error)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal error; see the server log"}, status_code=500)
 

@@ -33,6 +33,11 @@ STATES = Base.metadata.tables[AssetIndexState.__tablename__]
 LOCATIONS = Base.metadata.tables[Location.__tablename__]
 
 
+class SendRefused(RuntimeError):
+    """A sender that gives up at once (a one-shot command whose broker cannot be reached): the
+    round stops, and the rows it claimed but did not send stay queued in the catalog."""
+
+
 @dataclass(frozen=True, slots=True)
 class Enqueued:
     """What a send round did: ``queued`` ids were committed as queued in the catalog, and the
@@ -184,11 +189,17 @@ def _run_claim(session: Session, statement: Update) -> list[str]:
 
 def _send_all(send: SendBatch, version_id: int, ids: list[str], batch_size: int) -> int:
     """One message per batch of ids, never one per image; returns how many ids were sent. A
-    send that fails leaves its rows queued in the catalog, where the reconciler finds them."""
+    send that fails leaves its rows queued in the catalog, where the reconciler finds them. A
+    :class:`SendRefused` ends the round: it is raised again, counting the rows left queued."""
     sent = 0
     for chunk in chunked(ids, batch_size):
         try:
             send(version_id, chunk)
+        except SendRefused as error:
+            raise SendRefused(
+                f"{error}; {len(ids) - sent} assets stay queued in the catalog: once the broker "
+                "is up, `clipdex reconcile --older-than 0` sends them"
+            ) from None
         except Exception as error:  # broker down: the outbox keeps the work
             log.warning("could not enqueue %d assets (%s); the reconciler will", len(chunk), error)
         else:

@@ -16,6 +16,8 @@ from ingest.queueing import SendBatch
 
 INDEX_BATCH = "clipdex.index_batch"
 QUEUE = "clipdex"
+BROKER_CHECK_TRIES = 3
+BROKER_CONNECT_TIMEOUT = 10  # seconds; an address that drops packets fails instead of hanging
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -32,12 +34,43 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=QUEUE,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+        },
         broker_connection_retry_on_startup=True,
         worker_proc_alive_timeout=300,  # a child loads the model before it reports alive
         worker_hijack_root_logger=False,
     )
     return app
+
+
+def shown_broker(url: str) -> str:
+    """The broker URL as it may be shown: without its password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        host = parts.netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc=user + host).geturl()
+    except ValueError:
+        return "the configured URL"
+
+
+def check_broker(app: Celery, tries: int = BROKER_CHECK_TRIES) -> str | None:
+    """Connect to the broker once, retrying ``tries`` times within seconds: why it cannot be
+    reached, or None. Celery itself would retry a hundred times at startup."""
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(
+                max_retries=tries, interval_start=0.5, interval_step=0.5, interval_max=1.0
+            )
+    except Exception as error:
+        return " ".join(str(error).split()) or type(error).__name__
+    return None
 
 
 def sender(app: Celery) -> SendBatch:

@@ -59,7 +59,7 @@ def worker(
     from clipdex.cli.common import checked_settings, expected_errors
     from clipdex.errors import EXPECTED, message_of
     from core.catalog.db import make_engine
-    from workers.app import QUEUE, make_celery
+    from workers.app import QUEUE, check_broker, make_celery, shown_broker
     from workers.tasks import register_tasks
 
     with expected_errors():
@@ -75,10 +75,15 @@ def worker(
         fail(message_of(error))
     finally:
         engine.dispose()
+    celery_app = make_celery(settings)
+    unreachable = check_broker(celery_app)  # else Celery retries it a hundred times
+    if unreachable is not None:
+        where = shown_broker(settings.broker_url)
+        fail(f"worker cannot start: cannot reach the broker at {where} (CLIPDEX_BROKER_URL): "
+             f"{unreachable}")  # fmt: skip
     problem = _check_runtime_starts(settings)
     if problem is not None:
         fail(f"worker cannot start: {problem}")
-    celery_app = make_celery(settings)
     register_tasks(celery_app, settings, crash_on_sha256=fault_crash_on_sha256, gpus=placed)
     top = _json_worker(concurrency) if json_output else []
     celery_app.worker_main(
@@ -145,7 +150,7 @@ def _check_runtime_starts(settings: Settings) -> str | None:
 
 def _runtime_check(settings: Settings, answer: Connection) -> None:
     """In the spawned check process: what ``worker_process_init`` does in each pool child."""
-    from clipdex.errors import EXPECTED, message_of
+    from clipdex.errors import is_expected, message_of
     from core.runtime import open_runtime
     from workers.tasks import open_for_work
 
@@ -156,10 +161,8 @@ def _runtime_check(settings: Settings, answer: Connection) -> None:
             open_for_work(runtime)
         finally:
             runtime.close()
-    except EXPECTED as error:
-        problem = message_of(error)
     except Exception as error:
-        problem = f"{type(error).__name__}: {error}"
+        problem = message_of(error) if is_expected(error) else f"{type(error).__name__}: {error}"
     answer.send(" ".join(problem.split()) if problem is not None else None)
     answer.close()
 

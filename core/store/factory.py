@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from core.settings import Settings
 from core.store.base import VectorStore
 
@@ -22,6 +24,9 @@ def open_store(settings: Settings, location: str | None = None) -> VectorStore:
         from core.store.qdrant import QdrantStore
 
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+        # The client's version check runs in a thread of its own and warns, in three lines,
+        # when the server cannot be reached; the first request then says so in one line.
+        warnings.filterwarnings("ignore", "Failed to obtain server version", UserWarning)
         client = QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=30)
         return QdrantStore(client, kind="server")
     from core.store.edge import EdgeStore

@@ -1,0 +1,117 @@
+"""A broker that cannot be reached, or a URL that is not one: ``clipdex ingest`` and
+``clipdex worker`` stop with one line (the broker named without its password) instead of
+waiting or retrying for ever, and work the broker refused stays queued in the catalog."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from clipdex.dispatch import dispatch_for
+from core.catalog.models import AssetIndexState
+from core.runtime import Runtime
+from ingest.queueing import SendRefused
+from ingest.run import ingest
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.tiny_real
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # closed again when the probe goes
+
+
+def clipdex(home: Path, *args: str, **extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "clipdex", *args],
+        env=cli_env(home, **extra), capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    return done, time.monotonic() - started
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert lines[0].startswith("clipdex: error: "), lines[0]
+    return lines[0]
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("wait", ["--wait", "--no-wait"])
+def test_ingest_with_an_unreachable_broker_stops_with_one_line(
+    tmp_path: Path, library: Path, wait: str
+) -> None:
+    port = closed_port()
+    broker = f"redis://:hunter2@127.0.0.1:{port}/0"
+    done, seconds = clipdex(
+        tmp_path / "home", "ingest", str(library), wait, CLIPDEX_BROKER_URL=broker
+    )
+    line = one_line_error(done)  # it used to wait for workers for ever
+    assert seconds < 60
+    assert (
+        f"cannot reach the broker at redis://:***@127.0.0.1:{port}/0 (CLIPDEX_BROKER_URL)" in line
+    )
+    assert "hunter2" not in line and "Connection refused" in line
+
+
+def test_a_worker_with_an_unreachable_broker_gives_up_at_once(tmp_path: Path) -> None:
+    port = closed_port()
+    done, seconds = clipdex(
+        tmp_path / "home", "worker", CLIPDEX_BROKER_URL=f"redis://127.0.0.1:{port}/0"
+    )
+    line = one_line_error(done)  # Celery retried it a hundred times
+    assert seconds < 60
+    assert f"worker cannot start: cannot reach the broker at redis://127.0.0.1:{port}/0" in line
+
+
+@pytest.mark.parametrize("url", ["bogus", "http://127.0.0.1:6379/0"])
+def test_a_broker_url_celery_cannot_use_is_refused_by_the_settings(
+    tmp_path: Path, url: str
+) -> None:
+    done, _ = clipdex(tmp_path / "home", "status", CLIPDEX_BROKER_URL=url)
+    line = one_line_error(done)
+    assert line.startswith("clipdex: error: CLIPDEX_BROKER_URL: ") and "redis://" in line
+
+
+@pytest.mark.services
+@pytest.mark.corpus
+def test_a_send_refused_during_an_ingest_ends_it_and_keeps_the_work_queued(
+    runtime: Runtime, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker answered the command's first check, then refused the send."""
+    from kombu.exceptions import OperationalError
+
+    import workers.app
+
+    def refusing(_app: object) -> object:
+        def send(_version: int, _ids: list[str]) -> None:
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+        return send
+
+    monkeypatch.setattr(workers.app, "sender", refusing)
+    settings = runtime.settings.model_copy(
+        update={"broker_url": "redis://127.0.0.1:6379/14", "task_batch_size": 2}
+    )
+    send = dispatch_for(settings)
+    assert send is not None
+    with pytest.raises(SendRefused) as refused:
+        ingest(runtime, [library], dispatch=send)
+    message = str(refused.value)
+    assert message.startswith("cannot send work to the broker at redis://127.0.0.1:6379/14")
+    with runtime.sessions() as session:
+        states = list(session.scalars(select(AssetIndexState.state)))
+    assert states and set(states) == {"queued"}
+    assert f"{len(states)} assets stay queued in the catalog" in message
+    assert "clipdex reconcile --older-than 0" in message
