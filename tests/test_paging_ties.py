@@ -58,6 +58,10 @@ def indexes(tmp_path: Path) -> Iterator[dict[str, VectorIndex]]:
         store.close()
 
 
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
 def _query() -> np.ndarray:
     return _points()[0].vector + 0.5 * _points()[1].vector
 
@@ -68,9 +72,18 @@ def test_store_pages_of_tied_scores_join_up(indexes: dict[str, VectorIndex], lim
         whole = [hit.id for hit in index.search(_query(), POINTS)]
         paged = []
         for offset in range(0, POINTS, limit):
-            paged += [hit.id for hit in index.search(_query(), limit, offset)]
-        assert paged == whole, name
+            paged += [
+                (hit.id, round(hit.score, 5)) for hit in index.search(_query(), limit, offset)
+            ]
+        assert [hit_id for hit_id, _ in paged] == whole, name
         assert len(set(paged)) == POINTS, name
+        picture_of = {point.id: i % PICTURES for i, point in enumerate(_points())}
+        exact = [
+            round(float(_unit(_query()) @ _points()[picture_of[i]].vector), 5) for i, _ in paged
+        ]
+        assert [score for _, score in paged] == pytest.approx(exact, abs=1e-4), name
+        deep = index.search(_query(), limit, 5, with_vectors=True)
+        assert all(hit.vector is not None and hit.vector.shape == (DIM,) for hit in deep), name
         hits = index.search(_query(), limit, 3)
         assert all(hit.payload["path"].startswith("/lib/") for hit in hits), name
 
@@ -111,3 +124,15 @@ def test_collapsed_pages_are_full_and_agree_with_one_big_page(
         pages = _pages(index, options, [])
         assert [len(page) for page in pages] == [2, 2, 2], name
         assert [hit for page in pages for hit in page] == [hit.id for hit in big.hits], name
+
+
+def test_hybrid_gives_equal_keyword_scores_one_rank() -> None:
+    """Files sharing only a common word tie by keyword; fusion must not favour the lowest ids
+    among them (it ranked them 2, 3, 4... by id before)."""
+    from core.store.base import StoredHit
+    from search.fusion import fuse
+
+    named = StoredHit("t", 5.0, {})
+    common = [StoredHit(name, 1.0, {}) for name in ("a", "b", "c")]
+    fused = {hit.id: hit.score for hit in fuse([], [named, *common], keyword_weight=0.5)}
+    assert fused["a"] == fused["b"] == fused["c"] < fused["t"]

@@ -229,12 +229,8 @@ class VectorIndex(Protocol):
         ...
 
 
-def by_score_then_id(hits: list[StoredHit]) -> list[StoredHit]:
-    """Best first, equal scores (to 5 decimals) by id: backends break ties differently."""
-    return sorted(hits, key=_rank)
-
-
 def _rank(hit: StoredHit) -> tuple[float, str]:
+    """Best first, equal scores (to 5 decimals) by id: backends break ties differently."""
     return (-round(hit.score, 5), hit.id)
 
 
@@ -246,34 +242,53 @@ Query = Callable[[int, bool], list[StoredHit]]
 
 
 def ranked_slice(
-    query: Query, retrieve: Callable[[list[str]], list[StoredHit]], offset: int, limit: int
+    query: Query,
+    retrieve: Callable[[list[str]], list[StoredHit]],
+    offset: int,
+    limit: int,
+    reach: int | None = None,
 ) -> list[StoredHit]:
     """Hits ``offset`` to ``offset + limit`` of a ranking ordered by score, then id.
 
     ``query(n, with_payload)`` gives a backend's best ``n``, best first. Which of several
     equal scores a backend keeps at the end of its top ``n`` depends on ``n`` (a heap's
     choice), so pages cut from windows of different sizes repeated some hits and skipped
-    others. Here the window grows until the last score fetched is below the last one wanted:
-    the tie group at the window's edge is then whole, and ordering by id decides it the same
-    way for every page. A first page comes with its payloads; a deeper one fetches ids and
-    scores only and then the payloads of its own hits (``retrieve``), as does a page whose
-    window had to grow."""
+    others. Here, when the hit after the window ties with the last one wanted, the window is
+    fetched again ``TIE_REACH`` deeper (or to ``reach``, the most a backend can fetch without
+    changing how it searches): the tie group at its edge is then whole, and ordering by id
+    decides it the same way for every page. A first page comes with its payloads; a deeper
+    one, or a grown one, fetches ids and scores only and then its own hits' payloads."""
+    if limit < 1:
+        return []
+    page = _ranked_slice(query, retrieve, offset, limit, reach, whole=True)
+    if page is None:  # a hit was deleted between the ranking and its payload: rank again
+        page = _ranked_slice(query, retrieve, offset, limit, reach, whole=False)
+    return page or []
+
+
+def _ranked_slice(
+    query: Query,
+    retrieve: Callable[[list[str]], list[StoredHit]],
+    offset: int,
+    limit: int,
+    reach: int | None,
+    whole: bool,
+) -> list[StoredHit] | None:
+    """None when ``whole`` and a hit of the page has no payload any more (deleted)."""
     window = offset + limit
     with_payload = offset == 0
     fetch = window + 1
     hits = query(fetch, with_payload)
-    while (
-        len(hits) == fetch
-        and fetch < window + TIE_REACH
-        and round(hits[-1].score, 5) == round(hits[window - 1].score, 5)
-    ):
-        fetch = min(fetch * 2, window + TIE_REACH)
-        with_payload = False
+    deepest = max(fetch, min(window + TIE_REACH, reach or window + TIE_REACH))
+    if len(hits) == fetch < deepest and _rank(hits[-1])[0] == _rank(hits[window - 1])[0]:
+        fetch, with_payload = deepest, False
         hits = query(fetch, with_payload)
     page = sorted(hits, key=_rank)[offset:window]
     if with_payload or not page:
         return page
     full = {hit.id: hit for hit in retrieve([hit.id for hit in page])}
+    if whole and len(full) < len(page):
+        return None
     return [replace(full[hit.id], score=hit.score) for hit in page if hit.id in full]
 
 

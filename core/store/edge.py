@@ -10,7 +10,8 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -225,11 +226,15 @@ class EdgeIndex:
     ) -> list[StoredHit]:
         edge_filter = _edge_filter(search_filter)
         dense = qe.Query.Nearest(vector_as_list(vector, self.dim))
+        # Graph or scan is decided by the page, not by how deep a tie makes the window grow:
+        # a window past the beam is a scan; within it, tie groups are completed up to the beam.
+        exact = exact or offset + limit + 1 > self._tuning.hnsw_ef
 
         def query(fetch: int, with_payload: bool) -> list[StoredHit]:
             return self._query(dense, fetch, edge_filter, exact, with_vectors, with_payload)
 
-        return ranked_slice(query, self._retriever(with_vectors), offset, limit)
+        retrieve, reach = partial(self.retrieve, with_vectors=with_vectors), self._tuning.hnsw_ef
+        return ranked_slice(query, retrieve, offset, limit, None if exact else reach)
 
     def _query(
         self,
@@ -241,16 +246,12 @@ class EdgeIndex:
         with_payload: bool,
     ) -> list[StoredHit]:
         """The best ``fetch`` (vectors only with the payloads: a deep page retrieves both)."""
-        with_vectors = with_vectors and with_payload
         params = self._tuning.search_params(exact, filtered=edge_filter is not None, depth=fetch)
+        wanted = [""] if with_vectors and with_payload else False
         request = qe.QueryRequest(
-            limit=fetch,
-            query=dense,
-            with_payload=with_payload,
-            with_vector=[""] if with_vectors else False,
-            filter=edge_filter,
-            params=params,
-        )
+            limit=fetch, query=dense, with_payload=with_payload, with_vector=wanted,
+            filter=edge_filter, params=params,
+        )  # fmt: skip
         points = self._shard.query(request)
         # A filtered graph walk can come back short (see edge_tuning): when more points match,
         # the window is answered again by an exact scan of the matches.
@@ -258,9 +259,6 @@ class EdgeIndex:
         if short and self._count(edge_filter) > len(points):
             return self._query(dense, fetch, edge_filter, True, with_vectors, with_payload)
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
-
-    def _retriever(self, with_vectors: bool) -> Callable[[list[str]], list[StoredHit]]:
-        return lambda ids: self.retrieve(ids, with_vectors)
 
     def keyword_search(
         self,
@@ -291,12 +289,13 @@ class EdgeIndex:
                 raise
             return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
 
-        return ranked_slice(query, self._retriever(with_vectors), 0, limit)
+        return ranked_slice(query, partial(self.retrieve, with_vectors=with_vectors), 0, limit)
 
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
             return []
-        records = self._shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
+        wanted = [""] if with_vectors else False  # the dense vector, not the keyword one
+        records = self._shard.retrieve(list(ids), with_payload=True, with_vector=wanted)
         return [stored_hit(r.id, 1.0, r.payload, r.vector) for r in records]
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:

@@ -206,8 +206,9 @@ class QdrantIndex:
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
             return []
+        wanted: Any = [""] if with_vectors and self._keywords else with_vectors
         records = self._client.retrieve(
-            self.name, ids=list(ids), with_payload=True, with_vectors=with_vectors
+            self.name, ids=list(ids), with_payload=True, with_vectors=wanted
         )
         return [stored_hit(r.id, 1.0, r.payload, r.vector) for r in records]
 
