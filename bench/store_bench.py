@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.store_bench [--sizes 10000,100000,1000000] [--uniform 100000]
     .venv/bin/python -m bench.store_bench --local-points 5000   # also qdrant-client local mode
+    .venv/bin/python -m bench.store_bench --sizes 1000000 --scan-points 125000
 
 For each size N, one Qdrant Edge collection with clipdex's own layout (``EdgeStore`` with the
 default ``EdgeTuning``) gets N CLIP-shaped 512-d vectors (``tests/synthetic_vectors.py``) with
@@ -11,11 +12,12 @@ clipdex's payload shape, then is measured twice in the same run:
   graph   after ``optimize()``: HNSW over int8 codes, rescored with the float vectors
 
 Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points, and width
-ranges matching 1%, 2%, 10%, 12%, 13% and 27%: at 1M points 12% and 13% lie either side of
-the scan threshold), recall@10 against exact search over the same points, and the reopen
-time (store closed, reopened, first search answered). After the build it also prints the p50
-of a whole result page through the search layer (the search and its ``total``) beside the
-exact count that every page paid before totals were counted only where cheap.
+ranges matching 1%, 2%, 10%, 12%, 13% and 27%: at 1M points 10% sits on the default scan
+threshold, 12% and 13% either side of ``--scan-points 125000``), recall@10 against exact
+search over the same points, and the reopen time (store closed, reopened, first search
+answered). After the build it also prints the p50 of a whole result page through the
+search layer (the search and its ``total``) beside the exact count that every page paid
+before totals were counted only where cheap.
 ``--uniform N`` adds the worst case: uniform random vectors, which have no neighbourhoods for
 any graph to follow.
 """
@@ -39,6 +41,7 @@ from qdrant_client import QdrantClient
 
 from core.store.base import PointRecord, SearchFilter, VectorIndex
 from core.store.edge import EdgeIndex, EdgeStore, _edge_filter
+from core.store.edge_tuning import EdgeTuning
 from core.store.qdrant import QdrantStore
 from search.query import SearchOptions
 from search.ranking import ranked_page
@@ -140,28 +143,30 @@ def exact_answers(index: VectorIndex, queries: NDArray[np.float32]) -> dict[str,
     }
 
 
-def reopen_seconds(root: Path, query: NDArray[np.float32]) -> float:
+def reopen_seconds(root: Path, query: NDArray[np.float32], tuning: EdgeTuning) -> float:
     started = time.perf_counter()
-    store = EdgeStore(root)
+    store = EdgeStore(root, tuning=tuning)
     store.open_index("bench", DIM).search(query, 10)
     seconds = time.perf_counter() - started
     store.close()
     return seconds
 
 
-def bench_size(count: int, generate: Generate, label: str, scratch: Path) -> None:
+def bench_size(
+    count: int, generate: Generate, label: str, scratch: Path, tuning: EdgeTuning
+) -> None:
     vectors = generate(count, 0)
     queries = generate(QUERIES, 99)
     root = scratch / f"edge-{label}-{count}"
-    store = EdgeStore(root)
+    store = EdgeStore(root, tuning=tuning)
     index = store.open_index("bench", DIM)
     upsert = upsert_all(index, vectors)
     del vectors
     truth = exact_answers(index, queries)
     plain = measure(index, queries, truth)
     store.close()
-    plain_reopen = reopen_seconds(root, queries[0])
-    store = EdgeStore(root)
+    plain_reopen = reopen_seconds(root, queries[0], tuning)
+    store = EdgeStore(root, tuning=tuning)
     index = store.open_index("bench", DIM)
     due = index.build_due()
     started = time.perf_counter()
@@ -170,7 +175,7 @@ def bench_size(count: int, generate: Generate, label: str, scratch: Path) -> Non
     graph = measure(index, queries, truth)
     pages = page_costs(index, queries)
     store.close()
-    graph_reopen = reopen_seconds(root, queries[0])
+    graph_reopen = reopen_seconds(root, queries[0], tuning)
     shutil.rmtree(root, ignore_errors=True)
     print(f"\n{count:,} {label} points: upsert {count / upsert:,.0f}/s, graph build over "
           f"{due:,} vectors {build:.1f} s")  # fmt: skip
@@ -210,15 +215,20 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--uniform", type=int, default=0, help="also N uniform random points")
     parser.add_argument("--local-points", type=int, default=0)
+    parser.add_argument(
+        "--scan-points", type=int, default=EdgeTuning().full_scan_vectors,
+        help="filters matching fewer points of a segment scan them (CLIPDEX_FILTER_SCAN_POINTS)",
+    )  # fmt: skip
     args = parser.parse_args()
+    tuning = EdgeTuning(full_scan_vectors=args.scan_points)
     print(f"{platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{__import__('os').cpu_count()} cores")  # fmt: skip
     scratch = Path(tempfile.mkdtemp(prefix="clipdex-store-bench-"))
     try:
         for count in (int(size) for size in args.sizes.split(",") if size):
-            bench_size(count, lambda n, seed: clip_like(n, seed), "CLIP-shaped", scratch)
+            bench_size(count, lambda n, seed: clip_like(n, seed), "CLIP-shaped", scratch, tuning)
         if args.uniform:
-            bench_size(args.uniform, lambda n, seed: uniform(n, seed), "uniform", scratch)
+            bench_size(args.uniform, lambda n, seed: uniform(n, seed), "uniform", scratch, tuning)
         if args.local_points:
             bench_local(args.local_points, scratch)
     finally:

@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         "search graph (built at the end of a CLI ingest or reindex, or by `clipdex optimize`).",
     )
     filter_scan_points: int = Field(
-        default=125_000,
+        default=100_000,
         ge=100,
         le=10_000_000,
         description="Embedded store, new collections: a filter matching fewer points of a "

@@ -129,7 +129,7 @@ def test_a_filtered_search_fills_its_page(
 def test_a_short_filtered_walk_is_answered_again_by_a_scan(tmp_path: Path) -> None:
     """The filtered graph walk (ACORN) fails when few points match: at 1M points a filter
     matching 2% of them got 5 of 10 hits; on these 20,000 points one matching 0.5% gets 1 or
-    2. Such filters are scanned (fewer matches than ``full_scan_vectors``, 125,000 by default);
+    2. Such filters are scanned (fewer matches than ``full_scan_vectors``, 100,000 by default);
     here the threshold is set low to force the walk, and a page that comes back short while
     more points match must be answered again by a scan of the matches."""
     points = 20_000

@@ -26,12 +26,14 @@ against exact search, reopen time, build time at 10k/100k/1M points on a 2-core 
   returned a single hit where ten existed (``tests/test_store_graph.py``). ACORN itself fails
   on selective filters: at 1M points a filter matching 2% of them got 5 of 10 hits (recall
   0.32), one matching 4% recall 0.95 at any ``hnsw_ef``; at 10% it reached 0.970-0.984, at
-  12-13% 0.98-0.986 and it climbs from there (0.996 at 27%), whatever ``hnsw_ef`` past 512.
-  A scan costs 40-70 ns a match here (12% of 1M: 8-9 ms), so it is taken up to 125,000
-  matches: the widest scan stays under 10 ms and the narrowest walk is past the band where the
-  walk misses. ``EdgeIndex.search`` also redoes a short page exactly when more points match.
-  The threshold also decides unfiltered searches: a segment smaller than it is scanned whole
-  (its int8 codes in sequence, recall 1.0).
+  12-13% 0.98-0.994 and it climbs from there (0.994-0.996 at 27%), whatever ``hnsw_ef`` past
+  512 (m=32 did not help either). Hence the scan below 100,000 matches, and
+  ``EdgeIndex.search`` redoes a short page exactly when more points match. A scan costs 40-70
+  ns a match here (12% of 1M: 8-9 ms), so 125,000 would make the 10-12% band exact; but the
+  threshold also decides unfiltered searches (a segment smaller than it is scanned whole),
+  and at 125,000 every search of a 100k-point library scanned: 4.3 ms instead of 1.6, text
+  queries through ``clipdex serve`` 36 -> 39.5-41.7 ms. So 100,000 stays the default, and
+  ``CLIPDEX_FILTER_SCAN_POINTS=125000`` is for libraries of a million and more.
 
 Qdrant Edge holds the Python GIL while it builds: a build pauses the whole process. So a
 build runs only where nobody waits on that process: at the end of a CLI ingest or reindex
@@ -59,7 +61,7 @@ class EdgeTuning:
     ef_construct: int = 100
     indexing_threshold: int = 20_000  # vectors in a segment before it gets a graph
     max_segment_vectors: int = 200_000
-    full_scan_vectors: int = 125_000  # a filter matching fewer points is answered by a scan
+    full_scan_vectors: int = 100_000  # a filter matching fewer points is answered by a scan
 
     def collection_config(self, dim: int, sparse: dict[str, Any]) -> qe.EdgeConfig:
         def kilobytes(vectors: int) -> int:
