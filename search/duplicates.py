@@ -68,7 +68,7 @@ def find_duplicates(index: VectorIndex, threshold: float, ids: Iterable[str]) ->
     """Groups of near duplicates among the points ``ids`` of ``index`` (ids with no point are
     left out), largest group first, members by path."""
     if not 0.0 < threshold <= 1.0:
-        raise BadThreshold(f"the threshold is a cosine similarity in (0, 1], got {threshold}")
+        raise BadThreshold("the threshold is a cosine similarity in (0, 1]", threshold)
     points = list(read_points(index, ids))
     if not points:
         return DuplicateReport(threshold, 0, [])

@@ -53,7 +53,7 @@ def score_key(key: str) -> str:
 
 def checked_key(key: str) -> str:
     if not _KEY.fullmatch(key):
-        raise BadQuery(f"a tag key is 1 to 64 letters, digits, '_' or '-', got {key!r}")
+        raise BadQuery("a tag key is 1 to 64 letters, digits, '_' or '-'", repr(key))
     return key
 
 

@@ -137,7 +137,7 @@ def test_cli_classify_folder_tag(tmp_path: Path, library: Path) -> None:
     assert text.returncode == 0 and text.stdout.startswith("tagged 8 assets with kind: ")
     for args, message in (
         (["--folder", str(library), "dog"], "--tag KEY"),
-        (["--tag", "a.b", "dog"], "tag key"),
+        (["--tag", "a.b", "dog"], "tag key is 1 to 64 letters, digits, '_' or '-', got 'a.b'"),
         (["--tag", "k", "--image", str(next(library.glob("*.jpg"))), "dog"], "--image"),
     ):
         bad = clipdex("classify", *args)

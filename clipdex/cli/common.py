@@ -54,9 +54,12 @@ def expected_errors() -> Iterator[None]:
     """Every expected failure (the error table, missing files) as one line and exit code 2."""
     from clipdex.errors import EXPECTED, is_expected, message_of
     from search.client import ClipdexError
+    from search.query import BadQuery
 
     try:
         yield
+    except BadQuery as error:  # the user typed it: say how it was read (HTTP does not echo it)
+        fail(error.detailed)
     except EXPECTED as error:
         fail(message_of(error))
     except ClipdexError as error:  # the home server's answer: the same line it would print
