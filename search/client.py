@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from search.query import SearchOptions, Term
+from search.query import BadQuery, SearchOptions, Term, vector_only
 from search.results import AssetInfo, Hit, LabelScore, SearchPage, TextHit, TextSetInfo
 
 WireShape = Literal["json", "form", "query"]
@@ -114,6 +114,10 @@ class ClipdexClient:
         return _page(body)
 
     def similar_page(self, asset_id: str, options: SearchOptions | None = None) -> SearchPage:
+        try:  # checked before the id, as the server checks it
+            vector_only(options or SearchOptions(), "more like this")
+        except BadQuery as error:
+            raise ClipdexError(422, str(error)) from None
         params = wire_options(options or SearchOptions(), "query")
         return _page(self._call("GET", f"{_asset_url(asset_id)}/similar", params=params))
 

@@ -32,6 +32,7 @@ from search.query import (
     keyword_words,
     parse_terms,
     path_term,
+    vector_only,
 )
 from search.ranking import ranked_page
 from search.results import AssetInfo, Hit, LabelScore, SearchPage, TextHit, TextSetInfo
@@ -161,7 +162,7 @@ class SearchService:
         target: LiveTarget | None = None,
     ) -> SearchPage:  # fmt: skip
         t = target or self.target()
-        options = _vector_only(self._checked(options), "an image query")
+        options = vector_only(self._checked(options), "an image query")
         term = Term("image", image) if isinstance(image, bytes) else Term("path", str(image))
         return ranked_page(t.index, self._term_vector(t, term, trusted_path=True), [], options)
 
@@ -169,7 +170,7 @@ class SearchService:
         self, asset_id: str, options: SearchOptions | None = None, target: LiveTarget | None = None
     ) -> SearchPage:
         t = target or self.target()
-        options = _vector_only(self._checked(options), "more like this")
+        options = vector_only(self._checked(options), "more like this")
         asset_id = _checked_id(asset_id)
         vector = self.asset_vector(asset_id, t)
         return ranked_page(t.index, vector, [], options, exclude=asset_id)
@@ -287,13 +288,3 @@ class SearchService:
 
     def _checked(self, options: SearchOptions | None) -> SearchOptions:
         return checked_options(options or SearchOptions(), self._max_limit())
-
-
-def _vector_only(options: SearchOptions, kind: str) -> SearchOptions:
-    """Keyword and hybrid modes need words; an image or an asset has none."""
-    if options.mode != "vector":
-        raise BadQuery(
-            f"{kind} has no words for {options.mode} mode: search with text terms "
-            "(an image can be mixed with text in a terms query)"
-        )
-    return options

@@ -231,3 +231,13 @@ def path_term(value: str, allowed_roots: list[Path]) -> Path:
     if not any(path.is_relative_to(root) for root in allowed_roots):
         raise BadQuery("that path is outside the server's allowed image roots")
     return path
+
+
+def vector_only(options: SearchOptions, kind: str) -> SearchOptions:
+    """Keyword and hybrid modes need words; an image or an asset has none."""
+    if options.mode != "vector":
+        raise BadQuery(
+            f"{kind} has no words for {options.mode} mode: search with text terms "
+            "(an image can be mixed with text in a terms query)"
+        )
+    return options

@@ -52,6 +52,10 @@ BAD_SEARCHES = {  # CLI arguments -> the one line they must print, server or not
     "asset path": (["asset", "{photo}"], "(asset ids are UUIDs)"),
     "asset word": (["asset", "nope"], "no asset with id 'nope' (asset ids are UUIDs)"),
     "similar path": (["similar", "{photo}"], "(asset ids are UUIDs)"),
+    "similar path keyword": (
+        ["similar", "{photo}", "--mode", "keyword"],
+        "more like this has no words for keyword mode",
+    ),
     "empty image": (
         ["search", "--image", "{empty}"],
         "unsupported image: not an image in an allowed format",
