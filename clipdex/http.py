@@ -152,6 +152,7 @@ def create_app(
         max_body_size=settings.max_upload_bytes,
     )
     app.state.settings = settings
+    app.state.explain = _explain  # how /readyz words a failure: the error table's one line
     app.state.local_token = local_token
     app.state.dispatch = dispatch_for(settings, keep_going=True)  # the reconciler resends
     app.state.registry = install_metrics(app, queue_depth_reader(settings))
@@ -261,3 +262,7 @@ def problems(errors: Sequence[Any]) -> str:
     if len(errors) > MAX_PROBLEMS:
         parts.append(f"and {len(errors) - MAX_PROBLEMS} more")
     return _clipped("; ".join(parts), MAX_DETAIL_CHARS) or "invalid request"
+
+
+def _explain(error: Exception) -> str:
+    return message_of(error) if rule_for(error) is not None else str(error)

@@ -132,3 +132,14 @@ def test_unreachable_qdrant_is_a_503_with_the_reason(
     assert answer.status_code == 503, answer.text
     detail = answer.json()["detail"]
     assert f"cannot reach the Qdrant server at {url}" in detail and "refused" in detail
+
+
+@pytest.mark.corpus
+def test_readiness_names_the_unreachable_qdrant(
+    unreachable_api: tuple[TestClient, str],
+) -> None:
+    client, url = unreachable_api
+    answer = client.get("/readyz")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["status"] == "not ready"
+    assert f"cannot reach the Qdrant server at {url}" in answer.json()["detail"]

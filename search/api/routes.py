@@ -357,7 +357,8 @@ def readyz(request: Request) -> HealthOut | JSONResponse:
         _, index = request.app.state.runtime.existing_index()
         index.count()
     except Exception as error:  # readiness reports, it never raises
-        body = HealthOut(status="not ready", detail=str(error))
+        explain = getattr(request.app.state, "explain", str)
+        body = HealthOut(status="not ready", detail=explain(error))
         return JSONResponse(body.model_dump(), status_code=503)
     return HealthOut(status="ok")
 
