@@ -6,6 +6,7 @@ The query vector is the normalized weighted sum of the normalized term vectors, 
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -100,8 +101,8 @@ def check_page(limit: int, offset: int, max_limit: int) -> None:
 
 def checked_options(options: SearchOptions, max_limit: int) -> SearchOptions:
     """Every bound the HTTP API declares, for in-process callers too; formats upper-cased as
-    the catalog records them ("png" finds PNGs, in process as over HTTP) and the folder made
-    absolute and resolved as ingest records paths (``/lib/``, ``/lib/../lib`` find ``/lib``)."""
+    the catalog records them ("png" finds PNGs, in process as over HTTP) and the folder put in
+    the form ingest records paths (``/lib/``, ``/lib/../lib`` find ``/lib``)."""
     check_page(options.limit, options.offset, max_limit)
     score = options.min_score
     if score is not None and not MIN_SCORE_FLOOR <= score <= MIN_SCORE_CEILING:
@@ -125,15 +126,18 @@ def checked_options(options: SearchOptions, max_limit: int) -> SearchOptions:
 
 
 def _folder(folder: str | None) -> str | None:
-    """A folder filter as ingest records folders: absolute, resolved, no trailing slash."""
+    """A folder filter in the form ingest records folders: absolute, no ``.`` or ``..``, no
+    trailing slash. By its text only: the engine serves callers on other machines, and a
+    search never touches the filesystem (the CLI resolves a folder its user typed, symlinks
+    and the working folder included, before it gets here)."""
     if folder is None:
         return None
     if not folder.strip():
         raise BadQuery("folder is empty")
-    try:
-        return str(resolved(Path(folder)))
-    except UnusablePath as error:
-        raise BadQuery("folder is not a usable path", error) from None
+    if "\0" in folder or not folder.startswith("/"):
+        raise BadQuery("folder must be an absolute path, as the library's paths are")
+    normal = posixpath.normpath(folder)
+    return "/" + normal.lstrip("/")  # normpath keeps a leading "//"
 
 
 def _check_ranking(options: SearchOptions) -> None:

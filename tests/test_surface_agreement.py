@@ -184,6 +184,9 @@ def test_a_folder_matches_however_it_is_written(http: TestClient, library: Path)
         )
     empty = http.get("/v1/search", params={"q": "x", "folder": " "})
     assert empty.status_code == 422 and empty.json()["detail"] == "folder is empty"
+    for relative in ("trips", "~/trips", "C:\\photos"):  # the server's working folder is no one's
+        refused = http.get("/v1/search", params={"q": "x", "folder": relative})
+        assert refused.status_code == 422 and "absolute" in refused.json()["detail"], relative
 
 
 @pytest.mark.parametrize(
@@ -256,3 +259,23 @@ def test_the_client_sends_any_asset_id_as_it_is(runtime: Runtime) -> None:
                 client.asset(bad)
             assert raised.value.status == 404
             assert raised.value.detail == f"no asset with id {bad!r} (asset ids are UUIDs)"
+
+
+def test_the_cli_resolves_a_folder_it_was_given_with_or_without_a_server(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """A symlink or a relative folder on the command line finds what the real folder finds:
+    the CLI resolves it, as ingest resolved the library; the server only takes it as text."""
+    (tmp_path / "link").symlink_to(home.library / "trips")
+    monkeypatch.chdir(home.library)
+
+    def found(folder: str) -> str:
+        result = _cli(home.settings, ["search", "x", "--folder", folder, "--json"])
+        assert result.exit_code == 0, result.output
+        return "".join(sorted(result.stdout.split('"id": "')[1:]))
+
+    real = found(str(home.library.resolve() / "trips"))
+    assert real.count('"') >= 4  # four photos
+    assert found(str(tmp_path / "link")) == real and found("trips") == real
+    request.getfixturevalue("through_server")
+    assert found(str(tmp_path / "link")) == real and found("trips/") == real

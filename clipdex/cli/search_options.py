@@ -87,7 +87,7 @@ def _options(flags: dict[str, Any], limit: int) -> SearchOptions:
 
     where = tuple(parse_where(pair) for pair in flags["where"] or ())
     filters = SearchFilter(
-        folder=str(flags["folder"]) if flags["folder"] is not None else None,
+        folder=_local_folder(flags["folder"]),
         formats=tuple(f.upper() for f in flags["formats"] or ()),
         min_width=flags["min_width"],
         min_height=flags["min_height"],
@@ -108,3 +108,17 @@ def _options(flags: dict[str, Any], limit: int) -> SearchOptions:
         collapse_duplicates=flags["collapse"], mode=flags["mode"],
         keyword_weight=flags["keyword_weight"], sort=flags["sort"],
     )  # fmt: skip
+
+
+def _local_folder(folder: Path | None) -> str | None:
+    """A folder this user typed, resolved as ingest resolves paths (the working folder, ``~``,
+    symlinks): the engine then takes it as it is, with or without a server."""
+    from core.paths import UnusablePath, resolved
+    from search.query import BadQuery
+
+    if folder is None or not str(folder).strip():
+        return None if folder is None else str(folder)
+    try:
+        return str(resolved(folder))
+    except UnusablePath as error:
+        raise BadQuery("folder is not a usable path", error) from None
