@@ -115,3 +115,19 @@ def test_a_send_refused_during_an_ingest_ends_it_and_keeps_the_work_queued(
     assert states and set(states) == {"queued"}
     assert f"{len(states)} assets stay queued in the catalog" in message
     assert "clipdex reconcile --older-than 0" in message
+
+
+def test_no_broker_password_is_shown_in_any_form() -> None:
+    """A failover list, a sentinel list and a password query parameter are masked too."""
+    from workers.app import shown_broker
+
+    cases = {
+        "redis://:pw@a/0;redis://:pw2@b/0": "redis://:***@a/0;redis://:***@b/0",
+        "sentinel://:pw@a:26379;sentinel://u:pw@b:26379": (
+            "sentinel://:***@a:26379;sentinel://u:***@b:26379"
+        ),
+        "redis://a/0?password=sekret&db=1": "redis://a/0?password=***&db=1",
+        "redis://h:6379/0": "redis://h:6379/0",
+    }
+    for url, shown in cases.items():
+        assert shown_broker(url) == shown

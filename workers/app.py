@@ -46,16 +46,24 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def shown_broker(url: str) -> str:
-    """The broker URL as it may be shown: without its password."""
-    from urllib.parse import urlsplit
+    """The broker URL as it may be shown: without a password, in any URL of a failover list
+    (``;``-separated) or in a ``password=`` query parameter."""
+    return ";".join(_without_password(part) for part in url.split(";"))
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import parse_qsl, urlencode, urlsplit
 
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        host = parts.netloc.rsplit("@", 1)[1]
-        return parts._replace(netloc=user + host).geturl()
+        if parts.password is not None:
+            user = f"{parts.username}:***@" if parts.username else ":***@"
+            parts = parts._replace(netloc=user + parts.netloc.rsplit("@", 1)[1])
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        if any(key.lower() == "password" for key, _ in query):
+            shown = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+            parts = parts._replace(query=urlencode(shown, safe="*"))
+        return parts.geturl()
     except ValueError:
         return "the configured URL"
 
