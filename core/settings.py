@@ -278,6 +278,15 @@ class Settings(BaseSettings):
             return _default_home() if info.field_name == "home" else None
         return value
 
+    @field_validator("database_url", "qdrant_url", "broker_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: Any) -> Any:
+        """``CLIPDEX_QDRANT_URL=`` (as a compose file or a shell leaves it) is unset: the
+        embedded default, the same for every command (some tested it as text, some as None)."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

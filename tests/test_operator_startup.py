@@ -96,3 +96,13 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert line.endswith(f"cannot serve on 127.0.0.1 port {port} "
                          "(--host/CLIPDEX_API_HOST, --port/CLIPDEX_API_PORT): "
                          "Address already in use")  # fmt: skip
+
+
+def test_empty_service_urls_are_unset() -> None:
+    """``CLIPDEX_QDRANT_URL=`` left empty by a compose file is the embedded store, the same for
+    every command (serve and the CLI disagreed: one tested it as text, one as None)."""
+    from core.settings import load_settings
+
+    settings = load_settings(qdrant_url="", broker_url=" ", database_url="")
+    assert (settings.qdrant_url, settings.broker_url, settings.database_url) == (None, None, None)
+    assert settings.catalog_url.startswith("sqlite")
