@@ -3,7 +3,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -121,11 +123,47 @@ def fresh_postgres(postgres_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
+def cli_env(home: Path | str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPDEX_")}
     env.update({"CLIPDEX_HOME": str(home), "CLIPDEX_MODEL": "clipdex-tiny", "HF_HUB_OFFLINE": "1"})
     env.update(extra)
     return env
+
+
+def run_cli(
+    home: Path | str,
+    *args: str,
+    cwd: Path | None = None,
+    drop: tuple[str, ...] = (),
+    timeout: float = 300,
+    settings: Mapping[str, str] | None = None,
+    **extra: str,
+) -> subprocess.CompletedProcess[str]:
+    """``clipdex ARGS`` in a fresh process on ``home`` (``""``: set, and empty), the tiny
+    model, the ``settings`` and ``extra`` variables added and the ``drop`` ones left out."""
+    added = {**(settings or {}), **extra}
+    env = {k: v for k, v in cli_env(home, **added).items() if k not in drop}
+    return subprocess.run(
+        [sys.executable, "-m", "clipdex", *args],
+        env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout,
+    )  # fmt: skip
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line a configuration or start-up mistake gets: exit 2, no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert lines[0].startswith("clipdex: error: "), lines[0]
+    return lines[0]
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (closed again when the probe goes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -15,30 +15,11 @@ from pydantic import ValidationError
 
 from clipdex.errors import BadSettings
 from core.settings import load_settings
-from tests.conftest import cli_env
+from tests.conftest import one_line_error, run_cli
 
 pytestmark = pytest.mark.tiny_real
 
 UNREACHABLE = "nobody:hunter2@127.0.0.1:1/x"
-
-
-def clipdex(
-    home: Path, *args: str, drop: tuple[str, ...] = (), **extra: str
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in cli_env(home, **extra).items() if k not in drop}
-    return subprocess.run(
-        [sys.executable, "-m", "clipdex", *args],
-        env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert result.returncode == 2, result.stderr
-    assert lines[0].startswith("clipdex: error: "), lines[0]
-    return lines[0]
 
 
 def test_bad_settings_name_the_variable() -> None:
@@ -50,7 +31,7 @@ def test_bad_settings_name_the_variable() -> None:
 
 @pytest.mark.parametrize("value", ["abc", "0"])
 def test_invalid_setting_is_one_line(tmp_path: Path, value: str) -> None:
-    line = one_line_error(clipdex(tmp_path / "home", "status", CLIPDEX_BATCH_SIZE=value))
+    line = one_line_error(run_cli(tmp_path / "home", "status", CLIPDEX_BATCH_SIZE=value))
     assert line.startswith("clipdex: error: CLIPDEX_BATCH_SIZE: ")
 
 
@@ -60,21 +41,21 @@ def test_unreachable_database_is_one_line_without_password(
     tmp_path: Path, command: str, scheme: str
 ) -> None:
     url = f"{scheme}://{UNREACHABLE}"
-    line = one_line_error(clipdex(tmp_path / "home", command, CLIPDEX_DATABASE_URL=url))
+    line = one_line_error(run_cli(tmp_path / "home", command, CLIPDEX_DATABASE_URL=url))
     assert "cannot connect to the catalog database" in line
     assert "127.0.0.1:1/x" in line and "hunter2" not in line
 
 
 def test_unparsable_database_url_is_one_line(tmp_path: Path) -> None:
-    line = one_line_error(clipdex(tmp_path / "home", "status", CLIPDEX_DATABASE_URL="nonsense"))
+    line = one_line_error(run_cli(tmp_path / "home", "status", CLIPDEX_DATABASE_URL="nonsense"))
     assert "CLIPDEX_DATABASE_URL" in line
 
 
 def test_heroku_style_postgres_url_is_accepted(tmp_path: Path, fresh_postgres: str) -> None:
     heroku = "postgres://" + fresh_postgres.split("://", 1)[1]
-    migrated = clipdex(tmp_path / "home", "migrate", CLIPDEX_DATABASE_URL=heroku)
+    migrated = run_cli(tmp_path / "home", "migrate", CLIPDEX_DATABASE_URL=heroku)
     assert migrated.returncode == 0, migrated.stderr
-    status = clipdex(tmp_path / "home", "status", "--json", CLIPDEX_DATABASE_URL=heroku)
+    status = run_cli(tmp_path / "home", "status", "--json", CLIPDEX_DATABASE_URL=heroku)
     assert status.returncode == 0, status.stderr
 
 
@@ -83,12 +64,12 @@ def test_cuda_without_cuda_is_one_line(tmp_path: Path) -> None:
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    line = one_line_error(clipdex(tmp_path / "home", "search", "x", CLIPDEX_DEVICE="cuda"))
+    line = one_line_error(run_cli(tmp_path / "home", "search", "x", CLIPDEX_DEVICE="cuda"))
     assert "CLIPDEX_DEVICE" in line and "CUDA" in line
 
 
 def test_unknown_device_is_one_line(tmp_path: Path) -> None:
-    line = one_line_error(clipdex(tmp_path / "home", "search", "x", CLIPDEX_DEVICE="gpu"))
+    line = one_line_error(run_cli(tmp_path / "home", "search", "x", CLIPDEX_DEVICE="gpu"))
     assert "CLIPDEX_DEVICE" in line
 
 
@@ -109,7 +90,7 @@ def test_default_model_offline_fails_fast_with_one_line(tmp_path: Path) -> None:
     torch and open_clip plus 15 s when the machine is too busy for that."""
     budget = max(20.0, _import_seconds() + 15.0)
     started = time.monotonic()
-    result = clipdex(
+    result = run_cli(
         tmp_path / "home", "search", "x", drop=("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"),
         CLIPDEX_MODEL="ViT-B-32", CLIPDEX_PRETRAINED="openai",
     )  # fmt: skip

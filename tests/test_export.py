@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +18,9 @@ from core.catalog.models import AssetIndexState, AssetState
 from core.settings import load_settings
 from ingest.run import ingest
 from search.export import ExportRefused, export
-from tests.conftest import PHOTOS, cli_env
+from tests.conftest import PHOTOS, run_cli
 
 PHOTO_COUNT = 12
-
-
-def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clipdex", *args],
-        env=cli_env(home), capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

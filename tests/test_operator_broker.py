@@ -4,9 +4,7 @@ waiting or retrying for ever, and work the broker refused stays queued in the ca
 
 from __future__ import annotations
 
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,33 +16,15 @@ from core.catalog.models import AssetIndexState
 from core.runtime import Runtime
 from ingest.queueing import SendRefused
 from ingest.run import ingest
-from tests.conftest import cli_env
+from tests.conftest import closed_port, one_line_error, run_cli
 
 pytestmark = pytest.mark.tiny_real
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again when the probe goes
-
-
 def clipdex(home: Path, *args: str, **extra: str) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "clipdex", *args],
-        env=cli_env(home, **extra), capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+    done = run_cli(home, *args, timeout=120, settings=extra)
     return done, time.monotonic() - started
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert result.returncode == 2, result.stderr
-    assert lines[0].startswith("clipdex: error: "), lines[0]
-    return lines[0]
 
 
 @pytest.mark.corpus

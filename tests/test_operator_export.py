@@ -5,8 +5,6 @@ unknown) and the vector, in Parquet and in NPZ alike."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,19 +13,12 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from PIL import Image
 
-from tests.conftest import PHOTOS, cli_env
+from tests.conftest import PHOTOS, run_cli
 
 pytestmark = [pytest.mark.tiny_real, pytest.mark.corpus]
 
 TAKEN = datetime(2021, 7, 4, 15, 30, 0)
 COLUMNS = ["id", "sha256", "paths", "format", "width", "height", "bytes", "taken_at"]
-
-
-def run_cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clipdex", *args],
-        env=cli_env(home), capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

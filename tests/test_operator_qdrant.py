@@ -5,9 +5,6 @@ never a traceback or a 500."""
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,32 +15,10 @@ from clipdex.catalog import open_ready_runtime
 from clipdex.http import create_app
 from core.settings import load_settings
 from ingest.run import ingest
-from tests.conftest import PHOTOS, cli_env
+from tests.conftest import PHOTOS, closed_port, one_line_error, run_cli
 from tests.fakes import FakeEncoder
 
 pytestmark = pytest.mark.tiny_real
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])  # closed again when the probe goes
-
-
-def clipdex(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clipdex", *args],
-        env=cli_env(home, **extra), capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert result.returncode == 2, result.stderr
-    assert lines[0].startswith("clipdex: error: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +29,7 @@ def ingested_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     library.mkdir()
     for source in sorted(PHOTOS.glob("*.jpg"))[:3]:
         shutil.copy2(source, library / source.name)
-    done = clipdex(root / "home", "ingest", str(library))
+    done = run_cli(root / "home", "ingest", str(library), timeout=120)
     assert done.returncode == 0, done.stderr
     return root / "home"
 
@@ -65,7 +40,7 @@ def test_unreachable_qdrant_is_one_line_naming_the_url(
     ingested_home: Path, command: list[str]
 ) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
-    line = one_line_error(clipdex(ingested_home, *command, CLIPDEX_QDRANT_URL=url))
+    line = one_line_error(run_cli(ingested_home, *command, CLIPDEX_QDRANT_URL=url, timeout=120))
     assert f"cannot reach the Qdrant server at {url} (CLIPDEX_QDRANT_URL)" in line
     assert "Connection refused" in line
 
@@ -74,7 +49,7 @@ def test_unreachable_qdrant_is_one_line_naming_the_url(
 def test_ingest_into_an_unreachable_qdrant_is_one_line(tmp_path: Path, library: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     line = one_line_error(
-        clipdex(tmp_path / "home", "ingest", str(library), CLIPDEX_QDRANT_URL=url)
+        run_cli(tmp_path / "home", "ingest", str(library), CLIPDEX_QDRANT_URL=url, timeout=120)
     )
     assert f"cannot reach the Qdrant server at {url} (CLIPDEX_QDRANT_URL)" in line
 
@@ -82,7 +57,7 @@ def test_ingest_into_an_unreachable_qdrant_is_one_line(tmp_path: Path, library: 
 @pytest.mark.corpus
 def test_a_qdrant_host_that_does_not_resolve_is_one_line(ingested_home: Path) -> None:
     line = one_line_error(
-        clipdex(ingested_home, "status", CLIPDEX_QDRANT_URL="no-such-host.invalid")
+        run_cli(ingested_home, "status", CLIPDEX_QDRANT_URL="no-such-host.invalid", timeout=120)
     )
     assert "cannot reach the Qdrant server at http://no-such-host.invalid:6333" in line
 
@@ -91,7 +66,7 @@ def test_a_qdrant_host_that_does_not_resolve_is_one_line(ingested_home: Path) ->
 def test_a_qdrant_url_of_another_scheme_is_refused_by_the_settings(
     tmp_path: Path, url: str
 ) -> None:
-    line = one_line_error(clipdex(tmp_path / "home", "status", CLIPDEX_QDRANT_URL=url))
+    line = one_line_error(run_cli(tmp_path / "home", "status", CLIPDEX_QDRANT_URL=url, timeout=120))
     assert line.startswith("clipdex: error: CLIPDEX_QDRANT_URL: ")
     assert "http:// or https://" in line
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env
+from tests.conftest import one_line_error, run_cli
 
 pytestmark = pytest.mark.tiny_real
 
@@ -22,21 +21,8 @@ def clipdex(
     home: Path | str, *args: str, cwd: Path | None = None, **extra: str
 ) -> tuple[subprocess.CompletedProcess[str], float]:
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "clipdex", *args],
-        env=cli_env(Path(home), **extra) | {"CLIPDEX_HOME": str(home)},
-        cwd=cwd, capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+    done = run_cli(home, *args, cwd=cwd, timeout=120, settings=extra)
     return done, time.monotonic() - started
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert result.returncode == 2, result.stderr
-    assert lines[0].startswith("clipdex: error: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture
