@@ -81,7 +81,7 @@ def default_limit(max_limit: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class SearchOptions:
-    limit: int = DEFAULT_LIMIT
+    limit: int | None = None  # None: DEFAULT_LIMIT, or the configured maximum if that is less
     offset: int = 0
     filters: SearchFilter = field(default_factory=SearchFilter)
     min_score: float | None = None
@@ -90,6 +90,13 @@ class SearchOptions:
     mode: Mode = "vector"
     keyword_weight: float = 0.5  # hybrid: the keyword side's share of the fused score, 0..1
     sort: Sort = "relevance"
+
+
+def page_size(options: SearchOptions) -> int:
+    """The limit of options that passed ``checked_options`` (which fills one left unset)."""
+    if options.limit is None:
+        raise ValueError("SearchOptions.limit is unset: pass the options to checked_options")
+    return options.limit
 
 
 def check_page(limit: int, offset: int, max_limit: int) -> None:
@@ -103,7 +110,9 @@ def checked_options(options: SearchOptions, max_limit: int) -> SearchOptions:
     """Every bound the HTTP API declares, for in-process callers too; formats upper-cased as
     the catalog records them ("png" finds PNGs, in process as over HTTP) and the folder put in
     the form ingest records paths (``/lib/``, ``/lib/../lib`` find ``/lib``)."""
-    check_page(options.limit, options.offset, max_limit)
+    if options.limit is None:
+        options = replace(options, limit=default_limit(max_limit))
+    check_page(page_size(options), options.offset, max_limit)
     score = options.min_score
     if score is not None and not MIN_SCORE_FLOOR <= score <= MIN_SCORE_CEILING:
         raise BadQuery(

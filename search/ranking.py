@@ -28,7 +28,7 @@ from search.postprocess import (
     collapse_near_duplicates,
     sort_by_taken,
 )
-from search.query import SearchOptions
+from search.query import SearchOptions, page_size
 from search.results import Hit, SearchPage
 
 # Hybrid fuses, and a date sort without a cutoff orders, a fixed window of best candidates per
@@ -66,7 +66,7 @@ def ranked_page(
     if _plain(options, exclude):
         assert vector is not None
         return _plain_page(index, vector, options)
-    wanted = options.offset + options.limit
+    wanted = options.offset + page_size(options)
     depth = _depth(options, wanted)
     candidates = _candidates(index, vector, words, options, depth, exclude)
     hits = candidates.hits
@@ -95,11 +95,12 @@ def _plain(options: SearchOptions, exclude: str | None) -> bool:
 def _plain_page(
     index: VectorIndex, vector: NDArray[np.float32], options: SearchOptions
 ) -> SearchPage:
-    stored = index.search(vector, options.limit + 1, options.offset, options.filters)
+    limit = page_size(options)
+    stored = index.search(vector, limit + 1, options.offset, options.filters)
     floor = options.min_score
     kept = [hit for hit in stored if floor is None or hit.score >= floor]
-    hits = [Hit.from_stored(hit) for hit in kept[: options.limit]]
-    more = len(kept) > options.limit
+    hits = [Hit.from_stored(hit) for hit in kept[:limit]]
+    more = len(kept) > limit
     total = index.count_if_cheap(options.filters, EXACT_TOTAL_LIMIT) if floor is None else None
     floor_here = len(kept) < len(stored)
     if (floor_here or (total is None and not more)) and (kept or options.offset == 0):

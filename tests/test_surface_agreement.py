@@ -23,6 +23,8 @@ from core.runtime import Runtime
 from core.settings import Settings, load_settings
 from ingest.run import ingest
 from search.client import ClipdexClient, ClipdexError
+from search.engine import SearchService
+from search.query import SearchOptions
 from tests.conftest import cli_env
 from tests.fakes import FakeEncoder
 from tests.server import serve
@@ -240,6 +242,18 @@ def test_http_default_limit_is_capped_and_a_422_does_not_echo_the_input(
             meta = {"query": "x", "filters": {"metadata": {"k.z": "v"}}}
             key = http.post("/v1/search", json=meta)
             assert key.status_code == 422 and "k.z" not in key.text
+        # In process and through the Python client, options naming no limit are that page too.
+        service = SearchService(runtime)
+        assert len(service.text("x")) == 3
+        assert len(service.text("x", SearchOptions(mode="hybrid"))) == 3
+        assert len(service.similar(service.text("x")[0].id)) == 3
+        with serve(create_app(capped, runtime)) as url, ClipdexClient(url) as client:
+            assert len(client.text("x")) == 3
+            assert len(client.text("x", SearchOptions(min_score=-1.0))) == 3
+            assert len(client.image(sorted(library.rglob("*.jpg"))[0])) == 3
+            with pytest.raises(ClipdexError) as raised:
+                client.text("x", SearchOptions(limit=4))
+            assert raised.value.status == 422
     finally:
         runtime.close()
 

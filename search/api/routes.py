@@ -43,6 +43,7 @@ from search.query import (
     SearchOptions,
     Term,
     default_limit,
+    page_size,
     parse_terms,
     parse_where,
     path_term,
@@ -102,7 +103,7 @@ def _out(
     response.headers[INDEX_HEADER] = str(version.id)
     return SearchOut(
         hits=[HitOut(**hit.as_dict()) for hit in page.hits],
-        limit=options.limit,
+        limit=page_size(options),
         offset=options.offset,
         has_more=page.has_more,
         total=page.total,
