@@ -35,7 +35,8 @@ LOCATIONS = Base.metadata.tables[Location.__tablename__]
 
 class SendRefused(RuntimeError):
     """A sender that gives up at once (a one-shot command whose broker cannot be reached): the
-    round stops, and the rows it claimed but did not send stay queued in the catalog."""
+    round stops, and the rows it claimed but did not send go back to pending, where the next
+    round (the next ``clipdex ingest``) claims them again at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,7 @@ def queue_pending(
     if whole_batches:
         ids = ids[: len(ids) // batch_size * batch_size]
     claimed = _claim(sessions, version_id, ids, state_in(AssetState.PENDING))
-    return Enqueued(len(claimed), _send_all(send, version_id, claimed, batch_size))
+    return Enqueued(len(claimed), _send_all(sessions, send, version_id, claimed, batch_size))
 
 
 def reconcile(
@@ -119,7 +120,7 @@ def reconcile(
         c.updated_at < deadline,
     )
     claimed = _claim(sessions, version_id, ids, still)
-    return Enqueued(len(claimed), _send_all(send, version_id, claimed, batch_size))
+    return Enqueued(len(claimed), _send_all(sessions, send, version_id, claimed, batch_size))
 
 
 def state_in(*states: str) -> ColumnElement[bool]:
@@ -187,21 +188,47 @@ def _run_claim(session: Session, statement: Update) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def _send_all(send: SendBatch, version_id: int, ids: list[str], batch_size: int) -> int:
+def _send_all(
+    sessions: sessionmaker[Session], send: SendBatch, version_id: int, ids: list[str],
+    batch_size: int,
+) -> int:  # fmt: skip
     """One message per batch of ids, never one per image; returns how many ids were sent. A
     send that fails leaves its rows queued in the catalog, where the reconciler finds them. A
-    :class:`SendRefused` ends the round: it is raised again, counting the rows left queued."""
+    :class:`SendRefused` ends the round: the rows not sent go back to pending (a later round
+    need not wait the reconciler's age for them) and it is raised again, counting them."""
     sent = 0
     for chunk in chunked(ids, batch_size):
         try:
             send(version_id, chunk)
         except SendRefused as error:
+            released = _release(sessions, version_id, ids[sent:])
             raise SendRefused(
-                f"{error}; {len(ids) - sent} assets stay queued in the catalog: once the broker "
-                "is up, `clipdex reconcile --older-than 0` sends them"
+                f"{error}; {released} assets stay pending in the catalog: once the broker is "
+                "up, the next `clipdex ingest` (or `clipdex reconcile --older-than 0`) sends them"
             ) from None
         except Exception as error:  # broker down: the outbox keeps the work
             log.warning("could not enqueue %d assets (%s); the reconciler will", len(chunk), error)
         else:
             sent += len(chunk)
     return sent
+
+
+def _release(sessions: sessionmaker[Session], version_id: int, ids: Sequence[str]) -> int:
+    """Claimed rows that were never sent back to pending (those a worker has not picked up
+    meanwhile: a refused send may still have reached the broker); returns how many."""
+    c = STATES.c
+    released = 0
+    with sessions() as session:
+        for chunk in chunked(ids):
+            statement = (
+                update(STATES)
+                .where(
+                    c.asset_id.in_(chunk),
+                    func.coalesce(c.index_version_id, 0) == version_id,
+                    state_in(AssetState.QUEUED),
+                )
+                .values(state=AssetState.PENDING, updated_at=utcnow())
+                .returning(c.asset_id)
+            )
+            released += len(_run_claim(session, statement))
+    return released

@@ -66,21 +66,30 @@ def test_a_broker_url_celery_cannot_use_is_refused_by_the_settings(
 
 @pytest.mark.services
 @pytest.mark.corpus
-def test_a_send_refused_during_an_ingest_ends_it_and_keeps_the_work_queued(
+def test_a_send_refused_during_an_ingest_ends_it_and_the_next_ingest_sends_the_work(
     runtime: Runtime, library: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The broker answered the command's first check, then refused the send."""
+    """The broker answered the command's first check, then refused the send. The work it
+    refused goes back to pending: the next ``clipdex ingest`` sends it at once, without waiting
+    the reconciler's age (or ``clipdex reconcile --older-than 0``)."""
     from kombu.exceptions import OperationalError
 
     import workers.app
 
-    def refusing(_app: object) -> object:
-        def send(_version: int, _ids: list[str]) -> None:
-            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+    received: list[str] = []
+    broker_up = False
+
+    def sender(_app: object) -> object:
+        def send(_version: int, ids: list[str]) -> None:
+            if not broker_up:
+                raise OperationalError(
+                    "Error 111 connecting to 127.0.0.1:6379. Connection refused."
+                )
+            received.extend(ids)
 
         return send
 
-    monkeypatch.setattr(workers.app, "sender", refusing)
+    monkeypatch.setattr(workers.app, "sender", sender)
     settings = runtime.settings.model_copy(
         update={"broker_url": "redis://127.0.0.1:6379/14", "task_batch_size": 2}
     )
@@ -90,11 +99,19 @@ def test_a_send_refused_during_an_ingest_ends_it_and_keeps_the_work_queued(
         ingest(runtime, [library], dispatch=send)
     message = str(refused.value)
     assert message.startswith("cannot send work to the broker at redis://127.0.0.1:6379/14")
-    with runtime.sessions() as session:
-        states = list(session.scalars(select(AssetIndexState.state)))
-    assert states and set(states) == {"queued"}
-    assert f"{len(states)} assets stay queued in the catalog" in message
-    assert "clipdex reconcile --older-than 0" in message
+
+    def states() -> list[str]:
+        with runtime.sessions() as session:
+            return list(session.scalars(select(AssetIndexState.state)))
+
+    pending = states()
+    assert pending and set(pending) == {"pending"}
+    assert f"{len(pending)} assets stay pending in the catalog" in message
+    assert "the next `clipdex ingest`" in message and "reconcile --older-than 0" in message
+    broker_up = True
+    ingest(runtime, [library], dispatch=dispatch_for(settings))
+    assert len(received) == len(set(received)) == len(pending)
+    assert set(states()) == {"queued"}
 
 
 def test_no_broker_password_is_shown_in_any_form() -> None:
