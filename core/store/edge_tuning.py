@@ -13,9 +13,13 @@ against exact search, reopen time, build time at 10k/100k/1M points on a 2-core 
 * **Reopen.** The int8 codes are memory-mapped (Qdrant's ``cold`` tier), the date and keyword
   (sparse) indexes too (``cached``), instead of being copied onto the heap: that copy was most
   of a 4-5 s reopen at 1M points (a profile of ``EdgeShard.load``: the date index alone 26%,
-  the int8 copy 34%). The keyword and integer payload indexes stay on the heap (see
-  ``field_index``). ``core.store.edge_warm`` reads the files the open needs into the page
-  cache in one sequential pass before it (see there why).
+  the int8 copy 34%). The float vectors are ``cold`` too: Qdrant's default maps them and reads
+  all of them at the open (2 GB at 1M points: reopen + first search 2.6-3.9 s, against
+  1.55-1.64 s without that read, side by side); searches only rescore a beam of them. The
+  keyword and integer payload indexes stay on the heap (see ``field_index``).
+  ``core.store.edge_warm`` reads the files the open needs into the page cache in one
+  sequential pass before it, and has the kernel read the float vectors in the background
+  after it (see there why).
 * **Merged segments of at most ``max_segment_vectors``.** This caps the merges of later builds;
   a plain segment bigger than that is still indexed whole (1M vectors written in one run were
   one segment, built in 120-183 s on the 2-core machine).
@@ -80,7 +84,11 @@ class EdgeTuning:
         )
         return qe.EdgeConfig(
             vectors=qe.EdgeVectorParams(
-                dim, qe.Distance.Cosine, quantization_config=quantization, hnsw_config=hnsw
+                dim,
+                qe.Distance.Cosine,
+                quantization_config=quantization,
+                hnsw_config=hnsw,
+                memory=qe.Memory.Cold,  # mapped, not read whole at open (see "Reopen" above)
             ),
             sparse_vectors=sparse,
             # prevent_unoptimized stays off: EdgeIndex.count() relies on every point being

@@ -6,9 +6,10 @@ took 5-8 s to come back that way on this machine's disk, which reads 1.4 GB/s in
 ``read_for_open`` reads the files the open needs (graph links, int8 codes, payload and keyword
 indexes, id tracker) once, in order, just before it; the open then finds them in the cache.
 ``prefetch_vectors`` asks the kernel to read the float vectors (2 GB at 1M points, used to
-rescore each search's candidates) in the background after the open, so searches do not fault
-them in one by one. Neither changes what is stored; both are measured in
-``bench/store_bench.py`` (reopen + first search).
+rescore each search's candidates; a plain segment's chunks, scanned whole) in the background
+after the open, so searches do not fault them in one by one and the open does not wait for
+them. Neither changes what is stored; both are measured in ``bench/store_bench.py`` (reopen +
+first search).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from pathlib import Path
 
 _READ_AT_OPEN_DIRS = frozenset({"payload_index", "vector_index", "vector_index-keywords"})
-_FLOAT_VECTORS = "matrix.dat"
+_FLOAT_VECTORS = "matrix.dat"  # an indexed segment's; a plain one's are vectors/chunk_*.mmap
 _BUFFER = 8 << 20
 
 
@@ -27,6 +28,11 @@ def _read_at_open(file: Path) -> bool:
         or file.name.startswith("id_tracker")
         or not _READ_AT_OPEN_DIRS.isdisjoint(file.parts)
     )
+
+
+def _float_vectors(file: Path) -> bool:
+    dense = file.parent.name == "vector_storage" or file.parent.parent.name == "vector_storage"
+    return dense and (file.name == _FLOAT_VECTORS or file.name.startswith("chunk_"))
 
 
 def read_for_open(collection: Path) -> None:
@@ -48,7 +54,9 @@ def prefetch_vectors(collection: Path) -> None:
     advise = getattr(os, "posix_fadvise", None)
     if advise is None:
         return
-    for file in collection.rglob(_FLOAT_VECTORS):
+    for file in collection.rglob("*"):
+        if not _float_vectors(file):
+            continue
         try:
             with file.open("rb", buffering=0) as handle:
                 advise(handle.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
