@@ -13,7 +13,6 @@ Running the same manifest again registers, downloads into and encodes nothing ne
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,12 +30,11 @@ from ingest.batch import index_assets
 from ingest.fetch import FetchPolicy, FetchRefused, fetch
 from ingest.manifest import BadRow, Manifest, Row, read_manifest
 from ingest.metadata import Metadata, apply_metadata, refresh_payloads
-from ingest.queueing import SendBatch, queue_pending
+from ingest.queueing import SendBatch, queue_pending, send_claimed
 from ingest.records import record_failures
 from ingest.run import Progress, ingest
 from ingest.uploads import keep_bytes
 
-log = logging.getLogger(__name__)
 STAGE_MANIFEST = "manifest"
 JOB_KIND = "manifest"  # ingest.payload names a downloaded URL's asset from these jobs
 ROOTS_PER_RUN = 500  # local files registered per folder-ingest call (bounds its root clauses)
@@ -264,20 +262,14 @@ def _encode_or_send(
     progress: Progress | None,
     dispatch: SendBatch | None,
 ) -> None:
-    """The queued work, now that it has its metadata: encoded here, or sent to the workers (a
-    send that fails stays queued in the catalog for the reconciler, as with folders)."""
+    """The queued work, now that it has its metadata: encoded here, or sent to the workers as
+    with folders (a failed send stays queued for the reconciler; a refused one ends the run
+    and its rows go back to pending)."""
     if not ids:
         return
     if dispatch is not None:
-        for chunk in chunked(ids, runtime.settings.task_batch_size):
-            try:
-                dispatch(version_id, chunk)
-            except Exception as error:  # broker down: the outbox keeps the work
-                log.warning(
-                    "could not enqueue %d assets (%s); the reconciler will", len(chunk), error
-                )
-            else:
-                report.queued += len(chunk)
+        batch = runtime.settings.task_batch_size
+        report.queued += send_claimed(runtime.sessions, dispatch, version_id, ids, batch)
         return
     if progress is not None:
         progress.phase("encoding", len(ids))

@@ -86,7 +86,7 @@ def queue_pending(
     if whole_batches:
         ids = ids[: len(ids) // batch_size * batch_size]
     claimed = _claim(sessions, version_id, ids, state_in(AssetState.PENDING))
-    return Enqueued(len(claimed), _send_all(sessions, send, version_id, claimed, batch_size))
+    return Enqueued(len(claimed), send_claimed(sessions, send, version_id, claimed, batch_size))
 
 
 def reconcile(
@@ -120,7 +120,7 @@ def reconcile(
         c.updated_at < deadline,
     )
     claimed = _claim(sessions, version_id, ids, still)
-    return Enqueued(len(claimed), _send_all(sessions, send, version_id, claimed, batch_size))
+    return Enqueued(len(claimed), send_claimed(sessions, send, version_id, claimed, batch_size))
 
 
 def state_in(*states: str) -> ColumnElement[bool]:
@@ -188,23 +188,26 @@ def _run_claim(session: Session, statement: Update) -> list[str]:
     raise AssertionError("unreachable")
 
 
-def _send_all(
+def send_claimed(
     sessions: sessionmaker[Session], send: SendBatch, version_id: int, ids: list[str],
     batch_size: int,
 ) -> int:  # fmt: skip
-    """One message per batch of ids, never one per image; returns how many ids were sent. A
-    send that fails leaves its rows queued in the catalog, where the reconciler finds them. A
-    :class:`SendRefused` ends the round: the rows not sent go back to pending (a later round
-    need not wait the reconciler's age for them) and it is raised again, counting them."""
+    """Send ids this producer claimed (queued in the catalog), one message per batch of ids,
+    never one per image; returns how many ids were sent. A send that fails leaves its rows
+    queued, where the reconciler finds them. A :class:`SendRefused` ends the round: the rows
+    not sent go back to pending (running the command again sends them; nobody need wait the
+    reconciler's age) and it is raised again, counting them."""
     sent = 0
-    for chunk in chunked(ids, batch_size):
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
         try:
             send(version_id, chunk)
         except SendRefused as error:
-            released = _release(sessions, version_id, ids[sent:])
+            released = _release(sessions, version_id, ids[start:])
             raise SendRefused(
                 f"{error}; {released} assets stay pending in the catalog: once the broker is "
-                "up, the next `clipdex ingest` (or `clipdex reconcile --older-than 0`) sends them"
+                "up, running the command again sends them (for the live index, so does "
+                "`clipdex reconcile --older-than 0`)"
             ) from None
         except Exception as error:  # broker down: the outbox keeps the work
             log.warning("could not enqueue %d assets (%s); the reconciler will", len(chunk), error)

@@ -14,6 +14,8 @@ from sqlalchemy import select
 from clipdex.dispatch import dispatch_for
 from core.catalog.models import AssetIndexState
 from core.runtime import Runtime
+from ingest.fetch import FetchPolicy
+from ingest.manifest_ingest import ingest_manifest
 from ingest.queueing import SendRefused
 from ingest.run import ingest
 from tests.conftest import closed_port, one_line_error, run_cli
@@ -66,8 +68,9 @@ def test_a_broker_url_celery_cannot_use_is_refused_by_the_settings(
 
 @pytest.mark.services
 @pytest.mark.corpus
+@pytest.mark.parametrize("source", ["folder", "manifest"])
 def test_a_send_refused_during_an_ingest_ends_it_and_the_next_ingest_sends_the_work(
-    runtime: Runtime, library: Path, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, library: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str
 ) -> None:
     """The broker answered the command's first check, then refused the send. The work it
     refused goes back to pending: the next ``clipdex ingest`` sends it at once, without waiting
@@ -93,10 +96,19 @@ def test_a_send_refused_during_an_ingest_ends_it_and_the_next_ingest_sends_the_w
     settings = runtime.settings.model_copy(
         update={"broker_url": "redis://127.0.0.1:6379/14", "task_batch_size": 2}
     )
-    send = dispatch_for(settings)
-    assert send is not None
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in sorted(library.rglob("*.jpg"))))
+
+    def run() -> None:
+        send = dispatch_for(settings)
+        assert send is not None
+        if source == "folder":
+            ingest(runtime, [library], dispatch=send)
+        else:
+            ingest_manifest(runtime, manifest, FetchPolicy.of(1, 1.0, False, []), dispatch=send)
+
     with pytest.raises(SendRefused) as refused:
-        ingest(runtime, [library], dispatch=send)
+        run()
     message = str(refused.value)
     assert message.startswith("cannot send work to the broker at redis://127.0.0.1:6379/14")
 
@@ -107,9 +119,10 @@ def test_a_send_refused_during_an_ingest_ends_it_and_the_next_ingest_sends_the_w
     pending = states()
     assert pending and set(pending) == {"pending"}
     assert f"{len(pending)} assets stay pending in the catalog" in message
-    assert "the next `clipdex ingest`" in message and "reconcile --older-than 0" in message
+    assert "running the command again sends them" in message
+    assert "reconcile --older-than 0" in message
     broker_up = True
-    ingest(runtime, [library], dispatch=dispatch_for(settings))
+    run()
     assert len(received) == len(set(received)) == len(pending)
     assert set(states()) == {"queued"}
 

@@ -139,9 +139,9 @@ def test_bad_searches_fail_the_same_with_and_without_a_server(
     assert served == alone
 
 
-def test_the_default_limit_is_capped_at_the_configured_maximum(
-    home: Home, request: pytest.FixtureRequest
-) -> None:
+def test_the_default_limit_is_capped_at_the_configured_maximum(home: Home) -> None:
+    """Without a server; through one, its own maximum applies (the test below)."""
+
     def hits(*args: str) -> int:
         result = _cli(home.settings, [*args, "--json"], CLIPDEX_SEARCH_MAX_LIMIT="3")
         assert result.exit_code == 0, result.output
@@ -152,11 +152,9 @@ def test_the_default_limit_is_capped_at_the_configured_maximum(
         assert result.exit_code == 2
         return result.stderr
 
-    for _ in ("alone", "through a server"):
-        assert hits("search", "dog") == 3
-        assert hits("similar", home.asset) == 3
-        assert "limit must be between 1 and 3, got 4" in refused("search", "dog", "--limit", "4")
-        request.getfixturevalue("through_server")
+    assert hits("search", "dog") == 3
+    assert hits("similar", home.asset) == 3
+    assert "limit must be between 1 and 3, got 4" in refused("search", "dog", "--limit", "4")
 
 
 @pytest.fixture
@@ -293,3 +291,25 @@ def test_the_cli_resolves_a_folder_it_was_given_with_or_without_a_server(
     assert found(str(tmp_path / "link")) == real and found("trips") == real
     request.getfixturevalue("through_server")
     assert found(str(tmp_path / "link")) == real and found("trips/") == real
+
+
+def test_the_cli_takes_the_default_page_of_the_server_it_talks_to(
+    home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``clipdex serve`` with a smaller CLIPDEX_SEARCH_MAX_LIMIT than the shell's: a search
+    naming no limit gets the server's default page, not a 422 for the CLI's default of 10."""
+    capped = home.settings.model_copy(update={"search_max_limit": 3})
+    runtime = open_ready_runtime(capped)
+    try:
+        with serve(create_app(capped, runtime)) as url:
+            monkeypatch.setattr(
+                searching, "served_home", lambda: RemoteHome(HomeServer(url, 0, ""))
+            )
+            for args in (["search", "dog"], ["similar", home.asset]):
+                result = _cli(home.settings, [*args, "--json"])
+                assert result.exit_code == 0, result.output
+                assert result.stdout.count('"id"') == 3
+            refused = _cli(home.settings, ["search", "dog", "--limit", "4"])
+            assert refused.exit_code == 2 and "limit must be between 1 and 3" in refused.stderr
+    finally:
+        runtime.close()

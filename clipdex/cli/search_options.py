@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -69,19 +70,21 @@ def build_options(flags: dict[str, Any]) -> SearchOptions:
     """``SearchOptions`` from a command's flags (its ``locals()``, named as above), checked
     here by the engine's own checks, before any server or store is asked: a bad option is the
     same one line with or without a ``clipdex serve`` (whose JSON cannot even carry NaN)."""
-    from search.query import BadQuery, checked_options, default_limit
+    from search.query import BadQuery, checked_options
 
     with expected_errors():
         max_limit = checked_settings().search_max_limit
     limit = flags["limit"]
     try:  # the folder is resolved against this working folder, as ingest resolves paths
-        options = _options(flags, default_limit(max_limit) if limit is None else limit)
-        return checked_options(options, max_limit)
+        checked = checked_options(_options(flags, limit), max_limit)
     except BadQuery as error:
         fail(error.detailed)
+    # No --limit stays unset: whoever answers (this process, or a `clipdex serve` with its own
+    # CLIPDEX_SEARCH_MAX_LIMIT) gives its default page.
+    return replace(checked, limit=limit)
 
 
-def _options(flags: dict[str, Any], limit: int) -> SearchOptions:
+def _options(flags: dict[str, Any], limit: int | None) -> SearchOptions:
     from core.store.base import SearchFilter
     from search.query import SearchOptions, parse_where
 
