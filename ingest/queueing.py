@@ -35,8 +35,8 @@ LOCATIONS = Base.metadata.tables[Location.__tablename__]
 
 class SendRefused(RuntimeError):
     """A sender that gives up at once (a one-shot command whose broker cannot be reached): the
-    round stops, and the rows it claimed but did not send go back to pending, where the next
-    round (the next ``clipdex ingest``) claims them again at once."""
+    round stops, and the rows it claimed but did not send go back to pending, where running
+    the command again claims them at once."""
 
 
 @dataclass(frozen=True, slots=True)
