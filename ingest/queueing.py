@@ -144,9 +144,12 @@ def _claim(
     return sorted(claimed)
 
 
-def claim_statement(version_id: int, chunk: Sequence[str], still: ColumnElement[bool]) -> Update:
-    """``UPDATE ... SET state = 'queued' ... RETURNING asset_id`` for the rows of ``chunk`` that
-    ``still`` holds for; run it after :func:`by_primary_key`.
+def claim_statement(
+    version_id: int, chunk: Sequence[str], still: ColumnElement[bool],
+    state: str = AssetState.QUEUED,
+) -> Update:  # fmt: skip
+    """``UPDATE ... SET state = 'queued' ... RETURNING asset_id`` (or another ``state``) for
+    the rows of ``chunk`` that ``still`` holds for; run it after :func:`by_primary_key`.
 
     A chunk must be found by primary key, whatever the statistics say. With a plain
     ``index_version_id = ...`` (or ``state = ...``), a planner without statistics (a fresh
@@ -158,7 +161,7 @@ def claim_statement(version_id: int, chunk: Sequence[str], still: ColumnElement[
     return (
         update(STATES)
         .where(c.asset_id.in_(chunk), func.coalesce(c.index_version_id, 0) == version_id, still)
-        .values(state=AssetState.QUEUED, updated_at=utcnow())
+        .values(state=state, updated_at=utcnow())
         .returning(c.asset_id)
     )
 
@@ -219,19 +222,10 @@ def send_claimed(
 def _release(sessions: sessionmaker[Session], version_id: int, ids: Sequence[str]) -> int:
     """Claimed rows that were never sent back to pending (those a worker has not picked up
     meanwhile: a refused send may still have reached the broker); returns how many."""
-    c = STATES.c
     released = 0
     with sessions() as session:
         for chunk in chunked(ids):
-            statement = (
-                update(STATES)
-                .where(
-                    c.asset_id.in_(chunk),
-                    func.coalesce(c.index_version_id, 0) == version_id,
-                    state_in(AssetState.QUEUED),
-                )
-                .values(state=AssetState.PENDING, updated_at=utcnow())
-                .returning(c.asset_id)
-            )
+            queued = state_in(AssetState.QUEUED)
+            statement = claim_statement(version_id, chunk, queued, state=AssetState.PENDING)
             released += len(_run_claim(session, statement))
     return released

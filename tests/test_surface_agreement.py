@@ -5,6 +5,7 @@ and the default limit the way the CLI does."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,16 @@ def _args(args: list[str], home: Home) -> list[str]:
 def through_server(home: Home, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A server that owns the home, as ``clipdex serve`` does, and the search commands sent
     through it (the CLI finds it as it finds ``serve.json``'s server)."""
-    runtime = open_ready_runtime(home.settings)
+    with _served(home.settings, monkeypatch):
+        yield
+
+
+@contextmanager
+def _served(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A server with ``settings`` over their home, where the CLI's search commands go."""
+    runtime = open_ready_runtime(settings)
     try:
-        with serve(create_app(home.settings, runtime)) as url:
+        with serve(create_app(settings, runtime)) as url:
             remote = RemoteHome(HomeServer(url, 0, ""))
             monkeypatch.setattr(searching, "served_home", lambda: remote)
             yield
@@ -299,17 +307,10 @@ def test_the_cli_takes_the_default_page_of_the_server_it_talks_to(
     """A ``clipdex serve`` with a smaller CLIPDEX_SEARCH_MAX_LIMIT than the shell's: a search
     naming no limit gets the server's default page, not a 422 for the CLI's default of 10."""
     capped = home.settings.model_copy(update={"search_max_limit": 3})
-    runtime = open_ready_runtime(capped)
-    try:
-        with serve(create_app(capped, runtime)) as url:
-            monkeypatch.setattr(
-                searching, "served_home", lambda: RemoteHome(HomeServer(url, 0, ""))
-            )
-            for args in (["search", "dog"], ["similar", home.asset]):
-                result = _cli(home.settings, [*args, "--json"])
-                assert result.exit_code == 0, result.output
-                assert result.stdout.count('"id"') == 3
-            refused = _cli(home.settings, ["search", "dog", "--limit", "4"])
-            assert refused.exit_code == 2 and "limit must be between 1 and 3" in refused.stderr
-    finally:
-        runtime.close()
+    with _served(capped, monkeypatch):
+        for args in (["search", "dog"], ["similar", home.asset]):
+            result = _cli(home.settings, [*args, "--json"])
+            assert result.exit_code == 0, result.output
+            assert result.stdout.count('"id"') == 3
+        refused = _cli(home.settings, ["search", "dog", "--limit", "4"])
+        assert refused.exit_code == 2 and "limit must be between 1 and 3" in refused.stderr
