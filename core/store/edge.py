@@ -7,7 +7,6 @@ Chosen by measurement over qdrant-client's local mode (pure Python, brute force)
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from core.store.base import (
     stored_hit,
     vector_as_list,
 )
+from core.store.edge_files import has_keywords, raise_scan_thresholds
 from core.store.edge_tuning import EdgeTuning
 from core.store.edge_warm import prefetch_vectors, read_for_open
 from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
@@ -79,6 +79,7 @@ class EdgeStore:
                 config = self._tuning.collection_config(dim, sparse)
                 shard = qe.EdgeShard.create(str(path), config)
             else:
+                raise_scan_thresholds(path, self._tuning.segment_scan)
                 read_for_open(path)
                 shard = qe.EdgeShard.load(str(path))
                 prefetch_vectors(path)
@@ -86,7 +87,9 @@ class EdgeStore:
             if "WouldBlock" in str(error):
                 raise StoreLocked(_locked_message(self._root)) from error
             raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
-        index = EdgeIndex(name, dim, shard, self._tuning, keywords=_has_keywords(path), path=path)
+        index = EdgeIndex(
+            name, dim, shard, self._tuning, keywords=has_keywords(path, KEYWORDS_VECTOR), path=path
+        )
         if created:
             index.create_payload_indexes()
         self._open[name] = index
@@ -345,28 +348,23 @@ class EdgeIndex:
     def optimize(self) -> None:
         """Build the graph over every segment that is due one. Holds the GIL throughout: the
         whole process waits (see ``core.store.edge_tuning``)."""
+        path = self._path
         try:
             self._shard.optimize()
+            if path is not None and raise_scan_thresholds(path, self._tuning.segment_scan):
+                self.close()  # Qdrant reads a segment's threshold when it opens it
+                self._shard = qe.EdgeShard.load(str(path))
         except Exception as error:  # a full disk, a damaged segment: one line, not a trace
             raise StoreError(
                 f"building the search graph of {self.name!r} failed: {error}"
             ) from error
-        if self._path is not None:  # the new segments' files, as after a reopen
-            read_for_open(self._path)
-            prefetch_vectors(self._path)
+        if path is not None:  # the new segments' files, as after a reopen
+            read_for_open(path)
+            prefetch_vectors(path)
 
     def close(self) -> None:
         self._shard.flush()
         self._shard.close()
-
-
-def _has_keywords(path: Path) -> bool:
-    """Whether the collection at ``path`` was made with the keyword (sparse) vector."""
-    try:
-        config = json.loads((path / "edge_config.json").read_text())
-    except (OSError, ValueError):
-        return True  # unknown: the first write finds out
-    return KEYWORDS_VECTOR in (config.get("sparse_vectors") or {})
 
 
 def _sparse(payload: Payload) -> qe.SparseVector:

@@ -33,11 +33,13 @@ against exact search, reopen time, build time at 10k/100k/1M points on a 2-core 
   12-13% 0.98-0.994 and it climbs from there (0.994-0.996 at 27%), whatever ``hnsw_ef`` past
   512 (m=32 did not help either). Hence the scan below 100,000 matches, and
   ``EdgeIndex.search`` redoes a short page exactly when more points match. A scan costs 40-70
-  ns a match here (12% of 1M: 8-9 ms), so 125,000 would make the 10-12% band exact; but the
-  threshold also decides unfiltered searches (a segment smaller than it is scanned whole),
-  and at 125,000 every search of a 100k-point library scanned: 4.3 ms instead of 1.6, text
-  queries through ``clipdex serve`` 36 -> 39.5-41.7 ms. So 100,000 stays the default, and
-  ``CLIPDEX_FILTER_SCAN_POINTS=125000`` is for libraries of a million and more.
+  ns a match here (12% of 1M: 8-9 ms). ACORN's recall follows the share of a segment a
+  filter matches, so each built segment's threshold is then raised to ``scan_share`` of its
+  vectors, at most ``scan_share_cap`` (``core.store.edge_files``): a million-point segment
+  scans filters matching up to 125,000 of its points, and smaller segments keep 100,000. One
+  threshold of 125,000 for the whole collection would have scanned every segment below it
+  whole on unfiltered searches too: at 100k points 4.3 ms instead of 1.6, text queries
+  through ``clipdex serve`` 36 -> 39.5-41.7 ms.
 
 Qdrant Edge holds the Python GIL while it builds: a build pauses the whole process. So a
 build runs only where nobody waits on that process: at the end of a CLI ingest or reindex
@@ -66,6 +68,8 @@ class EdgeTuning:
     indexing_threshold: int = 20_000  # vectors in a segment before it gets a graph
     max_segment_vectors: int = 200_000
     full_scan_vectors: int = 100_000  # a filter matching fewer points is answered by a scan
+    scan_share: float = 0.125  # ... raised per built segment to this share of its vectors,
+    scan_share_cap: int = 125_000  # at most this many (a scan of 125,000: about 9 ms here)
 
     def collection_config(self, dim: int, sparse: dict[str, Any]) -> qe.EdgeConfig:
         def kilobytes(vectors: int) -> int:
@@ -134,6 +138,10 @@ class EdgeTuning:
             quantization=quantization,
             acorn=qe.AcornSearchParams(enable=True, max_selectivity=1.0) if filtered else None,
         )
+
+    def segment_scan(self, vectors: int) -> int:
+        """The filter-scan threshold a built segment of ``vectors`` gets at least."""
+        return min(int(vectors * self.scan_share), self.scan_share_cap)
 
     def unindexed_due(self, points: int, indexed: int) -> int:
         """Vectors a build would put in a graph now: 0 while the plain part is small."""
