@@ -14,8 +14,8 @@ clipdex's payload shape, then is measured twice in the same run:
           reopened, which raises each built segment's to an eighth of it (at most 125,000)
 
 Each phase prints search p50 unfiltered and filtered (a folder, 4% of the points, and width
-ranges matching 1%, 2%, 10%, 12%, 13% and 27%: at 1M points 10% sits on the default scan
-threshold, 12% and 13% either side of ``--scan-points 125000``), recall@10 against exact
+ranges matching 1%, 2%, 10%, 12%, 13% and 27%: at 1M points 10% sits on the collection's
+scan threshold, 12% and 13% either side of a million-point segment's), recall@10 against exact
 search over the same points (after 50 other queries have mapped in the pages a running
 process holds), and the reopen time (store closed, reopened, first search answered; then
 the p50 of the next 49 searches, whose pages the new process faults in).
@@ -60,7 +60,7 @@ FILTERS = {
     "width 2%": SearchFilter(min_width=640, max_width=719),
     "folder 4%": SearchFilter(folder="/photos/2017"),
     "width 10%": SearchFilter(min_width=640, max_width=1039),
-    # 120,000 and 130,000 of 1M points: either side of the scan threshold (125,000 matches)
+    # 120,000 and 130,000 of 1M points: either side of its segment's threshold (125,000)
     "width 12%": SearchFilter(min_width=640, max_width=1119),
     "width 13%": SearchFilter(min_width=640, max_width=1159),
     "width 27%": SearchFilter(min_width=3300),

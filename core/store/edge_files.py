@@ -22,7 +22,9 @@ not there) nothing is written and Qdrant's own threshold stays.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,8 @@ from pathlib import Path
 _GRAPH_CONFIG = "vector_index/hnsw_config.json"  # the dense vector's; sparse: vector_index-*
 _THRESHOLD = "full_scan_threshold"
 _SIZE = "indexed_vector_count"
+
+log = logging.getLogger(__name__)
 
 
 def raise_scan_thresholds(collection: Path, wanted: Callable[[int], int]) -> int:
@@ -47,8 +51,14 @@ def raise_scan_thresholds(collection: Path, wanted: Callable[[int], int]) -> int
             continue
         config[_THRESHOLD] = target
         partial = config_file.with_name(config_file.name + ".clipdex-partial")
-        partial.write_text(json.dumps(config))
-        os.replace(partial, config_file)  # whole or not at all
+        try:
+            partial.write_text(json.dumps(config))
+            os.replace(partial, config_file)  # whole or not at all
+        except OSError as error:  # a read-only copy: it searches as Qdrant built it
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            log.warning("cannot raise the filter-scan threshold in %s: %s", config_file, error)
+            continue
         changed += 1
     return changed
 
