@@ -60,19 +60,19 @@ def test_the_share_is_capped() -> None:
     assert EdgeTuning(scan_share=0.0).segment_scan(1_000_000) == 0
 
 
-def test_a_file_that_cannot_be_written_leaves_the_open_going(
+def test_a_file_that_cannot_be_written_keeps_qdrants_threshold(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A read-only copy of a collection (root ignores permissions here, so the refusal is
-    simulated): the segment keeps Qdrant's threshold, the open goes on, and a warning says why."""
+    """A full disk (simulated: the replace is refused): the segment keeps Qdrant's threshold,
+    its file stays whole, nothing is left beside it, and a warning says why."""
     text = json.dumps({"full_scan_threshold": 10, "indexed_vector_count": 1_000_000})
-    config = _segment(tmp_path, "read-only", text)
+    config = _segment(tmp_path, "full-disk", text)
 
     def refuse(source: object, target: object) -> None:
-        raise PermissionError(30, "Read-only file system")
+        raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("core.store.edge_files.os.replace", refuse)
     assert raise_scan_thresholds(tmp_path, EdgeTuning().segment_scan) == 0
     assert config.read_text() == text
     assert not list(tmp_path.rglob("*.clipdex-partial"))
-    assert "Read-only file system" in caplog.text
+    assert "No space left on device" in caplog.text

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from core.store.base import PointRecord, SearchFilter
+from core.store.base import PointRecord, SearchFilter, StoreError
 from core.store.edge import EdgeIndex, EdgeStore
 from core.store.edge_tuning import EdgeTuning
 from tests.synthetic_vectors import clip_like
@@ -189,6 +189,53 @@ def test_a_built_segment_scans_filters_matching_up_to_an_eighth_of_it(
                 assert np.mean(found) >= 0.99, (reopen, width, np.mean(found))
     finally:
         store.close()
+
+
+def _built_with_raised_thresholds(root: Path) -> tuple[EdgeStore, EdgeIndex]:
+    """5,000 points built under a collection threshold of 10: the build raises the segment's
+    to 625 and reopens the shard."""
+    vectors = clip_like(POINTS, seed=8)
+    store = EdgeStore(root, tuning=EdgeTuning(indexing_threshold=1000, full_scan_vectors=10))
+    index = store.open_index("reloaded", vectors.shape[1])
+    index.upsert(_records(vectors))
+    return store, index
+
+
+def test_the_index_reopened_by_a_build_keeps_working(tmp_path: Path) -> None:
+    store, index = _built_with_raised_thresholds(tmp_path)
+    try:
+        index.optimize()
+        fresh = clip_like(200, seed=9)
+        index.upsert(_records(fresh, first=POINTS))
+        assert index.count() == POINTS + 200
+        assert index.search(fresh[0], 1)[0].id == _id(POINTS)
+        assert [h.id for h in index.keyword_search([f"{POINTS + 7}"], 1)] == [_id(POINTS + 7)]
+        index.optimize()  # nothing due, nothing raised: no reopen
+        store.close()
+        store = EdgeStore(tmp_path)
+        assert store.open_index("reloaded", fresh.shape[1]).count() == POINTS + 200
+    finally:
+        store.close()
+
+
+def test_a_reopen_that_fails_after_a_build_says_so_in_one_line_and_frees_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, index = _built_with_raised_thresholds(tmp_path)
+
+    def disk_gone(path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("core.store.edge.read_for_open", disk_gone)
+    with pytest.raises(StoreError, match=r"search graph of 'reloaded' failed: .*Input/output"):
+        index.optimize()
+    store.close()  # the shard is already closed: nothing left to fail
+    monkeypatch.undo()
+    again = EdgeStore(tmp_path)  # the lock was released
+    try:
+        assert again.open_index("reloaded", index.dim).count() == POINTS
+    finally:
+        again.close()
 
 
 def test_points_written_after_the_build_are_found_before_the_next_one(

@@ -153,6 +153,7 @@ class EdgeIndex:
         self._path = path
         self.dim = dim
         self._shard = shard
+        self._closed = False
         self._tuning = tuning or EdgeTuning()
         self._indexed: set[str] = set(shard.info().payload_schema)
         # Collections made before keyword search have no keyword vector (also learnt on write).
@@ -347,22 +348,31 @@ class EdgeIndex:
 
     def optimize(self) -> None:
         """Build the graph over every segment that is due one. Holds the GIL throughout: the
-        whole process waits (see ``core.store.edge_tuning``)."""
+        whole process waits (see ``core.store.edge_tuning``). A segment whose filter-scan
+        threshold was raised (``core.store.edge_files``) is read again: the shard is reopened."""
         path = self._path
         try:
             self._shard.optimize()
-            if path is not None and raise_scan_thresholds(path, self._tuning.segment_scan):
-                self.close()  # Qdrant reads a segment's threshold when it opens it
+            raised = path is not None and raise_scan_thresholds(path, self._tuning.segment_scan)
+            if raised:
+                self.close()
+            if path is not None:  # the new segments' files, as before an open
+                read_for_open(path)
+            if raised:
                 self._shard = qe.EdgeShard.load(str(path))
+                self._closed = False
         except Exception as error:  # a full disk, a damaged segment: one line, not a trace
             raise StoreError(
                 f"building the search graph of {self.name!r} failed: {error}"
             ) from error
-        if path is not None:  # the new segments' files, as after a reopen
-            read_for_open(path)
+        if path is not None:
             prefetch_vectors(path)
 
     def close(self) -> None:
+        """Once: after a reopen that failed, the store's own close has nothing left to do."""
+        if self._closed:
+            return
+        self._closed = True
         self._shard.flush()
         self._shard.close()
 

@@ -11,8 +11,9 @@ recall 0.970-0.984, from 12-13% on at 0.984-0.994. The collection's 100,000 is 1
 million-point segment; 125,000 for the whole collection also scanned every segment smaller
 than that on searches without a filter (at 100k points: 4.3 ms instead of the graph's 1.6).
 So each built segment's threshold is raised to its own share (``EdgeTuning.segment_scan``):
-a million-point segment scans what 12.5% of it match, smaller segments keep the
-collection's setting, and no segment is scanned whole without a filter.
+a million-point segment scans what 12.5% of it match, segments under 800,000 points keep
+the collection's 100,000, and a segment is still scanned whole without a filter only once
+more than 7/8 of the vectors it was built with are deleted (Qdrant compares the vectors left).
 
 The change is only ever a raise (a collection made with a higher threshold keeps it), and it
 is made with the shard closed: before an open, and by ``EdgeIndex.optimize`` after a build,
@@ -50,17 +51,34 @@ def raise_scan_thresholds(collection: Path, wanted: Callable[[int], int]) -> int
         if target <= current:
             continue
         config[_THRESHOLD] = target
-        partial = config_file.with_name(config_file.name + ".clipdex-partial")
         try:
-            partial.write_text(json.dumps(config))
-            os.replace(partial, config_file)  # whole or not at all
-        except OSError as error:  # a read-only copy: it searches as Qdrant built it
-            with contextlib.suppress(OSError):
-                partial.unlink(missing_ok=True)
+            _replace(config_file, json.dumps(config))
+        except OSError as error:  # a full disk: the segment searches as Qdrant built it
             log.warning("cannot raise the filter-scan threshold in %s: %s", config_file, error)
             continue
         changed += 1
     return changed
+
+
+def _replace(target: Path, text: str) -> None:
+    """Whole or not at all, on disk too: an empty graph config after a power cut would stop
+    the collection from opening (Qdrant's own save syncs the same way)."""
+    partial = target.with_name(target.name + ".clipdex-partial")
+    try:
+        with partial.open("w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def has_keywords(collection: Path, vector: str) -> bool:

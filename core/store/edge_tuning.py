@@ -36,10 +36,11 @@ against exact search, reopen time, build time at 10k/100k/1M points on a 2-core 
   ns a match here (12% of 1M: 8-9 ms). ACORN's recall follows the share of a segment a
   filter matches, so each built segment's threshold is then raised to ``scan_share`` of its
   vectors, at most ``scan_share_cap`` (``core.store.edge_files``): a million-point segment
-  scans filters matching up to 125,000 of its points, and smaller segments keep 100,000. One
-  threshold of 125,000 for the whole collection would have scanned every segment below it
-  whole on unfiltered searches too: at 100k points 4.3 ms instead of 1.6, text queries
-  through ``clipdex serve`` 36 -> 39.5-41.7 ms.
+  scans filters matching up to 125,000 of its points, and segments under 800,000 points
+  keep 100,000. One threshold of 125,000 for the whole collection would have scanned every
+  segment below it whole on unfiltered searches too: at 100k points 4.3 ms instead of 1.6,
+  text queries through ``clipdex serve`` 36 -> 39.5-41.7 ms. (40-70 ns a match is the int8
+  codes' cost; a collection made with ``quantization="none"`` scans floats, slower.)
 
 Qdrant Edge holds the Python GIL while it builds: a build pauses the whole process. So a
 build runs only where nobody waits on that process: at the end of a CLI ingest or reindex
