@@ -44,7 +44,8 @@ from numpy.typing import NDArray
 from qdrant_client import QdrantClient
 
 from core.store.base import PointRecord, SearchFilter, VectorIndex
-from core.store.edge import EdgeIndex, EdgeStore, _edge_filter
+from core.store.edge import EdgeIndex, EdgeStore
+from core.store.edge_filter import to_edge_filter
 from core.store.edge_tuning import EdgeTuning
 from core.store.qdrant import QdrantStore
 from search.query import SearchOptions
@@ -125,7 +126,7 @@ def measure(
 def walked_count(index: EdgeIndex, search_filter: SearchFilter | None) -> int:
     """What ``EdgeIndex.count`` did for every page before: an exact count visiting every
     match (unfiltered too, where the shard's own point count is exact)."""
-    request = qe.CountRequest(exact=True, filter=_edge_filter(search_filter))
+    request = qe.CountRequest(exact=True, filter=to_edge_filter(search_filter))
     return int(index._shard.count(request))
 
 

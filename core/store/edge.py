@@ -23,24 +23,20 @@ from core.store.base import (
     DATETIME_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
-    Between,
-    Condition,
-    Match,
     Payload,
     PointRecord,
     SearchFilter,
     StoredHit,
     StoreError,
     StoreLocked,
-    conditions,
     keyword_missing,
     metadata_keys,
     ranked_slice,
-    rfc3339,
     stored_hit,
     vector_as_list,
 )
 from core.store.edge_files import has_keywords, raise_scan_thresholds
+from core.store.edge_filter import to_edge_filter
 from core.store.edge_tuning import EdgeTuning
 from core.store.edge_warm import prefetch_vectors, read_for_open
 from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
@@ -228,7 +224,7 @@ class EdgeIndex:
         exact: bool = False,
         with_vectors: bool = False,
     ) -> list[StoredHit]:
-        edge_filter = _edge_filter(search_filter)
+        edge_filter = to_edge_filter(search_filter)
         dense = qe.Query.Nearest(vector_as_list(vector, self.dim))
         # Graph or scan is decided by the page, not by how deep a tie makes the window grow:
         # a window past the beam is a scan; within it, tie groups are completed up to the beam.
@@ -275,7 +271,7 @@ class EdgeIndex:
         if not indices:
             return []
         sparse = qe.Query.Nearest(qe.SparseVector(indices, values), using=KEYWORDS_VECTOR)
-        edge_filter = _edge_filter(search_filter)
+        edge_filter = to_edge_filter(search_filter)
 
         def query(fetch: int, with_payload: bool) -> list[StoredHit]:
             request = qe.QueryRequest(
@@ -309,10 +305,10 @@ class EdgeIndex:
         return {str(r.id) for r in records}
 
     def count(self, search_filter: SearchFilter | None = None) -> int:
-        return self._count(_edge_filter(search_filter))
+        return self._count(to_edge_filter(search_filter))
 
     def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
-        edge_filter = _edge_filter(search_filter)
+        edge_filter = to_edge_filter(search_filter)
         if edge_filter is not None:
             estimate = self._shard.count(qe.CountRequest(exact=False, filter=edge_filter))
             if int(estimate) > limit:
@@ -379,26 +375,3 @@ class EdgeIndex:
 
 def _sparse(payload: Payload) -> qe.SparseVector:
     return qe.SparseVector(*sparse_of(payload_words(payload)))
-
-
-def _edge_filter(search_filter: SearchFilter | None) -> qe.Filter | None:
-    found = conditions(search_filter)
-    return qe.Filter(must=[_edge_condition(c) for c in found]) if found else None
-
-
-def _edge_condition(condition: Condition) -> Any:
-    if isinstance(condition, Match):
-        values = list(condition.values)
-        match = qe.MatchValue(values[0]) if len(values) == 1 else qe.MatchAny(values)
-        return qe.FieldCondition(condition.key, match=match)
-    if isinstance(condition, Between):
-        return qe.FieldCondition(
-            condition.key, range=qe.RangeFloat(gte=condition.low, lte=condition.high)
-        )
-    after, before = condition.after, condition.before
-    return qe.FieldCondition(
-        condition.key,
-        range=qe.RangeDateTime(
-            gte=rfc3339(after) if after else None, lt=rfc3339(before) if before else None
-        ),
-    )
