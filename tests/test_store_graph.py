@@ -127,21 +127,27 @@ def test_a_filtered_search_fills_its_page(
     assert np.mean(found) >= 0.95
 
 
+def _built_selective(root: Path, tuning: EdgeTuning, name: str) -> tuple[EdgeStore, EdgeIndex]:
+    """20,000 points (``width`` = 640 + i % 4000), written in chunks and built."""
+    points = 20_000
+    vectors = clip_like(points, seed=3)
+    store = EdgeStore(root, tuning=tuning)
+    index = store.open_index(name, vectors.shape[1])
+    for start in range(0, points, 2000):
+        index.upsert(_records(vectors[start : start + 2000], first=start))
+    index.optimize()
+    return store, index
+
+
 def test_a_short_filtered_walk_is_answered_again_by_a_scan(tmp_path: Path) -> None:
     """The filtered graph walk (ACORN) fails when few points match: at 1M points a filter
     matching 2% of them got 5 of 10 hits; on these 20,000 points one matching 0.5% gets 1 or
     2. Such filters are scanned (fewer matches than ``full_scan_vectors``, 100,000 by default,
     or an eighth of the segment); here both thresholds are set low to force the walk, and a
     page that comes back short while more points match must be answered again by a scan."""
-    points = 20_000
-    vectors = clip_like(points, seed=3)
     walks = EdgeTuning(indexing_threshold=1000, full_scan_vectors=10, scan_share=0.0)
-    store = EdgeStore(tmp_path, tuning=walks)
+    store, index = _built_selective(tmp_path, walks, "selective")
     try:
-        index = store.open_index("selective", vectors.shape[1])
-        for start in range(0, points, 2000):
-            index.upsert(_records(vectors[start : start + 2000], first=start))
-        index.optimize()
         selective = SearchFilter(min_width=640, max_width=659)  # i % 4000 < 20: 100 points
         assert index.count(selective) == 100
         for query in _queries():
@@ -164,21 +170,15 @@ def test_a_built_segment_scans_filters_matching_up_to_an_eighth_of_it(
     filter matching up to an eighth of it, even where the collection's own threshold (10 here)
     would walk: from its build on, or, for a segment built before this rule, from its next
     open."""
-    points = 20_000
-    vectors = clip_like(points, seed=3)
     tuning = EdgeTuning(indexing_threshold=1000, full_scan_vectors=10)
     builder = replace(tuning, scan_share=0.0) if built_before else tuning
-    store = EdgeStore(tmp_path, tuning=builder)
+    store, index = _built_selective(tmp_path, builder, "shares")
     try:
-        index = store.open_index("shares", vectors.shape[1])
-        for start in range(0, points, 2000):
-            index.upsert(_records(vectors[start : start + 2000], first=start))
-        index.optimize()
         for reopen in (False, True) if not built_before else (True,):
             if reopen:
                 store.close()
                 store = EdgeStore(tmp_path, tuning=tuning)
-                index = store.open_index("shares", vectors.shape[1])
+                index = store.open_index("shares", index.dim)
             for width in (40, 80):  # i % 4000 < width: 200 and 400 points, 1% and 2%
                 selective = SearchFilter(min_width=640, max_width=640 + width - 1)
                 found = []
@@ -192,8 +192,8 @@ def test_a_built_segment_scans_filters_matching_up_to_an_eighth_of_it(
 
 
 def _built_with_raised_thresholds(root: Path) -> tuple[EdgeStore, EdgeIndex]:
-    """5,000 points built under a collection threshold of 10: the build raises the segment's
-    to 625 and reopens the shard."""
+    """5,000 points, unbuilt, under a collection threshold of 10: their build raises the
+    segment's to 625 and reopens the shard."""
     vectors = clip_like(POINTS, seed=8)
     store = EdgeStore(root, tuning=EdgeTuning(indexing_threshold=1000, full_scan_vectors=10))
     index = store.open_index("reloaded", vectors.shape[1])
