@@ -141,3 +141,48 @@ def test_no_broker_password_is_shown_in_any_form() -> None:
     }
     for url, shown in cases.items():
         assert shown_broker(url) == shown
+
+
+@pytest.mark.corpus
+def test_a_broker_that_refuses_the_resend_does_not_end_ingest_wait(
+    runtime: Runtime,
+    library: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``clipdex ingest --wait`` re-sends work the broker lost; a broker down at that moment
+    (restarting, say) is tried again on a timer, and the wait goes on until the workers are
+    done, each image sent once after the outage."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    import clipdex.cli.indexing as indexing
+    from core.catalog.models import AssetState, utcnow
+
+    first: list[str] = []
+    ingest(runtime, [library], dispatch=lambda _version, ids: first.extend(ids))
+    long_ago = utcnow() - timedelta(hours=1)  # the broker lost them: nothing moved for an hour
+    with runtime.sessions() as session:
+        session.execute(update(AssetIndexState).values(updated_at=long_ago))
+        session.commit()
+    runtime.settings = runtime.settings.model_copy(update={"reconcile_after_seconds": 1})
+    monkeypatch.setattr(indexing, "BROKER_RETRY_SECONDS", 1.0)
+    refusals, resent = 2, []
+
+    def flaky(_version: int, ids: list[str]) -> None:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise SendRefused("cannot send work to the broker at redis://b:6379/0: refused")
+        resent.extend(ids)
+        with runtime.sessions() as session:  # a worker indexes them
+            done = AssetIndexState.asset_id.in_(ids)
+            session.execute(update(AssetIndexState).where(done).values(state=AssetState.INDEXED))
+            session.commit()
+
+    indexing.wait_for_workers(runtime, flaky, None)
+    assert len(first) == 8 and sorted(resent) == sorted(first)
+    err = capsys.readouterr().err
+    assert err.count("warning: cannot send work to the broker at redis://b:6379/0: refused") == 2
+    assert "still waiting for the workers" in err and "assets stay pending" not in err

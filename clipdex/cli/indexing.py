@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ingest.run import IngestReport
 
 OPEN_STATES = ("pending", "queued", "processing")
+BROKER_RETRY_SECONDS = 30.0  # `ingest --wait`: how often a refused re-send is tried again
 
 
 def ingest(
@@ -114,11 +115,13 @@ def open_counts(runtime: Runtime) -> dict[str, int]:
 
 def wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgress | None) -> None:
     """Poll the catalog until nothing is pending, queued or processing; when progress stalls
-    past the reconcile deadline, send the stuck work again (the broker may have lost it)."""
+    past the reconcile deadline, send the stuck work again (the broker may have lost it). A
+    broker that refuses that send does not end the wait: the refused rows are back to pending,
+    and they are sent again every ``BROKER_RETRY_SECONDS`` until the broker takes them."""
     import time
     from datetime import timedelta
 
-    from ingest.queueing import reconcile
+    from ingest.queueing import SendRefused, queue_pending, reconcile
 
     settings = runtime.settings
     version_id = runtime.live_version().id
@@ -127,18 +130,33 @@ def wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgres
     if bar is not None:
         bar.phase("workers", left)
     last_progress = time.monotonic()
+    refused_at: float | None = None  # the broker refused the last send: retry on a timer
     while left:
         time.sleep(1.0)
         counts = open_counts(runtime)
         now_left = sum(counts[state] for state in OPEN_STATES)
         if bar is not None and now_left < left:
             bar.advance(left - now_left)
+        now = time.monotonic()
         if now_left < left:
-            last_progress = time.monotonic()
-        elif time.monotonic() - last_progress > settings.reconcile_after_seconds:
-            age = timedelta(seconds=settings.reconcile_after_seconds)
-            reconcile(runtime.sessions, version_id, dispatch, age, settings.task_batch_size)
-            last_progress = time.monotonic()
+            last_progress = now
+        try:
+            if refused_at is not None:
+                if now - refused_at >= BROKER_RETRY_SECONDS:
+                    queue_pending(runtime.sessions, version_id, dispatch, settings.task_batch_size)
+                    refused_at, last_progress = None, now
+            elif now - last_progress > settings.reconcile_after_seconds:
+                age = timedelta(seconds=settings.reconcile_after_seconds)
+                reconcile(runtime.sessions, version_id, dispatch, age, settings.task_batch_size)
+                last_progress = now
+        except SendRefused as error:
+            refused_at = now
+            typer.echo(
+                f"warning: {str(error).split('; ')[0]}; still waiting for the workers, and "
+                f"sending the stuck work again in {BROKER_RETRY_SECONDS:.0f} s "
+                "(Ctrl-C stops waiting; the catalog keeps the work)",
+                err=True,
+            )
         left = now_left
 
 
