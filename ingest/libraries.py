@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.catalog.models import Library, Location, utcnow
 from core.paths import UnusablePath, expand_user, resolved
+from core.settings import Settings
 from ingest.register import root_clause
 from ingest.scan import (
     DEFAULT_RULES,
@@ -125,16 +126,27 @@ def resolved_root(text: str) -> Path:
     return _resolved(Path(text))
 
 
+def own_folders(settings: Settings) -> list[Path]:
+    """The folders that hold clipdex's own files (home, blob root): never a library's."""
+    return sorted({settings.home, settings.blobs})
+
+
 def add_library(
-    session: Session, path: Path, excludes: Sequence[str], include_hidden: bool
+    session: Session,
+    path: Path,
+    excludes: Sequence[str],
+    include_hidden: bool,
+    own: Sequence[Path] = (),
 ) -> tuple[Library, bool]:
     """Add ``path`` as a library, or set the rules of the library it already is; returns the
-    row and whether it is new. Does not scan it (``ingest`` does)."""
+    row and whether it is new. Does not scan it (``ingest`` does). ``own``: clipdex's own
+    folders (:func:`own_folders`), which no library may be inside."""
     root = _resolved(path)
     if not root.is_dir():
         raise BadLibrary(f"not a folder: {stored_form(str(root))}")
     if not is_storable(str(root)):
         raise BadLibrary(f"the path {stored_form(str(root))} is not valid UTF-8; rename it")
+    _refuse_inside_own(root, own)
     exclude_spec(excludes)  # refuse a bad glob before storing it
     existing = session.scalars(select(Library).where(Library.path == str(root))).first()
     if existing is None:
@@ -163,11 +175,19 @@ class ScanPlan:
     scans: list[tuple[Path, ScanRules, int | None]] = field(default_factory=list)  # library id
     roots: list[Path] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)  # library roots not there: spared
+    own: list[Path] = field(default_factory=list)  # clipdex's own folders under a root: spared
+
+    @property
+    def spared(self) -> list[Path]:
+        """Folders under the roots whose catalog paths the run leaves as they are."""
+        return [*self.missing, *self.own]
 
 
-def plan_scans(session: Session, paths: Sequence[Path]) -> ScanPlan:
+def plan_scans(session: Session, paths: Sequence[Path], own: Sequence[Path] = ()) -> ScanPlan:
     """Every library when ``paths`` is empty; else those paths, each with the rules of the
-    library holding it (the defaults outside libraries; libraries inside are scanned apart)."""
+    library holding it (the defaults outside libraries; libraries inside are scanned apart).
+    ``own``: clipdex's home and blob root. A root inside one is refused; one inside a root is
+    neither scanned nor spared of its paths (uploads live there, under names no scan finds)."""
     libraries = list(session.scalars(select(Library).order_by(Library.path)).all())
     plan = ScanPlan()
     if not paths:
@@ -178,7 +198,7 @@ def plan_scans(session: Session, paths: Sequence[Path]) -> ScanPlan:
             )
         for library in libraries:
             _plan_library(session, plan, library)
-        return plan
+        return _sparing_own(plan, own)
     for root in normalize_roots(list(paths)):
         plan.roots.append(root)
         holder = next((lib for lib in libraries if root.is_relative_to(lib.path)), None)
@@ -196,6 +216,27 @@ def plan_scans(session: Session, paths: Sequence[Path]) -> ScanPlan:
         )
         for library in inside:
             _plan_library(session, plan, library, register_root=False)
+    return _sparing_own(plan, own)
+
+
+def _refuse_inside_own(root: Path, own: Sequence[Path]) -> None:
+    holder = next((folder for folder in own if root.is_relative_to(folder)), None)
+    if holder is not None:
+        raise UnusableRoot(
+            f"{stored_form(str(root))} is inside clipdex's own folder {holder} (CLIPDEX_HOME "
+            "or CLIPDEX_BLOB_ROOT: the catalog, the store and uploads), not a library"
+        )
+
+
+def _sparing_own(plan: ScanPlan, own: Sequence[Path]) -> ScanPlan:
+    for root in plan.roots + [scanned for scanned, _, _ in plan.scans]:
+        _refuse_inside_own(root, own)
+    plan.own = sorted({f for f in own for root in plan.roots if f.is_relative_to(root)})
+    if plan.own:
+        plan.scans = [
+            (root, rules.pruning(f for f in plan.own if f.is_relative_to(root)), library)
+            for root, rules, library in plan.scans
+        ]
     return plan
 
 

@@ -27,6 +27,7 @@ from ingest.libraries import (
     find_library,
     info_of,
     list_libraries,
+    own_folders,
     resolved_root,
 )
 from ingest.queueing import SendBatch
@@ -90,7 +91,8 @@ def post_library(request: Request, body: LibraryIn) -> LibraryOut:
             "only there (or use `clipdex library add` on the server)"
         )
     with request.app.state.runtime.sessions() as session:
-        library, _ = add_library(session, Path(body.path), body.excludes, body.include_hidden)
+        own = own_folders(request.app.state.settings)
+        library, _ = add_library(session, Path(body.path), body.excludes, body.include_hidden, own)
         info = info_of(session, library)
         session.commit()
     return _out(info)

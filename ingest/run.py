@@ -30,7 +30,7 @@ from core.store import VectorIndex
 from ingest.building import mirror_to_building
 from ingest.forget import refresh_payloads, remove_orphans
 from ingest.graph import build_search_graph
-from ingest.libraries import ScanPlan, plan_scans, record_scans
+from ingest.libraries import ScanPlan, own_folders, plan_scans, record_scans
 from ingest.pipeline import Pipeline, StageTimes, work_items
 from ingest.queueing import SendBatch, enqueue_pending
 from ingest.records import adopt_stored, record_failures
@@ -106,7 +106,7 @@ def _ingest(
 ) -> IngestReport:
     started = time.perf_counter()
     with runtime.sessions() as session:
-        plan = plan_scans(session, paths)
+        plan = plan_scans(session, paths, own_folders(runtime.settings))
     settings = runtime.settings
     check_free_space(_write_paths(settings), settings.min_free_bytes)  # before any write
     if dispatch is None:
@@ -156,7 +156,7 @@ def _run(
         progress.phase("hashing", len(found))
         registered = register(
             session, version.id, plan.roots, found, runtime.settings.decode_workers,
-            progress.advance, spared=plan.missing,
+            progress.advance, spared=plan.spared,
         )  # fmt: skip
         record_failures(  # one statement per chunk, not per file (20k unreadable files)
             session,

@@ -17,6 +17,7 @@ goes on. Renaming the file to valid UTF-8 indexes it on the next run.
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
 from collections.abc import Iterable, Iterator, Sequence
@@ -76,6 +77,13 @@ class ScanRules:
         self.spec = exclude_spec(excludes) if excludes and base is not None else None
         self.include_hidden = include_hidden
         self.prune = frozenset(prune)
+
+    def pruning(self, folders: Iterable[Path]) -> ScanRules:
+        """These rules, also leaving out ``folders`` (clipdex's own home and blob root under a
+        root: their files are the catalog, the store and uploads, never a library's)."""
+        pruned = copy.copy(self)
+        pruned.prune = self.prune | {str(folder) for folder in folders}
+        return pruned
 
     def excludes(self, path: str, name: str, folder: bool) -> bool:
         if not self.include_hidden and (name.startswith(".") or name.casefold() in SYSTEM_FOLDERS):

@@ -63,15 +63,20 @@ def watched_libraries(sessions: sessionmaker[Session]) -> list[WatchedLibrary]:
         ]
 
 
-def folders_to_scan(changed: Iterable[str], libraries: Sequence[WatchedLibrary]) -> list[Path]:
+def folders_to_scan(
+    changed: Iterable[str], libraries: Sequence[WatchedLibrary], own: Sequence[Path] = ()
+) -> list[Path]:
     """The folders to rescan for a batch of changed paths: each path's folder (or the nearest
-    one still there, inside its library), for paths a library's rules keep; a folder inside
-    another of the batch is covered by it."""
+    one still there, inside its library), for paths a library's rules keep and outside
+    clipdex's ``own`` folders (a home inside a library: its uploads and catalog change all the
+    time, and are no library's files); a folder inside another of the batch is covered by it."""
     folders: set[Path] = set()
     for text in changed:
         path = Path(text)
         library = next((lib for lib in libraries if path.is_relative_to(lib.root)), None)
         if library is None or path == library.root or not library.keeps(path):
+            continue
+        if any(path.is_relative_to(folder) for folder in own):
             continue
         folder = path.parent
         while folder != library.root and not folder.is_dir():
@@ -94,8 +99,10 @@ class LibraryWatcher:
         debounce_ms: int,
         rescan_seconds: float,
         rescan_first: bool = True,
+        own: Sequence[Path] = (),
     ) -> None:
         self._sessions = sessions
+        self._own = list(own)
         self._ingest = ingest_paths
         self._debounce_ms = debounce_ms
         self._rescan_seconds = rescan_seconds
@@ -151,7 +158,8 @@ class LibraryWatcher:
         )  # fmt: skip
         for changes in batches:
             if changes:
-                folders = folders_to_scan((path for _, path in changes), libraries)
+                changed = (path for _, path in changes)
+                folders = folders_to_scan(changed, libraries, self._own)
                 if folders:
                     self._safely(folders)
             self._rescan_if_due(libraries)

@@ -165,3 +165,34 @@ def test_jobs_command_shows_the_upload(client: TestClient, runtime: Runtime, pho
     assert result.returncode == 0, result.stderr
     shown = json.loads(result.stdout)
     assert shown["id"] == accepted["job"] and shown["states"]["indexed"] == 1 and shown["done"]
+
+
+def test_ingesting_the_folder_that_holds_the_home_keeps_the_uploads(
+    client: TestClient, runtime: Runtime, photos: Path, library: Path, tmp_path: Path
+) -> None:
+    """`clipdex ingest ~` with the home under ``~``: uploads live in the home's blob folder
+    under names no scan finds, so a scan that entered it took them for deleted files and every
+    upload left the index. The home is left out of the scan, and its paths are kept."""
+    from ingest.libraries import add_library, own_folders
+    from ingest.run import ingest
+    from ingest.scan import UnusableRoot
+
+    upload = sorted(photos.glob("*.jpg"))[-1]  # not among the library's eight
+    accepted = client.post(
+        "/v1/images", files=[("files", (upload.name, upload.read_bytes(), "image/jpeg"))]
+    ).json()
+    wait_for_job(client, accepted["job"])
+    asset = accepted["assets"][0]
+    assert runtime.settings.home.parent == library.parent == tmp_path
+    for _ in range(2):  # the first scan, then a rescan
+        report = ingest(runtime, [tmp_path])
+        assert (report.scanned, report.removed, report.failed) == (8, 0, 0)
+        shown = client.get(f"/v1/assets/{asset}").json()
+        assert shown["state"] == "indexed" and len(shown["paths"]) == 1
+        query = client.post("/v1/search/image", files={"file": ("q.jpg", upload.read_bytes())})
+        assert query.json()["hits"][0]["id"] == asset
+    blobs = runtime.settings.blobs
+    with pytest.raises(UnusableRoot, match="inside clipdex's own folder"):
+        ingest(runtime, [blobs])
+    with runtime.sessions() as session, pytest.raises(UnusableRoot, match="CLIPDEX_HOME"):
+        add_library(session, blobs, [], False, own_folders(runtime.settings))

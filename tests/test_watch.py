@@ -114,6 +114,12 @@ def test_folders_to_scan_for_a_batch(tmp_path: Path) -> None:
     assert folders_to_scan(map(str, changed), [library]) == [root]
     assert folders_to_scan(map(str, changed[:2]), [library]) == [root / "a"]
     assert folders_to_scan(map(str, changed[3:]), [library]) == []
+    home = root / "a" / "clipdex-home"  # a home inside a library: an upload changes nothing
+    upload = home / "blobs" / "ab" / "ab12"
+    upload.parent.mkdir(parents=True)
+    assert folders_to_scan([str(upload)], [library]) == [upload.parent]  # without ``own``
+    assert folders_to_scan([str(upload)], [library], [home]) == []
+    assert folders_to_scan(map(str, [upload, *changed[:2]]), [library], [home]) == [root / "a"]
 
 
 def test_a_failed_round_is_logged_and_the_watch_goes_on(

@@ -41,10 +41,11 @@ def add(
     """Add a folder as a library (or set the rules of one); `clipdex ingest` then scans it.
 
     Example: clipdex library add ~/Pictures --exclude 'exports/' --exclude '*.tmp'"""
-    from ingest.libraries import add_library, info_of
+    from ingest.libraries import add_library, info_of, own_folders
 
     with opened_runtime() as runtime, runtime.sessions() as session:
-        library, created = add_library(session, path, exclude or [], include_hidden)
+        own = own_folders(runtime.settings)
+        library, created = add_library(session, path, exclude or [], include_hidden, own)
         info = info_of(session, library)
         session.commit()
     if json_output:
@@ -132,6 +133,7 @@ def watch(
     import threading
     from collections.abc import Sequence
 
+    from ingest.libraries import own_folders
     from ingest.run import ingest as run_ingest
     from ingest.watch import LibraryWatcher
 
@@ -155,8 +157,9 @@ def watch(
         settings = runtime.settings
         seconds = settings.watch_rescan_seconds if rescan is None else rescan
         watcher = LibraryWatcher(
-            runtime.sessions, ingest_paths, settings.watch_debounce_ms, seconds
-        )
+            runtime.sessions, ingest_paths, settings.watch_debounce_ms, seconds,
+            own=own_folders(settings),
+        )  # fmt: skip
         typer.echo("watching the libraries; Ctrl-C to stop", err=True)
         try:
             watcher.run()
@@ -167,6 +170,7 @@ def watch(
 def server_watcher(runtime: Runtime, dispatch: SendBatch | None) -> LibraryWatcher:
     """``serve --watch``: the watch loop on a thread of the server, with the server's runtime
     (and its workers, if any); started here, stopped by the caller."""
+    from ingest.libraries import own_folders
     from ingest.run import ingest as run_ingest
     from ingest.watch import LibraryWatcher
 
@@ -176,6 +180,7 @@ def server_watcher(runtime: Runtime, dispatch: SendBatch | None) -> LibraryWatch
         lambda paths: run_ingest(runtime, paths, dispatch=dispatch),
         settings.watch_debounce_ms,
         settings.watch_rescan_seconds,
+        own=own_folders(settings),
     )
     watcher.start()
     return watcher
