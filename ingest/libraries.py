@@ -103,7 +103,10 @@ def list_libraries(session: Session) -> list[LibraryInfo]:
 
 
 def find_library(session: Session, ref: str | int) -> Library:
-    """By id, or by path (as given, or resolved: a missing root cannot be resolved)."""
+    """By id, or by path (as given, or resolved: a missing root cannot be resolved). An empty
+    path names no library (``Path("")`` would be the working folder)."""
+    if isinstance(ref, str) and not ref.strip():
+        raise UnknownLibrary("no library is named by an empty path; see `clipdex library list`")
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
         found = session.get(Library, int(ref)) if 0 < int(ref) < MAX_ID else None
     else:

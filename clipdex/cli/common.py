@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -22,6 +24,33 @@ app = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def given_path(text: str) -> Path:
+    """A path argument as typed (the ``parser`` of every path parameter). An empty one is
+    refused: it is what an unset shell variable leaves (``clipdex ingest "$PHOTOS"``), and
+    ``Path("")`` is the working folder, which may be the whole home."""
+    if not text:
+        raise typer.BadParameter(
+            "the path is empty (an unset shell variable?); name a path, or . for this folder"
+        )
+    return Path(text)
+
+
+def catalog_path(text: str) -> Path:
+    """:func:`given_path` for a path matched against the catalog's paths (a ``--folder``
+    filter): it must be valid UTF-8, as every indexed path is (no file name from another
+    encoding is indexed)."""
+    path = given_path(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown_form = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise typer.BadParameter(
+            f"{shown_form} is not valid UTF-8, and no indexed path is: rename the folder and "
+            "ingest it again"
+        ) from None
+    return path
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

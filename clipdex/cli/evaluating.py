@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
+from clipdex.cli.common import JsonOption, fail, given_path, opened_runtime, print_json
 from clipdex.display import shown
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def evaluate(
             help='JSONL, one query a line: {"text": "...", "expected": [paths or asset ids]} '
             'or {"image": "path", "expected": [...]}; relative paths are from the file\'s folder.',
             show_default=False,
+            parser=given_path,
         ),
     ] = None,
     self_check: Annotated[
@@ -122,7 +123,12 @@ def evaluate(
 
 
 def export(
-    out: Annotated[Path, typer.Argument(help="Output file: .parquet or .npz.", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Output file: .parquet or .npz.", show_default=False, parser=given_path
+        ),
+    ],
     version: VersionOption = None,
     json_output: JsonOption = False,
 ) -> None:

@@ -15,6 +15,7 @@ from clipdex.cli.common import (
     JsonOption,
     expected_errors,
     fail,
+    given_path,
     opened_runtime,
     print_json,
     served_home,
@@ -138,7 +139,8 @@ def reindex(
         Path | None,
         typer.Option(
             help="Queries (JSONL, as for `clipdex eval`) both versions are scored on before the "
-            "swap; a worse new version stays ready and the command exits 1."
+            "swap; a worse new version stays ready and the command exits 1.",
+            parser=given_path,
         ),
     ] = None,
     max_drop: Annotated[

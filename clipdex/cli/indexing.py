@@ -10,6 +10,7 @@ import typer
 from clipdex.cli.common import (
     JsonOption,
     expected_errors,
+    given_path,
     opened_runtime,
     print_json,
     served_home,
@@ -29,7 +30,9 @@ BROKER_RETRY_SECONDS = 30.0  # `ingest --wait`: how often a refused re-send is t
 def ingest(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Folders or files to ingest; none: rescan every library."),
+        typer.Argument(
+            help="Folders or files to ingest; none: rescan every library.", parser=given_path
+        ),
     ] = None,
     wait: Annotated[
         bool, typer.Option(help="With CLIPDEX_BROKER_URL: wait until workers are done.")

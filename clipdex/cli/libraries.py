@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clipdex.cli.common import JsonOption, opened_runtime, print_json
+from clipdex.cli.common import JsonOption, given_path, opened_runtime, print_json
 from clipdex.display import shown
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ library_app = typer.Typer(
 
 
 def add(
-    path: Annotated[Path, typer.Argument(help="The library's top folder.")],
+    path: Annotated[Path, typer.Argument(help="The library's top folder.", parser=given_path)],
     exclude: Annotated[
         list[str] | None,
         typer.Option(help="A gitignore-style glob to leave out, e.g. 'raw/' or '*.tmp'."),

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, note_random_weights, opened_runtime, print_json
+from clipdex.cli.common import (
+    JsonOption,
+    catalog_path,
+    fail,
+    note_random_weights,
+    opened_runtime,
+    print_json,
+)
 from clipdex.display import shown
 from core.paths import resolved
 
@@ -24,7 +31,10 @@ def duplicates(
         typer.Option(help="Cosine similarity, in (0, 1], from which two images are duplicates."),
     ] = 0.95,
     folder: Annotated[
-        Path | None, typer.Option(help="Only images under this folder.", show_default=False)
+        Path | None,
+        typer.Option(
+            help="Only images under this folder.", show_default=False, parser=catalog_path
+        ),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:

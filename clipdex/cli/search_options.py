@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clipdex.cli.common import checked_settings, expected_errors, fail
+from clipdex.cli.common import catalog_path, checked_settings, expected_errors, fail
 
 if TYPE_CHECKING:
     from search.query import SearchOptions
@@ -20,7 +20,9 @@ Limit = Annotated[
     typer.Option(help="How many hits [default: 10, or CLIPDEX_SEARCH_MAX_LIMIT if less]."),
 ]
 Offset = Annotated[int, typer.Option(help="Skip this many hits (paging).")]
-Folder = Annotated[Path | None, typer.Option(help="Only images under this folder.")]
+Folder = Annotated[
+    Path | None, typer.Option(help="Only images under this folder.", parser=catalog_path)
+]
 Formats = Annotated[
     list[str] | None, typer.Option("--format", help="Only these formats (JPEG, PNG...).")
 ]

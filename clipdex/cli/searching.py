@@ -10,9 +10,11 @@ import typer
 import clipdex.cli.search_options as so
 from clipdex.cli.common import (
     JsonOption,
+    catalog_path,
     checked_settings,
     expected_errors,
     fail,
+    given_path,
     note_random_weights,
     opened_runtime,
     print_json,
@@ -33,7 +35,11 @@ def search(
     query: Annotated[str | None, typer.Option(help="The words, as an option.")] = None,
     images: Annotated[
         list[Path] | None,
-        typer.Option("--image", help="Images like this one (repeatable; mixes with words)."),
+        typer.Option(
+            "--image",
+            help="Images like this one (repeatable; mixes with words).",
+            parser=given_path,
+        ),
     ] = None,
     weights: Annotated[
         list[float] | None,
@@ -198,13 +204,16 @@ def asset(
 
 def classify(
     labels: Annotated[list[str], typer.Argument(help="Candidate labels.")],
-    image: Annotated[Path | None, typer.Option("--image", help="Image file.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Image file.", parser=given_path)
+    ] = None,
     asset_id: Annotated[str | None, typer.Option("--asset", help="Indexed asset id.")] = None,
     templates: Annotated[
         list[str] | None, typer.Option("--template", help="Prompt with a {} slot (repeatable).")
     ] = None,
     folder: Annotated[
-        Path | None, typer.Option(help="Tag every asset under this folder (with --tag).")
+        Path | None,
+        typer.Option(help="Tag every asset under this folder (with --tag).", parser=catalog_path),
     ] = None,
     tag: Annotated[
         str | None, typer.Option(help="Write each asset's best label into its metadata KEY.")
@@ -241,7 +250,8 @@ def classify(
 
 def embed(
     images: Annotated[
-        list[Path] | None, typer.Option("--image", help="Image file(s) to embed.")
+        list[Path] | None,
+        typer.Option("--image", help="Image file(s) to embed.", parser=given_path),
     ] = None,
     texts: Annotated[list[str] | None, typer.Option("--text", help="Text(s) to embed.")] = None,
     json_output: JsonOption = False,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
+from clipdex.cli.common import JsonOption, fail, given_path, opened_runtime, print_json
 from clipdex.display import shown
 
 texts_app = typer.Typer(
@@ -19,7 +19,9 @@ texts_app = typer.Typer(
 @texts_app.command("add")
 def texts_add(
     name: Annotated[str, typer.Argument(help="Set name (letters, digits, - _ .).")],
-    file: Annotated[Path, typer.Argument(help="A text file, one text per line.")],
+    file: Annotated[
+        Path, typer.Argument(help="A text file, one text per line.", parser=given_path)
+    ],
     json_output: JsonOption = False,
 ) -> None:
     """Encode every line of FILE into the text set NAME (a new set, or added to an existing one).
@@ -60,7 +62,9 @@ def texts_list(json_output: JsonOption = False) -> None:
 @texts_app.command("search")
 def texts_search(
     name: Annotated[str, typer.Argument(help="Text set name.")],
-    image: Annotated[Path | None, typer.Option("--image", help="Image file.")] = None,
+    image: Annotated[
+        Path | None, typer.Option("--image", help="Image file.", parser=given_path)
+    ] = None,
     asset_id: Annotated[str | None, typer.Option("--asset", help="Indexed asset id.")] = None,
     limit: Annotated[int, typer.Option(help="How many texts.")] = 5,
     json_output: JsonOption = False,

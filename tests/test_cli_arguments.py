@@ -1,0 +1,57 @@
+"""Arguments a shell mangles: an empty path (what an unset variable leaves, ``clipdex ingest
+"$PHOTOS"``) is refused instead of read as the working folder, and a path or filter with a
+byte that is not UTF-8 gets an error with exit 2 instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.tiny_real
+
+NOT_UTF8 = os.fsdecode(b"/tmp/caf\xe9")  # what Python makes of a Latin-1 byte in argv
+
+
+@pytest.mark.corpus
+def test_an_empty_path_is_refused_not_read_as_the_working_folder(
+    tmp_path: Path, photos: Path
+) -> None:
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    shutil.copy2(sorted(photos.glob("*.jpg"))[0], cwd / "photo.jpg")
+    for args in (("ingest", ""), ("library", "add", ""), ("search", "--folder", "", "cat")):
+        done = run_cli(home, *args, cwd=cwd)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "the path is empty (an unset shell variable?)" in " ".join(done.stderr.split())
+    status = json.loads(run_cli(home, "status", "--json", cwd=cwd).stdout)
+    assert status["assets"] == 0  # the working folder was not ingested
+    assert run_cli(home, "library", "add", ".", cwd=cwd).returncode == 0
+    removed = run_cli(home, "library", "remove", "", cwd=cwd)
+    assert removed.returncode == 2 and removed.stderr.startswith("clipdex: error: no library")
+    listed = json.loads(run_cli(home, "library", "list", "--json", cwd=cwd).stdout)
+    assert [library["path"] for library in listed] == [str(cwd)]  # still there
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("search", "--folder", NOT_UTF8, "cat"),
+        ("search", "--where", f"album={NOT_UTF8}", "cat"),
+        ("search", "--camera-make", NOT_UTF8, "cat"),
+        ("duplicates", "--folder", NOT_UTF8),
+        ("classify", "cat", "dog", "--tag", "kind", "--folder", NOT_UTF8),
+    ],
+    ids=["search-folder", "search-where", "search-camera", "duplicates-folder", "classify-folder"],
+)
+def test_a_filter_that_is_not_utf8_is_an_error_not_a_traceback(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    done = run_cli(tmp_path / "home", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "valid UTF-8" in done.stderr
