@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLAIM_FILE = "serve.json"
+CLAIM_ROUTE = "/claimz"  # 204 for the server's own local token, 403 for any other key
 PROBE_SECONDS = 2.0
 
 
@@ -61,11 +62,13 @@ def remove_claim(home: Path, pid: int) -> None:
 
 
 def live_server(home: Path) -> HomeServer | None:
-    """The server that owns ``home`` now, or None (no claim, a dead pid, a silent URL)."""
+    """The server that owns ``home`` now, or None: no claim, a dead pid, or a URL where no
+    server holds the claim's token (nothing listens, or another home's server took the port
+    of a killed one whose pid the system gave to another process)."""
     found = _read(claim_path(home))
     if found is None or found.pid == os.getpid() or not _alive(found.pid):
         return None
-    return found if _answers(found.url) else None
+    return found if _holds_token(found) else None
 
 
 def _read(path: Path) -> HomeServer | None:
@@ -77,19 +80,24 @@ def _read(path: Path) -> HomeServer | None:
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:  # 0 and -1 signal process groups, which always "exist"
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # another user's process: alive
         return True
     return True
 
 
-def _answers(url: str) -> bool:
+def _holds_token(server: HomeServer) -> bool:
+    """Whether the server at the claim's URL answers for the claim's token (``CLAIM_ROUTE``)."""
     import httpx
 
+    headers = {"X-API-Key": server.token}
     try:
-        return httpx.get(f"{url}/healthz", timeout=PROBE_SECONDS).status_code == 200
-    except httpx.HTTPError:
+        probe = httpx.get(f"{server.url}{CLAIM_ROUTE}", headers=headers, timeout=PROBE_SECONDS)
+    except (httpx.HTTPError, ValueError):  # ValueError: a URL httpx cannot even parse
         return False
+    return probe.status_code == 204

@@ -7,16 +7,17 @@ client mistake is a 4xx with a message; anything else is a 500 with no traceback
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
 
@@ -25,6 +26,7 @@ from clipdex.auth import ApiGuard, KeyScopes, Read, Write
 from clipdex.catalog import prepare_catalog
 from clipdex.dispatch import dispatch_for, send_window_for
 from clipdex.errors import EXPECTED, lazy_types, message_of, rule_for, status_of
+from clipdex.homeserver import CLAIM_ROUTE
 from clipdex.queue_depth import queue_depth_reader
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
@@ -174,9 +176,24 @@ def create_app(
     app.include_router(library_api.read_router, dependencies=[Read], responses=ERRORS)
     app.include_router(library_api.write_router, dependencies=[Write], responses=ERRORS)
     app.include_router(search_api.ops_router)
+    if local_token is not None:
+        app.add_api_route(CLAIM_ROUTE, _claim_probe(local_token), methods=["GET"], status_code=204)
     app.mount("/static", StaticFiles(directory=search_api.STATIC), name="static")  # the page
     _install_error_handlers(app)
     return app
+
+
+def _claim_probe(local_token: str) -> Callable[[Request], Response]:
+    """``CLAIM_ROUTE``: whether the caller holds this server's local token, so that a command
+    reading ``serve.json`` knows the server at its URL is this home's (``live_server``)."""
+
+    def probe(request: Request) -> Response:
+        given = request.headers.get("X-API-Key", "")
+        if hmac.compare_digest(given.encode(), local_token.encode()):
+            return Response(status_code=204)
+        return Response(status_code=403)
+
+    return probe
 
 
 def key_scopes() -> KeyScopes:

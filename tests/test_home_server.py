@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from clipdex.homeserver import claim_path
+from core.runtime import Runtime
 from tests.conftest import cli_env
 from tests.home_serve import clipdex, serving
 
@@ -133,6 +134,36 @@ def test_a_claim_of_a_dead_or_silent_server_is_ignored(tmp_path: Path) -> None:
         assert live_server(tmp_path) is None  # alive, but nothing answers at that URL
         remove_claim(tmp_path, dead.pid)  # not its claim: kept
         assert claim_path(tmp_path).exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.unit
+def test_a_claim_answered_by_another_homes_server_is_ignored(
+    tmp_path: Path, runtime: Runtime
+) -> None:
+    """A killed server's ``serve.json`` whose pid the system gave to another process, and
+    whose port another home's server now listens on: commands must not work through that
+    server (it answered from the wrong home). Only the server holding the claim's token is
+    this home's. A pid of 0, -1 or one no system has is no live server either."""
+    from clipdex.homeserver import HomeServer, live_server, write_claim
+    from clipdex.http import create_app
+    from tests.server import serve
+
+    settings = runtime.settings.model_copy(update={"api_read_keys": ["reader"]})
+    other = create_app(settings, runtime, local_token="other-homes-token")  # noqa: S106
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    home = tmp_path / "this-home"
+    try:
+        with serve(other) as url:
+            write_claim(home, HomeServer(url, sleeper.pid, "stale-token"))
+            assert live_server(home) is None  # alive pid, answering URL, not its token
+            write_claim(home, HomeServer(url, sleeper.pid, "other-homes-token"))
+            assert live_server(home) == HomeServer(url, sleeper.pid, "other-homes-token")
+            for pid in (0, -1, 2**70):
+                write_claim(home, HomeServer(url, pid, "other-homes-token"))
+                assert live_server(home) is None
     finally:
         sleeper.kill()
         sleeper.wait()
