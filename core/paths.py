@@ -31,3 +31,14 @@ def resolved(path: Path, base: Path | None = None) -> Path:
         return ((base / full) if base is not None else full).resolve()
     except (ValueError, OSError, RuntimeError) as error:  # a lone surrogate, a symlink loop...
         raise UnusablePath(f"not a usable path: {error}") from None
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8. A byte that is not UTF-8 in a file name or a
+    shell argument reaches Python as a lone surrogate (and so does a JSON ``"\\udcff"``): the
+    catalog stores text, and the store's payloads and every JSON answer refuse such a str."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.images import IMAGE_EXTENSIONS
-from core.paths import resolved
+from core.paths import is_utf8, resolved
 from ingest.fetch import is_url
 from ingest.metadata import BadMetadata, Metadata, checked_metadata
 
@@ -154,6 +154,10 @@ def _add(manifest: Manifest, line: int, fields: dict[str, Any] | str) -> None:
         manifest.bad.append(BadRow(line, str(error)))
         return
     source = source.strip()
+    if not is_utf8(source):  # the catalog looks it up and the reason quotes it: UTF-8 only
+        kind = "URL" if "://" in source else "path"
+        manifest.bad.append(BadRow(line, f"not a usable {kind}"))
+        return
     if not is_url(source):
         if "://" in source:
             manifest.bad.append(BadRow(line, f"only http and https URLs: {source[:200]}"))

@@ -58,11 +58,28 @@ def _text(key: str, value: object) -> str:
         text = str(value)
         if len(text) > MAX_TEXT:
             raise BadMetadata(f"metadata {key!r}: a value is over {MAX_TEXT} characters")
-        return text
+        return _utf8(key, text)
     raise BadMetadata(f"metadata {key!r}: values are text, numbers, booleans or lists of them")
 
 
+def _utf8(key: str, text: str) -> str:
+    """``text`` if it can be written as UTF-8. A lone surrogate (a JSON ``"\\udcff"`` escape, a
+    byte of a shell argument that is not UTF-8) is a Python str the catalog would store, but the
+    payload write and every JSON answer would then fail on it: the asset would be poisoned."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        bad = text[error.start]
+        raise BadMetadata(
+            f"metadata {key!r}: a value is not UTF-8 text ({bad!r} at character {error.start + 1}:"
+            " a lone surrogate, or a byte that is not UTF-8)"
+        ) from None
+    return text
+
+
 def check_key(key: object) -> str:
+    """``key`` if queries can name it; ASCII only, so a key is always UTF-8 (and ``{key!r}``
+    shows one that is not safely, a lone surrogate escaped)."""
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise BadMetadata(
             f"metadata key {key!r}: use 1 to 64 letters, digits, '_' or '-' (no dots or spaces)"

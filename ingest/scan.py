@@ -27,7 +27,7 @@ from pathlib import Path
 import pathspec
 
 from core.images import IMAGE_EXTENSIONS
-from core.paths import resolved
+from core.paths import is_utf8, resolved
 
 NOT_UTF8_FILE = "file name is not valid UTF-8; rename it to index it"
 NOT_UTF8_FOLDER = "folder name is not valid UTF-8; nothing under it was indexed; rename it"
@@ -99,11 +99,7 @@ DEFAULT_RULES = ScanRules()
 
 def is_storable(path: str) -> bool:
     """Whether ``path`` is valid Unicode text (no surrogateescape bytes), as the catalog needs."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return is_utf8(path)
 
 
 def stored_form(path: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
-from core.paths import UnusablePath, resolved
+from core.paths import UnusablePath, is_utf8, resolved
 from core.store.base import ORIENTATIONS, SearchFilter
 from core.store.keywords import words
 
@@ -165,7 +165,7 @@ def _check_filters(filters: SearchFilter) -> None:
         filters.folder, *filters.formats, filters.orientation, filters.camera_make,
         filters.camera_model, *(text for pair in filters.metadata for text in pair),
     ]  # fmt: skip
-    if not all(text is None or _is_utf8(text) for text in texts):
+    if not all(text is None or is_utf8(text) for text in texts):
         raise BadQuery("filters must be valid UTF-8 text (a name in another encoding?)")
     if filters.folder is not None and len(filters.folder) > MAX_PATH_CHARS:
         raise BadQuery(f"folder must be at most {MAX_PATH_CHARS} characters")
@@ -200,16 +200,6 @@ def _check_filters(filters: SearchFilter) -> None:
             raise BadQuery(f"a metadata key must be {META_KEY_RULE}", repr(key))
         if not 1 <= len(value) <= MAX_META_VALUE_CHARS:
             raise BadQuery(f"metadata value for {key} must be 1 to {MAX_META_VALUE_CHARS} chars")
-
-
-def _is_utf8(text: str) -> bool:
-    """No lone surrogates (what a non-UTF-8 byte in a shell argument becomes): nothing stored
-    holds one, and the store's filters cannot carry one."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_where(pair: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +16,19 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from clipdex.catalog import open_ready_runtime
 from clipdex.http import create_app
-from core.catalog.models import Asset, Location
+from core.catalog.models import Asset, AssetIndexState, Location
 from core.runtime import Runtime
 from core.store.base import SearchFilter
+from ingest.fetch import FetchPolicy
+from ingest.manifest_ingest import ingest_manifest
 from ingest.metadata import BadMetadata, checked, update_metadata
 from ingest.run import ingest
+from ingest.verify import Checks, verify
 from search.engine import SearchService
 from search.query import SearchOptions
-from tests.conftest import cli_env
+from tests.conftest import cli_env, one_line_error, run_cli
 from tests.fakes import FakeEncoder
 
 pytestmark = pytest.mark.unit
@@ -72,7 +77,7 @@ def test_the_tag_command(runtime: Runtime, library: Path) -> None:
     ingest(runtime, [library])
     photo = sorted(library.rglob("*.jpg"))[1]
     runtime.close()  # the CLI is another process: let it have the embedded store
-    env = cli_env(runtime.settings.home, CLIPDEX_MODEL="fake")
+    env = cli_env(runtime.settings.home)
 
     def clipdex(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -147,6 +152,99 @@ def test_metadata_values_are_text_or_lists_of_text() -> None:
     for bad in ({"": "x"}, {"a b": "x"}, {"k": float("nan")}, {"k": [[1]]}, {"k": None}):
         with pytest.raises(BadMetadata):
             checked(bad)
+
+
+def test_text_that_is_not_utf8_is_refused_naming_the_key() -> None:
+    """A lone surrogate (a JSON ``"\\udcff"`` escape, a non-UTF-8 byte of a shell argument)
+    is a Python str, but the stored payload and every JSON answer are UTF-8: refused here."""
+    for bad in ({"album": "\udcff"}, {"who": ["ann", "x\ud800y"]}, {"\udcff": "x"}):
+        with pytest.raises(BadMetadata) as refused:
+            checked(bad, removals=True)
+        message = str(refused.value)
+        message.encode("ascii")  # shown safely: the surrogate itself is escaped
+        assert repr(next(iter(bad))) in message
+
+
+def test_a_patch_that_is_not_utf8_is_422_and_the_asset_still_reads(
+    runtime: Runtime, library: Path, client: TestClient
+) -> None:
+    ingest(runtime, [library])
+    asset_id = _asset_at(runtime, sorted(library.rglob("*.jpg"))[0].resolve())
+    assert client.patch(f"/v1/assets/{asset_id}", json={"metadata": {"album": "kept"}}).is_success
+    for raw in ('{"metadata": {"album": "\\udcff"}}', '{"metadata": {"w": ["a", "\\ud800"]}}'):
+        response = client.patch(
+            f"/v1/assets/{asset_id}", content=raw, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422, response.text
+        assert "not UTF-8" in response.json()["detail"]
+    read = client.get(f"/v1/assets/{asset_id}")
+    assert read.status_code == 200, read.text
+    assert read.json()["meta"] == {"album": "kept"}
+    assert _hits(runtime, album="kept") == {asset_id: {"album": "kept"}}
+
+
+def test_an_upload_whose_metadata_is_not_utf8_is_422_and_stores_nothing(
+    runtime: Runtime, client: TestClient, photos: Path
+) -> None:
+    image = sorted(photos.glob("*.jpg"))[6]
+    response = client.post(
+        "/v1/images",
+        files={"files": (image.name, image.read_bytes())},
+        data={"metadata": '{"album": "\\udcff"}'},
+    )
+    assert response.status_code == 422, response.text
+    assert "'album'" in response.json()["detail"]
+    assert client.get("/v1/jobs").json() == []
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Asset)) == 0
+
+
+def test_tag_with_a_byte_that_is_not_utf8_is_one_line_and_verify_stays_clean(
+    runtime: Runtime, library: Path
+) -> None:
+    ingest(runtime, [library])
+    photo = sorted(library.rglob("*.jpg"))[1]
+    runtime.close()  # the CLI is another process: let it have the embedded store
+    home = runtime.settings.home
+    assert run_cli(home, "tag", str(photo), "album=kept", CLIPDEX_MODEL="fake").returncode == 0
+    refused = run_cli(home, "tag", str(photo), "album=\udcff", CLIPDEX_MODEL="fake")  # b"\xff"
+    line = one_line_error(refused)
+    assert "'album'" in line and "not UTF-8" in line
+    reopened = open_ready_runtime(runtime.settings, encoder=FakeEncoder())
+    try:
+        version, index = reopened.live_index()
+        checks = Checks(timedelta(seconds=60), reopened.settings.blobs)
+        assert verify(reopened.sessions, index, version, checks).clean
+        asset_id = _asset_at(reopened, photo.resolve())
+        assert SearchService(reopened).asset(asset_id).meta == {"album": "kept"}
+    finally:
+        reopened.close()
+
+
+def test_a_manifest_row_that_is_not_utf8_is_a_bad_row_and_the_others_go_on(
+    runtime: Runtime, library: Path, tmp_path: Path
+) -> None:
+    photos = sorted(library.rglob("*.jpg"))[:4]
+    manifest = tmp_path / "m.jsonl"
+    rows = [
+        {"path": str(photos[0]), "album": "ok"},
+        {"path": str(photos[1]), "album": "\udcff"},
+        {"path": str(photos[2]), "metadata": {"who": ["ann", "\ud800"]}},
+        {"path": str(photos[3]), "album": "ok"},
+        {"url": "http://127.0.0.1:9/a\udcff.jpg"},  # the source itself, not its metadata
+        {"url": "ftp://host/\udcff.jpg"},
+    ]
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))  # "\\udcff" escapes
+    report = ingest_manifest(runtime, manifest, FetchPolicy.of(5_000_000, 10.0, False, []))
+    assert [row["line"] for row in report.bad_rows] == [2, 3, 5, 6]
+    assert "'album'" in str(report.bad_rows[0]["reason"])
+    assert "'who'" in str(report.bad_rows[1]["reason"])
+    assert [row["reason"] for row in report.bad_rows[2:]] == ["not a usable URL"] * 2
+    assert (report.new, report.encoded, report.tagged) == (2, 2, 2)
+    assert len(_hits(runtime, album="ok")) == 2
+    with runtime.sessions() as session:
+        states = session.scalars(select(AssetIndexState.state)).all()
+    assert sorted(states) == ["indexed"] * 2  # nothing left in "processing"
 
 
 def _wait_for_job(client: TestClient, job: str) -> None:

@@ -41,15 +41,15 @@ def catalog_path(text: str) -> Path:
     """:func:`given_path` for a path matched against the catalog's paths (a ``--folder``
     filter): it must be valid UTF-8, as every indexed path is (no file name from another
     encoding is indexed)."""
+    from core.paths import is_utf8
+
     path = given_path(text)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8(text):
         shown_form = os.fsencode(text).decode("utf-8", "backslashreplace")
         raise typer.BadParameter(
             f"{shown_form} is not valid UTF-8, and no indexed path is: rename the folder and "
             "ingest it again"
-        ) from None
+        )
     return path
 
 
