@@ -32,7 +32,7 @@ from core.catalog.models import (
     Location,
     VersionState,
 )
-from core.paths import UnusablePath, resolved
+from core.paths import UnusablePath, is_utf8, resolved
 from core.runtime import Runtime
 from ingest.payload import payloads_for
 
@@ -203,6 +203,8 @@ def asset_for(session: Session, ref: str) -> Asset:
             path = str(resolved(Path(ref)))
         except UnusablePath:
             raise NoSuchAsset(f"no asset {ref!r}: that is not a usable path") from None
+        if not is_utf8(path):  # no indexed path is (``ingest.scan``), and SQL cannot bind it
+            raise NoSuchAsset(f"no asset {ref!r}: no indexed path is not valid UTF-8") from None
         query = select(Location.asset_id).where(Location.path == path, Location.missing.is_(False))
         found = session.scalars(query).first()
         asset = session.get(Asset, found) if found is not None else None

@@ -46,8 +46,16 @@ def test_an_empty_path_is_refused_not_read_as_the_working_folder(
         ("search", "--camera-make", NOT_UTF8, "cat"),
         ("duplicates", "--folder", NOT_UTF8),
         ("classify", "cat", "dog", "--tag", "kind", "--folder", NOT_UTF8),
+        ("tag", f"{NOT_UTF8}.jpg", "album=x"),
     ],
-    ids=["search-folder", "search-where", "search-camera", "duplicates-folder", "classify-folder"],
+    ids=[
+        "search-folder",
+        "search-where",
+        "search-camera",
+        "duplicates-folder",
+        "classify-folder",
+        "tag-path",
+    ],  # fmt: skip
 )
 def test_a_filter_that_is_not_utf8_is_an_error_not_a_traceback(
     tmp_path: Path, args: tuple[str, ...]
