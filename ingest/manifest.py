@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.images import IMAGE_EXTENSIONS
 from core.paths import is_utf8, resolved
@@ -139,6 +140,13 @@ def _json_rows(handle: Any) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield line, {**nested, **value}
 
 
+# A URL is stored as its image's path: a password in it would be shown with every hit.
+CREDENTIALS_REFUSED = (
+    "a URL with a user name or password is refused (it would be stored and shown with every "
+    "hit); serve the image without one, or download it and list the file"
+)
+
+
 def _add(manifest: Manifest, line: int, fields: dict[str, Any] | str) -> None:
     if isinstance(fields, str):
         manifest.bad.append(BadRow(line, fields))
@@ -168,4 +176,7 @@ def _add(manifest: Manifest, line: int, fields: dict[str, Any] | str) -> None:
         except ValueError:  # a NUL, a lone surrogate, a name too long
             manifest.bad.append(BadRow(line, "not a usable path"))
             return
+    elif "@" in urlsplit(source).netloc:  # user:password@host
+        manifest.bad.append(BadRow(line, CREDENTIALS_REFUSED))
+        return
     manifest.rows.append(Row(line, source, meta))

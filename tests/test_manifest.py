@@ -20,6 +20,7 @@ from sqlalchemy import select
 from core.catalog.models import Asset, AssetIndexState, Failure, Location
 from core.runtime import Runtime
 from core.store.base import SearchFilter
+from ingest.failures import failure_rows
 from ingest.fetch import FetchPolicy
 from ingest.manifest import BadManifest, is_manifest, read_manifest
 from ingest.manifest_ingest import ingest_manifest
@@ -193,6 +194,23 @@ def test_a_url_to_a_private_address_is_refused_by_default(
     assert report.new == 0 and _Files.served == []  # refused before any connection
     assert "127.0.0.1" in str(report.bad_rows[0]["reason"])
     assert "CLIPDEX_URL_ALLOW" in str(report.bad_rows[0]["reason"])
+
+
+def test_a_url_with_a_password_is_refused_and_the_password_is_shown_nowhere(
+    runtime: Runtime, web: str, photos: Path, tmp_path: Path
+) -> None:
+    """The URL becomes the image's path, shown with every hit to every reader of the index:
+    a password in it is refused, before any connection, and not quoted in the reason."""
+    manifest = tmp_path / "m.csv"
+    first, second = _web_photos(photos)[:2]
+    host = web.removeprefix("http://")
+    manifest.write_text(f"url\nhttp://ann:hunter2@{host}/{first}\n{web}/{second}\n")
+    report = ingest_manifest(runtime, manifest, LOOPBACK)
+    assert (report.new, _Files.served) == (1, [f"/{second}"])
+    bad = report.bad_rows[0]
+    assert bad["line"] == 2 and "user name or password" in str(bad["reason"])
+    with runtime.sessions() as session:
+        assert "hunter2" not in json.dumps(failure_rows(session))
 
 
 def test_workers_get_the_work_only_once_it_has_its_metadata(
