@@ -12,20 +12,16 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.paths import resolved
+from core.settings_checks import (
+    GIB,
+    MAX_IN_MEMORY_BYTES,
+    MAX_SECONDS,
+    checked_broker_url,
+    checked_device,
+    checked_qdrant_url,
+)
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-QDRANT_SCHEMES = ("http", "https")
-# Celery transports clipdex can be pointed at; Redis is the documented one.
-BROKER_SCHEMES = (
-    "redis",
-    "rediss",
-    "redis+socket",
-    "sentinel",
-    "amqp",
-    "amqps",
-    "pyamqp",
-    "memory",
-)
 
 
 def _default_home() -> Path:
@@ -60,7 +56,9 @@ class Settings(BaseSettings):
         default="openai",
         description="A pretrained tag, an `hf-hub:` id, a checkpoint path, or `random`.",
     )
-    device: str = Field(default="auto", description="`auto` (cuda, mps, cpu), or a device.")
+    device: str = Field(
+        default="auto", description="`auto` (cuda, mps, cpu), or `cpu`, `cuda`, `cuda:N` or `mps`."
+    )
     precision: Precision = Field(
         default="fp32",
         description="`fp16`/`bf16` autocast (CUDA); `int8`: dynamic int8 linear layers, CPU only "
@@ -75,16 +73,25 @@ class Settings(BaseSettings):
     )
 
     max_file_bytes: int = Field(
-        default=100 * 1024 * 1024, ge=1, description="Files above this are refused unread."
+        default=100 * 1024 * 1024,
+        ge=1,
+        le=MAX_IN_MEMORY_BYTES,
+        description="Files above this are refused unread (at most 16 GiB: a file is read whole).",
     )
     max_image_pixels: int = Field(
-        default=89_478_485, ge=1, description="Images above this many pixels are refused."
+        default=89_478_485,
+        ge=1,
+        le=1_000_000_000,
+        description="Images above this many pixels are refused (at most 10^9: 3 GB decoded).",
     )
     draft_factor: float = Field(
         default=2.0,
         ge=1.0,
+        le=16.0,
+        allow_inf_nan=False,
         description="JPEG DCT scaling keeps the short side at least this many times the model "
-        "input, so quality at the model's resolution is unaffected.",
+        "input, so quality at the model's resolution is unaffected; at most 16 (then only photos "
+        "over 7,168 px a side are scaled for a 224 px input; `CLIPDEX_DECODE=exact`: none).",
     )
     decode: Literal["fast", "exact"] = Field(
         default="fast",
@@ -108,23 +115,43 @@ class Settings(BaseSettings):
         "after this long without a new upload (at most 10x it after the first), or at once "
         "when a task batch is full; 0: one message per upload request.",
     )
-    task_soft_time_limit: int = Field(default=600, ge=1, description="Seconds, per task.")
-    task_time_limit: int = Field(default=660, ge=1, description="Seconds, per task (hard).")
+    task_soft_time_limit: int = Field(
+        default=600, ge=1, le=MAX_SECONDS, description="Seconds, per task (at most 30 days)."
+    )
+    task_time_limit: int = Field(
+        default=660, ge=1, le=MAX_SECONDS, description="Seconds, per task (hard; at most 30 days)."
+    )
     visibility_timeout: int = Field(
         default=3600,
         ge=1,
-        description="Redis redelivers a task not acked within this; above the hard limit.",
+        le=MAX_SECONDS,
+        description="Redis redelivers a task not acked within this; above the hard limit "
+        "(at most 30 days).",
     )
     max_attempts: int = Field(
-        default=3, ge=1, description="Deliveries of an asset before it is dead-lettered."
+        default=3,
+        ge=1,
+        le=100,
+        description="Deliveries of an asset before it is dead-lettered (at most 100).",
     )
     reconcile_after_seconds: int = Field(
-        default=900, ge=1, description="Work queued or processing longer than this is re-sent."
+        default=900,
+        ge=1,
+        le=MAX_SECONDS,
+        description="Work queued or processing longer than this is re-sent (at most 30 days).",
     )
 
-    search_max_limit: int = Field(default=1000, ge=1, description="Largest page of hits.")
+    search_max_limit: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Largest page of hits (at most 100,000, as deep as an offset goes).",
+    )
     text_cache_size: int = Field(
-        default=4096, ge=0, description="Query texts whose vectors are kept (LRU)."
+        default=4096,
+        ge=0,
+        le=1_000_000,
+        description="Query texts whose vectors are kept (LRU; at most 1,000,000: 2-4 GB).",
     )
     classify_templates: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["a photo of a {}."],
@@ -142,7 +169,10 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated keys for uploads and text sets."
     )
     max_upload_bytes: int = Field(
-        default=20 * 1024 * 1024, ge=1, description="Request bodies above this get 413."
+        default=20 * 1024 * 1024,
+        ge=1,
+        le=MAX_IN_MEMORY_BYTES,
+        description="Request bodies above this get 413 (at most 16 GiB).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins; unset: no CORS."
@@ -183,17 +213,26 @@ class Settings(BaseSettings):
     min_free_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=0,
-        description="Writing stops with one line below this much free disk (0: no check).",
+        le=1024 * GIB,
+        description="Writing stops with one line below this much free disk (0: no check; at "
+        "most 1 TiB).",
     )
     allowed_image_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Server-side folders a query's path term may name; unset: none.",
     )
     url_max_bytes: int = Field(
-        default=50 * 1024 * 1024, ge=1, description="A manifest URL's download stops above this."
+        default=50 * 1024 * 1024,
+        ge=1,
+        le=MAX_IN_MEMORY_BYTES,
+        description="A manifest URL's download stops above this (at most 16 GiB).",
     )
     url_timeout_seconds: float = Field(
-        default=30.0, gt=0, le=3600, description="Deadline of one URL download, redirects included."
+        default=30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Deadline of one URL download, redirects included.",
     )
     url_allow_private: bool = Field(
         default=False,
@@ -226,8 +265,9 @@ class Settings(BaseSettings):
     watch_rescan_seconds: int = Field(
         default=3600,
         ge=0,
+        le=MAX_SECONDS,
         description="clipdex watch / serve --watch: full rescan of every library this often "
-        "(the safety net for missed events, network shares); 0: never.",
+        "(the safety net for missed events, network shares); 0: never; at most 30 days.",
     )
 
     @field_validator(
@@ -300,30 +340,20 @@ class Settings(BaseSettings):
 
     @field_validator("qdrant_url", mode="after")
     @classmethod
-    def _qdrant_scheme(cls, value: str | None) -> str | None:
-        """qdrant-client takes ``host[:port]`` (http) or an http(s) URL; anything else would
-        fail at the first request."""
-        if value is not None and "://" in value:
-            scheme = value.split("://", 1)[0].strip().lower()
-            if scheme not in QDRANT_SCHEMES:
-                raise ValueError(
-                    f"a Qdrant server is reached over http:// or https://, not {scheme}://"
-                )
-        return value
+    def _qdrant_url_parses(cls, value: str | None) -> str | None:
+        """``host[:port]`` (http) or an http(s) URL, parsed in full here: a bad port or host
+        failed in qdrant-client's URL parser with a traceback."""
+        return None if value is None else checked_qdrant_url(value)
+
+    @field_validator("device", mode="after")
+    @classmethod
+    def _device_clipdex_runs_on(cls, value: str) -> str:
+        return checked_device(value)
 
     @field_validator("broker_url", mode="after")
     @classmethod
     def _broker_scheme(cls, value: str | None) -> str | None:
-        """A broker URL Celery knows (``redis://host:port/db``), refused here instead of at the
-        first send."""
-        if value:
-            scheme = value.split("://", 1)[0].strip().lower() if "://" in value else ""
-            if scheme not in BROKER_SCHEMES:
-                raise ValueError(
-                    "expected a broker URL such as redis://127.0.0.1:6379/0 "
-                    f"(schemes: {', '.join(s + '://' for s in BROKER_SCHEMES)})"
-                )
-        return value
+        return checked_broker_url(value) if value else value
 
     @field_validator("allowed_image_roots", mode="after")
     @classmethod

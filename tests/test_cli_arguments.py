@@ -55,7 +55,7 @@ def test_an_empty_path_is_refused_not_read_as_the_working_folder(
         "duplicates-folder",
         "classify-folder",
         "tag-path",
-    ],  # fmt: skip
+    ],
 )
 def test_a_filter_that_is_not_utf8_is_an_error_not_a_traceback(
     tmp_path: Path, args: tuple[str, ...]

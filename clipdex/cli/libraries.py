@@ -9,6 +9,7 @@ import typer
 
 from clipdex.cli.common import JsonOption, given_path, opened_runtime, print_json
 from clipdex.display import shown
+from core.settings_checks import MAX_SECONDS
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
@@ -118,7 +119,11 @@ def remove(
 def watch(
     rescan: Annotated[
         int | None,
-        typer.Option(help="Seconds between full rescans (default CLIPDEX_WATCH_RESCAN_SECONDS)."),
+        typer.Option(
+            help="Seconds between full rescans (default CLIPDEX_WATCH_RESCAN_SECONDS).",
+            min=0,
+            max=MAX_SECONDS,  # as CLIPDEX_WATCH_RESCAN_SECONDS
+        ),
     ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Each round's ingest report as one JSON line.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 from core.settings import Settings
+from core.settings_checks import qdrant_endpoint
 from core.store.base import VectorStore
 
 MEMORY = ":memory:"
@@ -27,7 +28,8 @@ def open_store(settings: Settings, location: str | None = None) -> VectorStore:
         # The client's version check runs in a thread of its own and warns, in three lines,
         # when the server cannot be reached; the first request then says so in one line.
         warnings.filterwarnings("ignore", "Failed to obtain server version", UserWarning)
-        client = QdrantClient(url=settings.qdrant_url, api_key=api_key, timeout=30)
+        url = qdrant_endpoint(settings.qdrant_url)  # host:port is http (the settings say so)
+        client = QdrantClient(url=url, api_key=api_key, timeout=30)
         return QdrantStore(client, kind="server")
     from core.store.edge import EdgeStore
     from core.store.edge_tuning import EdgeTuning
