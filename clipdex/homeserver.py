@@ -98,6 +98,6 @@ def _holds_token(server: HomeServer) -> bool:
     headers = {"X-API-Key": server.token}
     try:
         probe = httpx.get(f"{server.url}{CLAIM_ROUTE}", headers=headers, timeout=PROBE_SECONDS)
-    except (httpx.HTTPError, ValueError):  # ValueError: a URL httpx cannot even parse
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):  # a URL httpx cannot even parse
         return False
     return probe.status_code == 204

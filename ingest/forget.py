@@ -8,14 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, not_, select
 from sqlalchemy.orm import Session
 
 from core.catalog.batching import chunked
 from core.catalog.models import AssetIndexState, AssetState, Failure, Location
 from core.runtime import Runtime
 from core.store import VectorIndex
-from ingest.libraries import find_library
+from ingest.libraries import find_library, own_folders
 from ingest.payload import payloads_for
 from ingest.records import set_states
 from ingest.register import root_clause, without_live_paths
@@ -79,14 +79,19 @@ def refresh_payloads(
 def remove_library(runtime: Runtime, ref: str | int) -> RemovedLibrary:
     """Forget the library, its paths and their failure rows; its assets that no other live
     path holds (another library, an upload, a folder ingested by name) leave the index."""
+    own = own_folders(runtime.settings)  # uploads under a library: not the library's
     with runtime.sessions() as session:
         library = find_library(session, ref)
         root = Path(library.path)
-        rows = session.execute(select(Location.id, Location.asset_id).where(root_clause(root)))
+        spared = [folder for folder in own if folder.is_relative_to(root)]
+        mine = and_(root_clause(root), *(not_(root_clause(f)) for f in spared))
+        rows = session.execute(select(Location.id, Location.asset_id).where(mine))
         located = list(rows)
         for chunk in chunked([str(id_) for id_, _ in located]):
             session.execute(delete(Location).where(Location.id.in_([int(i) for i in chunk])))
-        session.execute(delete(Failure).where(root_clause(root, Failure.path)))
+        failed_here = [root_clause(root, Failure.path)]
+        failed_here += [not_(root_clause(f, Failure.path)) for f in spared]
+        session.execute(delete(Failure).where(and_(*failed_here)))
         session.delete(library)
         session.flush()
         touched = {asset_id for _, asset_id in located}

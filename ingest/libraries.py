@@ -9,6 +9,7 @@ asked for (some folders, or every library) into scans with their rules.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from ingest.scan import (
     stored_form,
 )
 
+log = logging.getLogger(__name__)
 MAX_ID = 2**63  # ids beyond a 64-bit integer name no library (and cannot be bound in SQL)
 
 
@@ -130,8 +132,10 @@ def resolved_root(text: str) -> Path:
 
 
 def own_folders(settings: Settings) -> list[Path]:
-    """The folders that hold clipdex's own files (home, blob root): never a library's."""
-    return sorted({settings.home, settings.blobs})
+    """The folders that hold clipdex's own files: the blob root (uploads, under names without
+    an extension) and the embedded store. Never a library's, nor scanned; the rest of the
+    home may hold photos (``CLIPDEX_HOME=/data`` and a library at ``/data/photos``)."""
+    return sorted({settings.blobs, settings.store_path})
 
 
 def add_library(
@@ -201,7 +205,7 @@ def plan_scans(session: Session, paths: Sequence[Path], own: Sequence[Path] = ()
             )
         for library in libraries:
             _plan_library(session, plan, library)
-        return _sparing_own(plan, own)
+        return _sparing_own(plan, own, named=[])
     for root in normalize_roots(list(paths)):
         plan.roots.append(root)
         holder = next((lib for lib in libraries if root.is_relative_to(lib.path)), None)
@@ -219,21 +223,27 @@ def plan_scans(session: Session, paths: Sequence[Path], own: Sequence[Path] = ()
         )
         for library in inside:
             _plan_library(session, plan, library, register_root=False)
-    return _sparing_own(plan, own)
+    return _sparing_own(plan, own, named=list(plan.roots))
 
 
 def _refuse_inside_own(root: Path, own: Sequence[Path]) -> None:
     holder = next((folder for folder in own if root.is_relative_to(folder)), None)
     if holder is not None:
         raise UnusableRoot(
-            f"{stored_form(str(root))} is inside clipdex's own folder {holder} (CLIPDEX_HOME "
-            "or CLIPDEX_BLOB_ROOT: the catalog, the store and uploads), not a library"
+            f"{stored_form(str(root))} is inside clipdex's own folder {holder} (the uploads "
+            "under CLIPDEX_BLOB_ROOT, or the embedded store), not a library"
         )
 
 
-def _sparing_own(plan: ScanPlan, own: Sequence[Path]) -> ScanPlan:
-    for root in plan.roots + [scanned for scanned, _, _ in plan.scans]:
+def _sparing_own(plan: ScanPlan, own: Sequence[Path], named: Sequence[Path]) -> ScanPlan:
+    for root in named:
         _refuse_inside_own(root, own)
+    inside = {root for root, _, _ in plan.scans if any(root.is_relative_to(f) for f in own)}
+    if inside:  # a library added before this rule, or before the blob root moved: left alone
+        for root in sorted(inside):
+            log.warning("library %s is inside clipdex's own folders: not scanned", root)
+        plan.scans = [scan for scan in plan.scans if scan[0] not in inside]
+        plan.roots = [root for root in plan.roots if root not in inside]
     plan.own = sorted({f for f in own for root in plan.roots if f.is_relative_to(root)})
     if plan.own:
         plan.scans = [

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from core.images import IMAGE_EXTENSIONS
 from core.paths import is_utf8, resolved
@@ -166,6 +166,9 @@ def _add(manifest: Manifest, line: int, fields: dict[str, Any] | str) -> None:
         kind = "URL" if "://" in source else "path"
         manifest.bad.append(BadRow(line, f"not a usable {kind}"))
         return
+    if _has_credentials(source):
+        manifest.bad.append(BadRow(line, CREDENTIALS_REFUSED))
+        return
     if not is_url(source):
         if "://" in source:
             manifest.bad.append(BadRow(line, f"only http and https URLs: {source[:200]}"))
@@ -176,7 +179,11 @@ def _add(manifest: Manifest, line: int, fields: dict[str, Any] | str) -> None:
         except ValueError:  # a NUL, a lone surrogate, a name too long
             manifest.bad.append(BadRow(line, "not a usable path"))
             return
-    elif "@" in urlsplit(source).netloc:  # user:password@host
-        manifest.bad.append(BadRow(line, CREDENTIALS_REFUSED))
-        return
     manifest.rows.append(Row(line, source, meta))
+
+
+def _has_credentials(source: str) -> bool:
+    """A URL of any scheme with ``user[:password]@`` before its host (read by hand: a URL
+    ``urlsplit`` cannot parse is still checked)."""
+    _, sign, rest = source.partition("://")
+    return bool(sign) and "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]

@@ -151,8 +151,7 @@ def test_a_claim_answered_by_another_homes_server_is_ignored(
     from clipdex.http import create_app
     from tests.server import serve
 
-    settings = runtime.settings.model_copy(update={"api_read_keys": ["reader"]})
-    other = create_app(settings, runtime, local_token="other-homes-token")  # noqa: S106
+    other = create_app(runtime.settings, runtime, local_token="other-homes-token")  # noqa: S106
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     home = tmp_path / "this-home"
     try:
@@ -164,6 +163,8 @@ def test_a_claim_answered_by_another_homes_server_is_ignored(
             for pid in (0, -1, 2**70):
                 write_claim(home, HomeServer(url, pid, "other-homes-token"))
                 assert live_server(home) is None
+            write_claim(home, HomeServer("http://[::1", sleeper.pid, "t"))  # a broken file
+            assert live_server(home) is None
     finally:
         sleeper.kill()
         sleeper.wait()

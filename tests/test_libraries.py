@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core.catalog.models import Location
+from core.catalog.models import Library, Location
 from core.runtime import Runtime
 from ingest.forget import remove_library
 from ingest.libraries import (
@@ -266,3 +266,27 @@ def test_library_endpoints(runtime: Runtime, library: Path, tmp_path: Path) -> N
         gone = client.delete(f"/v1/libraries/{library_id}", headers=write)
         assert gone.status_code == 200 and gone.json()["removed"] == 4
         assert client.get("/v1/libraries", headers=read).json() == []
+
+
+def test_photos_inside_the_home_are_a_library_but_its_own_folders_are_not(
+    runtime: Runtime, photos: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``CLIPDEX_HOME=/data`` with photos at ``/data/photos`` (as a compose volume has it) is
+    a library like any other; a library left inside the blob root (added before that was
+    refused, or before the blob root moved) is skipped by a full rescan, with a warning,
+    and the other libraries are scanned."""
+    from ingest.libraries import own_folders
+
+    settings = runtime.settings
+    inside_home = settings.home / "photos"
+    photos_in(inside_home, photos, range(3))
+    stale = settings.blobs / "old-library"
+    photos_in(stale, photos, range(3, 5))
+    with runtime.sessions() as session:
+        add_library(session, inside_home, [], False, own_folders(settings))
+        session.add(Library(path=str(stale), excludes=[], include_hidden=False))
+        session.commit()
+    report = ingest(runtime, [])
+    assert (report.scanned, report.new) == (3, 3)
+    assert {Path(p).parent for p in indexed_paths(runtime)} == {inside_home}
+    assert "inside clipdex's own folders: not scanned" in caplog.text

@@ -204,11 +204,12 @@ def test_a_url_with_a_password_is_refused_and_the_password_is_shown_nowhere(
     manifest = tmp_path / "m.csv"
     first, second = _web_photos(photos)[:2]
     host = web.removeprefix("http://")
-    manifest.write_text(f"url\nhttp://ann:hunter2@{host}/{first}\n{web}/{second}\n")
+    rows = f"http://ann:hunter2@{host}/{first}\n{web}/{second}\nftp://ann:hunter2@{host}/x\n"
+    manifest.write_text(f"url\n{rows}")
     report = ingest_manifest(runtime, manifest, LOOPBACK)
     assert (report.new, _Files.served) == (1, [f"/{second}"])
-    bad = report.bad_rows[0]
-    assert bad["line"] == 2 and "user name or password" in str(bad["reason"])
+    assert [bad["line"] for bad in report.bad_rows] == [2, 4]
+    assert all("user name or password" in str(bad["reason"]) for bad in report.bad_rows)
     with runtime.sessions() as session:
         assert "hunter2" not in json.dumps(failure_rows(session))
 

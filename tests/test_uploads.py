@@ -173,6 +173,7 @@ def test_ingesting_the_folder_that_holds_the_home_keeps_the_uploads(
     """`clipdex ingest ~` with the home under ``~``: uploads live in the home's blob folder
     under names no scan finds, so a scan that entered it took them for deleted files and every
     upload left the index. The home is left out of the scan, and its paths are kept."""
+    from ingest.forget import remove_library
     from ingest.libraries import add_library, own_folders
     from ingest.run import ingest
     from ingest.scan import UnusableRoot
@@ -194,5 +195,11 @@ def test_ingesting_the_folder_that_holds_the_home_keeps_the_uploads(
     blobs = runtime.settings.blobs
     with pytest.raises(UnusableRoot, match="inside clipdex's own folder"):
         ingest(runtime, [blobs])
-    with runtime.sessions() as session, pytest.raises(UnusableRoot, match="CLIPDEX_HOME"):
+    with runtime.sessions() as session, pytest.raises(UnusableRoot, match="CLIPDEX_BLOB_ROOT"):
         add_library(session, blobs, [], False, own_folders(runtime.settings))
+    with runtime.sessions() as session:  # a library around the home, then removed
+        add_library(session, tmp_path, [], False, own_folders(runtime.settings))
+        session.commit()
+    assert remove_library(runtime, str(tmp_path)).paths == 8  # the library's, not the upload's
+    shown = client.get(f"/v1/assets/{asset}").json()
+    assert shown["state"] == "indexed" and len(shown["paths"]) == 1

@@ -149,3 +149,25 @@ def test_a_failed_round_is_logged_and_the_watch_goes_on(
     finally:
         watcher.stop()
     assert "watching the libraries failed" in caplog.text
+
+
+def test_a_watch_ignores_what_clipdex_writes_in_a_home_inside_a_library(tmp_path: Path) -> None:
+    """Each catalog write, upload or store flush in a home inside a library would start a
+    rescan of the home, whose ingest writes again; photos kept in the home are watched."""
+    from clipdex.cli.libraries import clipdex_paths
+    from core.settings import load_settings
+
+    root = tmp_path / "lib"
+    home = root / "home"
+    (home / "photos").mkdir(parents=True)
+    settings = load_settings(home=home, model="clipdex-tiny")
+    own = clipdex_paths(settings)
+    writes = [
+        home / "catalog.db", home / "catalog.db-journal", home / "catalog.db-wal",
+        home / "serve.json", settings.blobs / "ab" / "ab12", home / "store" / "shard" / "wal",
+    ]  # fmt: skip
+    library = WatchedLibrary(root)
+    assert folders_to_scan(map(str, writes), [library]) == [home]  # what it did
+    assert folders_to_scan(map(str, writes), [library], own) == []
+    photo = home / "photos" / "a.jpg"
+    assert folders_to_scan([str(photo)], [library], own) == [photo.parent]

@@ -13,9 +13,12 @@ from core.settings_checks import MAX_SECONDS
 
 if TYPE_CHECKING:
     from core.runtime import Runtime
+    from core.settings import Settings
     from ingest.libraries import LibraryInfo
     from ingest.queueing import SendBatch
     from ingest.watch import LibraryWatcher
+
+SQLITE_SIDES = ("-journal", "-wal", "-shm")  # the files SQLite writes beside a database
 
 library_app = typer.Typer(
     help="Folders clipdex keeps indexed: `clipdex ingest` with no folder rescans them all.\n\n"
@@ -138,7 +141,6 @@ def watch(
     import threading
     from collections.abc import Sequence
 
-    from ingest.libraries import own_folders
     from ingest.run import ingest as run_ingest
     from ingest.watch import LibraryWatcher
 
@@ -163,7 +165,7 @@ def watch(
         seconds = settings.watch_rescan_seconds if rescan is None else rescan
         watcher = LibraryWatcher(
             runtime.sessions, ingest_paths, settings.watch_debounce_ms, seconds,
-            own=own_folders(settings),
+            own=clipdex_paths(settings),
         )  # fmt: skip
         typer.echo("watching the libraries; Ctrl-C to stop", err=True)
         try:
@@ -175,7 +177,6 @@ def watch(
 def server_watcher(runtime: Runtime, dispatch: SendBatch | None) -> LibraryWatcher:
     """``serve --watch``: the watch loop on a thread of the server, with the server's runtime
     (and its workers, if any); started here, stopped by the caller."""
-    from ingest.libraries import own_folders
     from ingest.run import ingest as run_ingest
     from ingest.watch import LibraryWatcher
 
@@ -185,10 +186,24 @@ def server_watcher(runtime: Runtime, dispatch: SendBatch | None) -> LibraryWatch
         lambda paths: run_ingest(runtime, paths, dispatch=dispatch),
         settings.watch_debounce_ms,
         settings.watch_rescan_seconds,
-        own=own_folders(settings),
+        own=clipdex_paths(settings),
     )
     watcher.start()
     return watcher
+
+
+def clipdex_paths(settings: Settings) -> list[Path]:
+    """What a watch ignores in a library that holds the home: clipdex's own folders, and the
+    files it writes beside them (the SQLite catalog and its journals, ``serve.json``). Each
+    write there would otherwise start a rescan of the home, whose ingest writes again."""
+    from clipdex.homeserver import claim_path
+    from ingest.libraries import own_folders
+
+    paths = [*own_folders(settings), claim_path(settings.home)]
+    if not settings.database_url:
+        catalog = settings.home / "catalog.db"
+        paths += [catalog, *(catalog.with_name(f"catalog.db{end}") for end in SQLITE_SIDES)]
+    return paths
 
 
 def libraries_now() -> list[LibraryInfo]:
