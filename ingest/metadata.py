@@ -205,7 +205,7 @@ def asset_for(session: Session, ref: str) -> Asset:
             raise NoSuchAsset(f"no asset {ref!r}: that is not a usable path") from None
         if not is_utf8(path):  # no indexed path is (``ingest.scan``), and SQL cannot bind it
             raise NoSuchAsset(
-                f"no asset {ref!r}: that path is not UTF-8, and every indexed one is"
+                f"no asset {ref!r}: that path is not valid UTF-8, and every indexed one is"
             ) from None
         query = select(Location.asset_id).where(Location.path == path, Location.missing.is_(False))
         found = session.scalars(query).first()
