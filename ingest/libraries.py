@@ -193,8 +193,9 @@ class ScanPlan:
 def plan_scans(session: Session, paths: Sequence[Path], own: Sequence[Path] = ()) -> ScanPlan:
     """Every library when ``paths`` is empty; else those paths, each with the rules of the
     library holding it (the defaults outside libraries; libraries inside are scanned apart).
-    ``own``: clipdex's home and blob root. A root inside one is refused; one inside a root is
-    neither scanned nor spared of its paths (uploads live there, under names no scan finds)."""
+    ``own``: clipdex's own folders (:func:`own_folders`). A root named inside one is refused,
+    a library inside one is skipped, and one inside a root is not scanned and its paths are
+    spared (uploads live there, under names no scan finds)."""
     libraries = list(session.scalars(select(Library).order_by(Library.path)).all())
     plan = ScanPlan()
     if not paths:

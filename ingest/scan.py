@@ -79,8 +79,8 @@ class ScanRules:
         self.prune = frozenset(prune)
 
     def pruning(self, folders: Iterable[Path]) -> ScanRules:
-        """These rules, also leaving out ``folders`` (clipdex's own home and blob root under a
-        root: their files are the catalog, the store and uploads, never a library's)."""
+        """These rules, also leaving out ``folders`` (clipdex's blob root and store under a
+        root: their files are uploads and the store, never a library's)."""
         pruned = copy.copy(self)
         pruned.prune = self.prune | {str(folder) for folder in folders}
         return pruned
