@@ -192,6 +192,9 @@ def test_the_url_is_the_state_reload_and_back(page: Page, site: str, library: Pa
     in_trips = ids(page)
     page.select_option("#sort", "-taken_at")
     page.wait_for_url(lambda url: "sort=-taken_at" in url)
+    # The URL changes as the sorted search starts ("Searching…"); the old four stay on show
+    # until its answer replaces them: wait for that answer, not just for four figures.
+    expect(page.locator("#status")).to_contain_text("4 results")
     expect(page.locator("#grid figure")).to_have_count(4)
     filtered = ids(page)
 
