@@ -219,6 +219,7 @@ def test_the_url_is_the_state_reload_and_back(page: Page, site: str, library: Pa
     assert ids(page) == filtered
     page.go_back()
     expect(page.locator("#sort")).to_have_value("relevance")
+    expect(page.locator("#status")).to_contain_text("4 results")  # the re-run's answer
     assert ids(page) == in_trips
     page.go_back()
     expect(page.locator("#grid figure")).to_have_count(8)
