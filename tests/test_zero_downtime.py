@@ -66,12 +66,17 @@ def test_serve_switches_versions_once_with_no_failed_request(
         threads = [threading.Thread(target=client_loop, args=(client, s)) for s in seen]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)
+        # Every client has an answer from the old version before the switch, and one from the
+        # new version after it: waited for, not slept for (a loaded machine is slow to start
+        # four threads' first searches).
+        deadline = time.monotonic() + 60
+        while not all(seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
         runtime.activate(new)
-        deadline = time.monotonic() + 10
         while client.get("/v1/index").json()["id"] != new and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.5)
+        while time.monotonic() < deadline and not all(s[-1][3] == new for s in seen):
+            time.sleep(0.05)
         stop.set()
         for thread in threads:
             thread.join()
