@@ -365,9 +365,12 @@ class Settings(BaseSettings):
     @property
     def catalog_url(self) -> str:
         """The SQLAlchemy URL of the catalog: the configured one, else SQLite under home."""
-        if self.database_url:
-            return self.database_url
-        return f"sqlite:///{self.home / 'catalog.db'}"
+        return self.database_url or f"sqlite:///{self.catalog_file}"
+
+    @property
+    def catalog_file(self) -> Path | None:
+        """The SQLite catalog under home; None when ``database_url`` names another one."""
+        return None if self.database_url else self.home / "catalog.db"
 
     @property
     def blobs(self) -> Path:

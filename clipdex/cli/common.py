@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,13 +41,13 @@ def catalog_path(text: str) -> Path:
     filter): it must be valid UTF-8, as every indexed path is (no file name from another
     encoding is indexed)."""
     from core.paths import is_utf8
+    from ingest.scan import stored_form
 
     path = given_path(text)
     if not is_utf8(text):
-        shown_form = os.fsencode(text).decode("utf-8", "backslashreplace")
         raise typer.BadParameter(
-            f"{shown_form} is not valid UTF-8, and no indexed path is: rename the folder and "
-            "ingest it again"
+            f"{stored_form(text)} is not valid UTF-8, and no indexed path is: rename the folder "
+            "and ingest it again"
         )
     return path
 

@@ -200,9 +200,9 @@ def clipdex_paths(settings: Settings) -> list[Path]:
     from ingest.libraries import own_folders
 
     paths = [*own_folders(settings), claim_path(settings.home)]
-    if not settings.database_url:
-        catalog = settings.home / "catalog.db"
-        paths += [catalog, *(catalog.with_name(f"catalog.db{end}") for end in SQLITE_SIDES)]
+    catalog = settings.catalog_file
+    if catalog is not None:
+        paths += [catalog, *(catalog.with_name(catalog.name + end) for end in SQLITE_SIDES)]
     return paths
 
 
