@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from clipdex.admin_jobs import ServerJobs
 from clipdex.auth import ApiGuard, KeyScopes, Read, Write
+from clipdex.body_limit import BodyLimit
 from clipdex.catalog import prepare_catalog
 from clipdex.dispatch import dispatch_for, send_window_for
 from clipdex.errors import EXPECTED, lazy_types, message_of, rule_for, status_of
@@ -150,8 +151,6 @@ def create_app(
         version="1",
         summary="Search an image library with words or images (CLIP).",
         lifespan=lifespan,
-        # 413 from the declared length before reading, or as soon as a streamed body passes it.
-        max_body_size=settings.max_upload_bytes,
     )
     app.state.settings = settings
     app.state.explain = _explain  # how /readyz words a failure: the error table's one line
@@ -160,6 +159,7 @@ def create_app(
     app.state.registry = install_metrics(app, queue_depth_reader(settings))
     if runtime is not None:
         _attach(app, runtime, refresh_interval)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)  # inside the key check
     # Keys and rate limits are decided from the headers, before anything reads the body. CORS
     # goes outside it, so a preflight (which carries no key) is answered by CORS alone.
     app.add_middleware(ApiGuard, settings=settings, scopes=key_scopes(), local_token=local_token)

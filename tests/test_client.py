@@ -243,6 +243,7 @@ def test_a_chunked_upload_over_the_limit_is_cut_off(settings: Settings) -> None:
                 headers={"content-type": "multipart/form-data; boundary=b"},
             )  # fmt: skip
             assert response.status_code == 413
+            assert "limit of 10000 bytes" in response.json()["detail"]
             assert httpx.get(f"{url}/healthz", timeout=5).status_code == 200
     finally:
         runtime.close()

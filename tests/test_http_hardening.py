@@ -277,6 +277,21 @@ def test_failed_key_checks_block_the_address_by_default(runtime: Runtime) -> Non
     assert {r.status_code for r in many} == {200}  # normal requests: no limit by default
 
 
+def test_behind_a_local_proxy_the_lockout_is_per_forwarded_client(runtime: Runtime) -> None:
+    """A reverse proxy on this machine sends X-Forwarded-For: one client guessing keys is
+    locked out, the others behind the same proxy are not (README, exposing the API)."""
+    app = create_app(with_settings(runtime, **KEYS), runtime)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+
+        def status(client: str, key: str) -> int:
+            headers = {"X-Forwarded-For": client, "X-API-Key": key}
+            return http.get("/v1/jobs", headers=headers).status_code
+
+        assert {status("203.0.113.5", "guess") for _ in range(20)} == {403}
+        assert status("203.0.113.5", "r-key") == 429
+        assert status("203.0.113.6", "r-key") == 200
+
+
 def test_token_buckets_refill_and_stay_bounded() -> None:
     now = [0.0]
     buckets = TokenBuckets(60, max_names=100, clock=lambda: now[0])

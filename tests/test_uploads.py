@@ -100,7 +100,9 @@ def test_not_an_image_is_refused_and_nothing_is_stored(
 def test_bad_upload_requests(runtime: Runtime, kwargs: dict[str, object], status: int) -> None:
     small = runtime.settings.model_copy(update={"max_upload_bytes": 20_000})
     with TestClient(create_app(small, runtime)) as client:
-        assert client.post("/v1/images", **kwargs).status_code == status  # type: ignore[arg-type]
+        response = client.post("/v1/images", **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == status
+        assert response.json()["detail"]  # every refusal is JSON with a message
         assert client.get("/v1/jobs/not-a-job").status_code == 404
 
 
