@@ -24,6 +24,10 @@ from urllib.parse import urlsplit
 import numpy as np
 from numpy.typing import NDArray
 
+from core.model_names import RANDOM_WEIGHTS as RANDOM_WEIGHTS  # re-exported
+from core.model_names import TINY_MODEL as TINY_MODEL  # re-exported
+from core.model_names import names_a_file, unknown_architecture
+from core.model_names import register_builtin_configs as register_builtin_configs  # re-exported
 from core.paths import expand_user
 from core.placement import INT8, autocast_dtype, count_quantized, quantize_int8, torch_device
 from core.placement import ModelUnavailable as ModelUnavailable  # re-exported
@@ -31,10 +35,7 @@ from core.preprocess import PreprocessConfig
 from core.settings import Settings
 from core.text_tower import TextTower
 
-TINY_MODEL = "clipdex-tiny"
-RANDOM_WEIGHTS = "random"
 _RANDOM_SEED = 0
-_CONFIG_DIR = Path(__file__).with_name("model_configs")
 # How long to wait for the Hugging Face hub before weights that are not cached are called
 # unreachable (DNS and TCP connect, in a thread: getaddrinfo itself has no timeout).
 HUB_PROBE_SECONDS = 2.0
@@ -126,11 +127,6 @@ class ModelSpec:
     def declared(self) -> DeclaredModel:
         random = self.model == TINY_MODEL or self.pretrained == RANDOM_WEIGHTS
         return DeclaredModel(self.model, RANDOM_WEIGHTS if random else self.pretrained)
-
-
-def register_builtin_configs(open_clip: Any) -> None:
-    if TINY_MODEL not in open_clip.list_models():
-        open_clip.add_model_config(_CONFIG_DIR)
 
 
 class OpenClipEncoder:
@@ -226,12 +222,9 @@ class _Loaded:
         # imports torch first; refuses a device this machine lacks, or int8 off the CPU
         device = torch_device(spec.device, spec.precision)
         open_clip = import_open_clip()
-        register_builtin_configs(open_clip)
-        if spec.model not in open_clip.list_models() and not spec.model.startswith("hf-hub:"):
-            raise ModelUnavailable(
-                f"unknown model architecture {spec.model!r}; "
-                "set CLIPDEX_MODEL to one of open_clip.list_models() (e.g. ViT-B-32)"
-            )
+        problem = unknown_architecture(open_clip, spec.model)  # registers the built-in configs
+        if problem is not None:
+            raise ModelUnavailable(problem)
         model = _create_model(open_clip, spec, device)
         model.eval()
         if spec.precision == INT8:
@@ -304,7 +297,7 @@ def _create_model(open_clip: Any, spec: ModelSpec, device: Any) -> Any:
     if spec.pretrained.startswith("hf-hub:"):
         return _load_weights(spec, lambda: open_clip.create_model(spec.pretrained, device=device))
     path = expand_user(Path(spec.pretrained))
-    if path.suffix or "/" in spec.pretrained:
+    if names_a_file(spec.pretrained):
         if not path.is_file():
             raise ModelUnavailable(
                 f"CLIPDEX_PRETRAINED points at {str(path)!r}, which is not a file. "

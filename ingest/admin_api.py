@@ -21,6 +21,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from core.catalog.index_versions import VersionRefused
+from core.model_names import model_problem
 from core.status import collect_status
 from ingest.failures import failure_rows
 from ingest.scan import normalize_roots
@@ -183,6 +184,9 @@ def reindex(request: Request, body: ReindexIn) -> JobOut:
                 403, "only the local CLI may load weights from a file or a hub; name an "
                 "open_clip model and pretrained tag",
             )  # fmt: skip
+    problem = model_problem(body.model, body.pretrained)  # a typo is not an outage: 422 now
+    if problem is not None:
+        raise HTTPException(422, problem)
     try:
         return _out(_jobs(request).start_reindex(body))
     except JobBusy as error:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core.encoder import ModelSpec, ModelUnavailable, OpenClipEncoder
+from core.model_names import model_problem
 from tests.conftest import cli_env
 
 pytestmark = pytest.mark.tiny_real
@@ -53,3 +54,23 @@ def test_missing_local_checkpoint_is_named(tmp_path: Path) -> None:
 def test_unknown_architecture_is_refused() -> None:
     with pytest.raises(ModelUnavailable, match="unknown model architecture"):
         OpenClipEncoder(ModelSpec("ViT-Nope-1", "openai")).encode_texts(["x"])
+
+
+@pytest.mark.parametrize(
+    ("model", "pretrained", "problem"),
+    [
+        ("clipdex-tiny", None, None),
+        ("ViT-B-32", None, None),  # openai, the default tag
+        ("ViT-B-32", "LAION2B-S34B-B79K", None),  # open_clip reads tags case- and -/_-blind
+        ("ViT-B-32", "random", None),
+        ("ViT-B-32", "hf-hub:someone/weights", None),
+        ("ViT-Nope-1", "openai", "unknown model architecture 'ViT-Nope-1'"),
+        ("ViT-B-32", "laion9000", "has no pretrained weights 'laion9000' (open_clip knows: openai"),
+        ("ViT-B-32", "/no/such/weights.bin", "'/no/such/weights.bin' is not a file"),
+    ],
+)
+def test_a_model_that_can_never_load_is_told_before_any_weights_load(
+    model: str, pretrained: str | None, problem: str | None
+) -> None:
+    found = model_problem(model, pretrained)
+    assert found == problem if problem is None else problem in str(found)

@@ -204,6 +204,12 @@ def test_the_local_token_may_run_admin_jobs_that_a_read_key_may_not(
                           {"model": "hf-hub:someone/model"}):  # fmt: skip
                 weights = client.post("/v1/admin/reindex", json=order, headers=writer)
                 assert weights.status_code == 403 and "local CLI" in weights.text
+            for order, words in (
+                ({"model": "ViT-B-99"}, "unknown model architecture 'ViT-B-99'"),
+                ({"model": "ViT-B-32", "pretrained": "laion9000"}, "no pretrained weights"),
+            ):  # a misspelt model is the caller's mistake: 422 at once, and no job starts
+                typo = client.post("/v1/admin/reindex", json=order, headers=writer)
+                assert typo.status_code == 422 and words in typo.json()["detail"], typo.text
             token = {"X-API-Key": "local-token"}
             for bad in (["relative/folder"], ["/" + "x" * 4000]):
                 refused = client.post("/v1/admin/ingest", json={"paths": bad}, headers=token)
