@@ -10,6 +10,7 @@ settings.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,9 +38,11 @@ from core.runtime import Runtime
 from ingest.building import add_pending
 from ingest.graph import build_search_graph
 from ingest.pipeline import Pipeline, work_items
-from ingest.queueing import SendBatch, queue_pending, reconcile
+from ingest.queueing import SendBatch, SendRefused, queue_pending, reconcile
 from ingest.records import adopt_stored
 from ingest.run import Progress
+
+log = logging.getLogger(__name__)
 
 OPEN = (AssetState.PENDING, AssetState.QUEUED, AssetState.PROCESSING)
 MAX_CATCH_UP_PASSES = 20
@@ -90,6 +93,7 @@ class Workers:
     task_batch_size: int
     reconcile_after: float
     poll_seconds: float = 1.0
+    retry_seconds: float = 30.0  # a broker that refused a send after the first is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,31 +201,62 @@ def _through_workers(
     """Send the version's pending rows to the workers (outbox) and wait until none is pending,
     queued or processing. Pending rows that appear meanwhile (an ingest writing to the building
     version) are sent too; rows stuck past the deadline (a lost broker, a killed earlier run)
-    are sent again."""
+    are sent again.
+
+    A broker that refuses the very first send ends the run at once (:class:`SendRefused`;
+    running it again resumes). One that refuses a later send does not: the refused rows are
+    back to pending, the workers go on with what they hold, and the rows are sent again every
+    ``workers.retry_seconds`` until the broker takes them."""
     before = _counts(runtime, version_id)
     left = sum(before.get(state, 0) for state in OPEN)
     last_progress = time.monotonic()
+    refused_at: float | None = None
+    sent_any = False
+
+    def send(version: int, ids: list[str]) -> None:
+        nonlocal sent_any
+        workers.send(version, ids)
+        sent_any = True
+
     while left:
-        if _counts(runtime, version_id).get(AssetState.PENDING, 0):
-            sent = queue_pending(
-                runtime.sessions, version_id, workers.send, workers.task_batch_size
-            )
-            report.queued += sent.queued
+        try:
+            if refused_at is None or time.monotonic() - refused_at >= workers.retry_seconds:
+                refused_at = None
+                if _counts(runtime, version_id).get(AssetState.PENDING, 0):
+                    batch = workers.task_batch_size
+                    report.queued += queue_pending(runtime.sessions, version_id, send, batch).queued
+        except SendRefused as error:
+            if not sent_any:
+                raise
+            refused_at = _refused(error, workers.retry_seconds)
         time.sleep(workers.poll_seconds)
         counts = _counts(runtime, version_id)
         now_left = sum(counts.get(state, 0) for state in OPEN)
         if now_left < left:
             progress.advance(left - now_left)
             last_progress = time.monotonic()
-        elif time.monotonic() - last_progress > workers.reconcile_after:
+        elif refused_at is None and time.monotonic() - last_progress > workers.reconcile_after:
             age = timedelta(seconds=workers.reconcile_after)
-            reconcile(runtime.sessions, version_id, workers.send, age, workers.task_batch_size)
+            try:
+                reconcile(runtime.sessions, version_id, send, age, workers.task_batch_size)
+            except SendRefused as error:  # what it could not send is pending again
+                refused_at = _refused(error, workers.retry_seconds)
             last_progress = time.monotonic()
         left = now_left
     after = _counts(runtime, version_id)
     for field, state in (("encoded", AssetState.INDEXED), ("failed", AssetState.FAILED)):
         grown = after.get(state, 0) - before.get(state, 0)
         setattr(report, field, getattr(report, field) + max(grown, 0))
+
+
+def _refused(error: SendRefused, retry_seconds: float) -> float:
+    """Say that the broker refused a send and when it is tried again; returns now."""
+    log.warning(
+        "%s; the reindex goes on waiting for the workers and sends the rest again in %.0f s "
+        "(Ctrl-C stops it; running it again resumes)",
+        str(error).split("; ")[0], retry_seconds,
+    )  # fmt: skip
+    return time.monotonic()
 
 
 def _counts(runtime: Runtime, version_id: int) -> dict[str, int]:

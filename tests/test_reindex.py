@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from core.catalog.models import AssetIndexState, AssetState
 from core.encoder import DeclaredModel, Encoder, ModelIdentity, ModelSpec, OpenClipEncoder
 from core.runtime import Runtime, decode_limits
 from core.settings import load_settings
-from ingest.reindex import ReindexPlan, reindex
+from ingest.batch import index_assets
+from ingest.queueing import SendRefused
+from ingest.reindex import ReindexPlan, Workers, reindex
 from ingest.run import ingest
 from search.engine import SearchService, target_for
 from tests.fakes import FAKE_PREPROCESS, FakeEncoder
@@ -323,3 +326,47 @@ def test_reindex_killed_with_sigkill_resumes_exact(
     assert report["indexed"] == 20 == report["points"]
     # Only what the killed run had not stored was encoded again: nothing twice.
     assert report["encoded"] == 20 - before - report["reused"]
+
+
+@pytest.mark.unit
+def test_a_broker_refusing_a_later_send_does_not_end_a_reindex_through_workers(
+    runtime: Runtime, library: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker restarts while a reindex feeds the workers: the refused rows go back to
+    pending and are sent again on a timer; every image is encoded once and the swap happens."""
+    ingest(runtime, [library])
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other  # the workers' model for the new version
+    calls, sent = 0, []
+
+    def flaky(version_id: int, ids: list[str]) -> None:  # the broker, and a worker behind it
+        nonlocal calls
+        calls += 1
+        if calls in (2, 3):
+            raise SendRefused("cannot send work to the broker at redis://b:6379/0: refused")
+        sent.extend(ids)
+        index_assets(runtime, version_id, ids)
+
+    workers = Workers(flaky, task_batch_size=3, reconcile_after=60, poll_seconds=0.01,
+                      retry_seconds=0.05)  # fmt: skip
+    report = reindex(runtime, replace(plan_for(runtime, other), workers=workers))
+    assert report.swapped and report.encoded == 8 == len(sent) == len(set(sent))
+    assert other.images_encoded == 8
+    warned = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(warned) == 2 and "sends the rest again" in warned[0]
+
+
+@pytest.mark.unit
+def test_a_broker_refusing_the_first_send_ends_the_reindex_at_once(
+    runtime: Runtime, library: Path
+) -> None:
+    ingest(runtime, [library])
+    other = OtherFake()
+
+    def down(_version_id: int, _ids: list[str]) -> None:
+        raise SendRefused("cannot reach the broker at redis://b:6379/0 (CLIPDEX_BROKER_URL)")
+
+    workers = Workers(down, task_batch_size=3, reconcile_after=60, poll_seconds=0.01)
+    with pytest.raises(SendRefused, match="cannot reach the broker"):
+        reindex(runtime, replace(plan_for(runtime, other), workers=workers))
+    assert other.images_encoded == 0
