@@ -30,9 +30,9 @@ from ingest.uploads import (
     JobStatus,
     Upload,
     accept,
-    check_uploads,
     job_status,
     recent_jobs,
+    sort_uploads,
 )
 
 read_router = APIRouter(tags=["uploads"])
@@ -41,11 +41,21 @@ MAX_FILES = 1000
 MAX_META_CHARS = 10_000
 
 
+class RejectedOut(BaseModel):
+    filename: str
+    stage: str
+    reason: str
+
+
 class AcceptedOut(BaseModel):
+    """``assets``: the images' ids, in the order sent; ``rejected``: the files that are not
+    images, kept as the job's failures with their reasons."""
+
     job: str
     assets: list[str]
     new: int
     duplicates: int
+    rejected: list[RejectedOut]
 
 
 class JobOut(BaseModel):
@@ -75,14 +85,16 @@ def upload_images(
     files: Annotated[list[UploadFile], File(description="one or more images")],
     metadata: Annotated[str | None, Form(max_length=MAX_META_CHARS)] = None,
 ) -> AcceptedOut:
-    """Store the bytes by content, register them and index them (workers, or in background)."""
+    """Store the bytes by content, register them and index them (workers, or in background).
+    Files that are not images are listed in ``rejected`` and in the job's failures, and the
+    others go on; a request with no image at all is refused (415, or 413/422 for a file)."""
     if not 1 <= len(files) <= MAX_FILES:
         raise BadUpload(f"send between 1 and {MAX_FILES} files")
     meta = _parse_meta(metadata)
     runtime = request.app.state.runtime
     uploads = [Upload(f.filename or "upload", f.file.read()) for f in files]
-    check_uploads(runtime, uploads)
-    accepted = accept(runtime, uploads, meta)
+    images, rejected = sort_uploads(runtime, uploads)
+    accepted = accept(runtime, images, meta, rejected)
     window: SendWindow | None = request.app.state.send_window
     if window is not None:  # committed as pending: the window sends it, with what follows
         window.poke(accepted.version_id, len(set(accepted.asset_ids)))
@@ -92,6 +104,10 @@ def upload_images(
     return AcceptedOut(
         job=accepted.job_id, assets=accepted.asset_ids, new=accepted.new,
         duplicates=accepted.duplicates,
+        rejected=[
+            RejectedOut(filename=r.upload.filename, stage=r.error.stage, reason=r.error.reason)
+            for r in rejected
+        ],
     )  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from core.ids import asset_id_for_digest, sha256_of_bytes
 from core.images import ImageRejected, identify
 from core.runtime import Runtime
 from ingest.metadata import Metadata, apply_metadata, refresh_payloads
+from ingest.records import record_failure
 
 _REGISTER_TRIES = 5
 
@@ -68,16 +69,37 @@ class JobStatus:
         return not any(self.states[s] for s in ("pending", "queued", "processing"))
 
 
-def check_uploads(runtime: Runtime, uploads: Sequence[Upload]) -> None:
-    """Refuse the whole request, before storing anything, if one file is not an image."""
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An uploaded file that is not an image clipdex can use, and why."""
+
+    upload: Upload
+    error: ImageRejected
+
+
+def sort_uploads(
+    runtime: Runtime, uploads: Sequence[Upload]
+) -> tuple[list[Upload], list[Rejected]]:
+    """The images, and the files that are not (read from their headers, nothing stored). When
+    none is an image, the request is refused: the first rejection is raised, naming its file."""
     limits = runtime.decode_limits()
+    images: list[Upload] = []
+    rejected: list[Rejected] = []
     for upload in uploads:
         try:
             identify(upload.data, limits)
-        except ImageRejected as rejected:
-            raise ImageRejected(
-                rejected.stage, f"{upload.filename}: {rejected.reason}", rejected.kind
-            ) from None
+        except ImageRejected as error:
+            rejected.append(Rejected(upload, error))
+        else:
+            images.append(upload)
+    if not images:
+        first = rejected[0]
+        more = f" (and {len(rejected) - 1} more files)" if len(rejected) > 1 else ""
+        raise ImageRejected(
+            first.error.stage, f"{first.upload.filename}: {first.error.reason}{more}",
+            first.error.kind,
+        )  # fmt: skip
+    return images, rejected
 
 
 def blob_path(root: Path, sha256: str) -> Path:
@@ -97,10 +119,14 @@ def store_blob(root: Path, sha256: str, data: bytes) -> Path:
     return path
 
 
-def accept(runtime: Runtime, uploads: Sequence[Upload], meta: Metadata) -> AcceptedUpload:
+def accept(
+    runtime: Runtime, uploads: Sequence[Upload], meta: Metadata, rejected: Sequence[Rejected] = ()
+) -> AcceptedUpload:
     """Store, register and follow ``uploads``; ``meta`` (checked metadata) is merged into each
     asset's own metadata before anything is encoded (and into the payload of points already
-    stored: the same bytes uploaded again)."""
+    stored: the same bytes uploaded again). The ``rejected`` files of the same request are
+    kept too, as failed assets of the job with their reasons (``clipdex failures``, the job's
+    failures), so that nothing sent is lost and the rest of the batch goes on."""
     version = runtime.live_version()
     asset_ids: list[str] = []
     new = 0
@@ -108,18 +134,33 @@ def accept(runtime: Runtime, uploads: Sequence[Upload], meta: Metadata) -> Accep
         asset_id, created = keep_bytes(runtime, version.id, upload.data)
         new += created
         asset_ids.append(asset_id)
+    failed = [_keep_rejected(runtime, version.id, reject) for reject in rejected]
     job_id = str(uuid.uuid4())
     with runtime.sessions() as session:
         session.add(Job(id=job_id, kind="upload", index_version_id=version.id, meta=meta))
         names: dict[str, str] = {}
         for upload, asset_id in zip(uploads, asset_ids, strict=True):
             names.setdefault(asset_id, upload.filename)
+        for reject, asset_id in zip(rejected, failed, strict=True):
+            names.setdefault(asset_id, reject.upload.filename)
         session.add_all(JobAsset(job_id=job_id, asset_id=a, filename=n) for a, n in names.items())
-        changed = apply_metadata(session, dict.fromkeys(names, meta)) if meta else set()
+        changed = apply_metadata(session, dict.fromkeys(asset_ids, meta)) if meta else set()
         session.commit()
     if changed:
         refresh_payloads(runtime, changed)
     return AcceptedUpload(job_id, version.id, asset_ids, new, len(uploads) - new)
+
+
+def _keep_rejected(runtime: Runtime, version_id: int, reject: Rejected) -> str:
+    """Store a file that is not an image as a failed asset with its failure row."""
+    digest = sha256_of_bytes(reject.upload.data)
+    path = store_blob(runtime.settings.blobs, digest, reject.upload.data)
+    _register(runtime, version_id, digest, path, len(reject.upload.data), AssetState.FAILED)
+    asset_id = asset_id_for_digest(digest)
+    with runtime.sessions() as session:
+        record_failure(session, str(path), reject.error.stage, reject.error.reason, asset_id)
+        session.commit()
+    return asset_id
 
 
 def keep_bytes(runtime: Runtime, version_id: int, data: bytes) -> tuple[str, bool]:
@@ -131,8 +172,15 @@ def keep_bytes(runtime: Runtime, version_id: int, data: bytes) -> tuple[str, boo
     return asset_id_for_digest(digest), created
 
 
-def _register(runtime: Runtime, version_id: int, digest: str, path: Path, size: int) -> bool:
-    """Asset, location and pending state, created at most once whoever races us."""
+def _register(
+    runtime: Runtime,
+    version_id: int,
+    digest: str,
+    path: Path,
+    size: int,
+    state: AssetState = AssetState.PENDING,
+) -> bool:
+    """Asset, location and ``state``, created at most once whoever races us."""
     asset_id = asset_id_for_digest(digest)
     for _ in range(_REGISTER_TRIES):
         with runtime.sessions() as session:
@@ -153,7 +201,7 @@ def _register(runtime: Runtime, version_id: int, digest: str, path: Path, size: 
                         AssetIndexState(
                             asset_id=asset_id,
                             index_version_id=version_id,
-                            state=AssetState.PENDING,
+                            state=state,
                         )
                     )
                 session.commit()

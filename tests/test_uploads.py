@@ -72,17 +72,43 @@ def test_a_broken_image_ends_in_the_jobs_failures(client: TestClient, photos: Pa
     assert "corrupt" in status["failures"][0]["reason"]  # type: ignore[index]
 
 
-def test_not_an_image_is_refused_and_nothing_is_stored(
-    client: TestClient, runtime: Runtime, photos: Path
+def test_a_request_with_no_image_is_refused_and_nothing_is_stored(
+    client: TestClient, runtime: Runtime
 ) -> None:
-    good = sorted(photos.glob("*.jpg"))[0]
     response = client.post(
         "/v1/images",
-        files=[("files", ("ok.jpg", good.read_bytes())), ("files", ("notes.txt", b"hello"))],
+        files=[("files", ("notes.txt", b"hello")), ("files", ("empty.jpg", b""))],
     )
     assert response.status_code == 415
-    assert "notes.txt" in response.json()["detail"]
+    assert "notes.txt" in response.json()["detail"] and "1 more" in response.json()["detail"]
     assert not runtime.settings.blobs.exists() or not any(runtime.settings.blobs.rglob("*"))
+
+
+def test_a_file_that_is_not_an_image_is_a_failure_of_its_job_and_the_batch_goes_on(
+    client: TestClient, photos: Path, pillow_images: Path
+) -> None:
+    good = sorted(photos.glob("*.jpg"))[:2]
+    broken = (pillow_images / "broken.png").read_bytes()  # Pillow's own broken PNG
+    response = client.post(
+        "/v1/images",
+        files=[
+            ("files", ("one.jpg", good[0].read_bytes())),
+            ("files", ("broken.png", broken)),
+            ("files", ("two.jpg", good[1].read_bytes())),
+        ],
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert len(accepted["assets"]) == 2 and accepted["new"] == 2
+    [rejected] = accepted["rejected"]
+    assert rejected["filename"] == "broken.png" and rejected["reason"]
+    status = wait_for_job(client, accepted["job"])
+    assert status["total"] == 3
+    assert status["states"]["indexed"] == 2 and status["states"]["failed"] == 1  # type: ignore[index]
+    [failure] = status["failures"]  # type: ignore[misc]
+    assert failure["filename"] == "broken.png" and failure["reason"] == rejected["reason"]
+    listed = client.get("/v1/failures").json()
+    assert [row["reason"] for row in listed] == [rejected["reason"]]
 
 
 @pytest.mark.parametrize(

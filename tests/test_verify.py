@@ -22,7 +22,7 @@ from core.runtime import Runtime
 from core.settings import Settings, load_settings
 from core.store.base import PointRecord
 from ingest.run import ingest
-from ingest.uploads import Upload, accept
+from ingest.uploads import Upload, accept, sort_uploads
 from ingest.verify import Checks, Encoding, RepairReport, VerifyReport, repair, verify
 from search.engine import SearchService
 from search.query import SearchOptions
@@ -190,6 +190,22 @@ def test_a_fresh_processing_row_is_not_stuck(runtime: Runtime, library: Path) ->
         )
         session.commit()
     assert check(runtime).clean  # in flight, with its point already stored: not drift
+
+
+def test_an_uploaded_file_that_is_not_an_image_is_a_failure_not_drift(
+    runtime: Runtime, library: Path, pillow_images: Path
+) -> None:
+    ingest(runtime, [library])
+    broken = Upload("broken.png", (pillow_images / "broken.png").read_bytes())
+    photo = Upload("a.jpg", next(library.rglob("*.jpg")).read_bytes())
+    images, rejected = sort_uploads(runtime, [broken, photo])
+    assert [r.upload.filename for r in rejected] == ["broken.png"]
+    accept(runtime, images, {}, rejected)
+    fix(runtime)  # encodes the image; the broken file stays failed, with its failure row
+    assert check(runtime).clean
+    with runtime.sessions() as session:
+        failure = session.scalars(select(Failure)).one()
+        assert failure.path.startswith(str(runtime.settings.blobs)) and failure.reason
 
 
 def test_a_missing_upload_blob_is_marked_and_failed(
