@@ -94,7 +94,8 @@ def sort_uploads(
             images.append(upload)
     if not images:
         first = rejected[0]
-        more = f" (and {len(rejected) - 1} more files)" if len(rejected) > 1 else ""
+        others = len(rejected) - 1
+        more = f" (and {others} more file{'s' * (others > 1)})" if others else ""
         raise ImageRejected(
             first.error.stage, f"{first.upload.filename}: {first.error.reason}{more}",
             first.error.kind,
