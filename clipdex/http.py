@@ -91,6 +91,13 @@ class LiveTargets:
         log.info("now serving index version %d (%s)", live.id, live.collection)
 
     def start(self) -> None:
+        """Resolve the live version now (checked against the configured model), so that the
+        refresher follows a swap made before the first search, then start following."""
+        if self._target is None and self._runtime.catalog_live() is not None:
+            try:
+                self.current()
+            except Exception as error:  # each search answers it (a 503 naming the cause)
+                log.warning("not serving searches yet: %s", _explain(error))
         if self._interval > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="live-refresh", daemon=True)
             self._thread.start()

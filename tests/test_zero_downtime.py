@@ -120,3 +120,30 @@ def test_activation_on_a_server_moves_the_live_alias_in_one_call(
         assert client.collection_exists(old.collection)
     finally:
         runtime.close()
+
+
+@pytest.mark.unit
+def test_a_server_that_has_not_searched_yet_follows_a_swap(
+    shared: tuple[Runtime, OtherFake],
+) -> None:
+    """The swap comes before the server's first search: through its own activate endpoint,
+    or made by another process. Searches then answer from the new version (they were 503s
+    naming a model mismatch, until a restart)."""
+    runtime, other = shared
+    old = runtime.live_version()
+    new = reindex(runtime, plan_for(runtime, other, swap=False)).version
+    for swap in ("endpoint", "elsewhere"):
+        app = create_app(runtime.settings, runtime, refresh_interval=0.05)
+        with TestClient(app) as client:
+            if swap == "endpoint":
+                assert client.post(f"/v1/index/{new}/activate").status_code == 200
+            else:
+                runtime.activate(old.id)
+                deadline = time.monotonic() + 30
+                while client.get("/v1/index").json()["id"] != old.id:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            response = client.get("/v1/search", params={"q": "a red bicycle"})
+            assert response.status_code == 200, response.text
+            expected = new if swap == "endpoint" else old.id
+            assert response.headers["X-Clipdex-Index"] == str(expected)
