@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import ValidationError
 
-from core.catalog.db import BadCatalogUrl, CatalogUnreachable
+from core.catalog.db import BadCatalogUrl, CatalogDamaged, CatalogUnreachable
 from core.catalog.index_versions import ModelMismatch
 from core.encoder import ModelUnavailable
 from core.images import STAGE_READ, ImageRejected, RejectKind
@@ -141,7 +141,7 @@ RULES: tuple[Rule, ...] = (
     Rule((ModelUnavailable, ModelMismatch, StoreError, CatalogNotAtHead), 503, server_fault=True),
     # Configuration: a refused CLIPDEX_* value, a database URL that is not one, or a catalog
     # that cannot be reached (the message names the URL without its password).
-    Rule((BadSettings, BadCatalogUrl, CatalogUnreachable), 503, server_fault=True),
+    Rule((BadSettings, BadCatalogUrl, CatalogUnreachable, CatalogDamaged), 503, server_fault=True),
     # A dependency that cannot be reached: the broker (a command's send), a Qdrant server
     # (qdrant-client's transport and response errors) or another HTTP service.
     Rule((SendRefused,), 503, server_fault=True),

@@ -210,3 +210,19 @@ def test_default_model_offline_fails_fast_with_one_line(tmp_path: Path) -> None:
     line = one_line_error(result)
     assert "CLIPDEX_PRETRAINED" in line and "ViT-B-32" in line
     assert elapsed < budget, f"took {elapsed:.1f}s (budget {budget:.1f}s)"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_a_damaged_catalog_is_one_line_naming_it_and_the_way_back(
+    tmp_path: Path, library: Path, damage: str
+) -> None:
+    home = tmp_path / "home"
+    assert run_cli(home, "ingest", str(library)).returncode == 0
+    catalog = home / "catalog.db"
+    if damage == "truncated":  # a copy cut short, say
+        os.truncate(catalog, catalog.stat().st_size // 2)
+    else:
+        catalog.write_bytes(os.urandom(40_000))
+    for command in (["status"], ["search", "a dog"], ["verify"], ["index", "list"]):
+        line = one_line_error(run_cli(home, *command))
+        assert f"the catalog {catalog} is damaged" in line and "Backup and restore" in line

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -28,6 +29,26 @@ class CatalogUnreachable(OperationalError):
 
     def __str__(self) -> str:
         return f"cannot connect to the catalog database {self.url}: {self.reason}"
+
+
+class CatalogDamaged(DatabaseError):
+    """The SQLite catalog file is not a database, or a damaged one (a truncated copy, a disk
+    error): one line naming the file and the ways back, instead of a traceback."""
+
+    def __init__(self, url: URL, error: DatabaseError) -> None:
+        super().__init__(error.statement, error.params, error.orig or error)
+        self.path = url.database or str(url)
+        self.reason = str(error.orig or error).strip().splitlines()[0]
+
+    def __str__(self) -> str:
+        return (
+            f"the catalog {self.path} is damaged ({self.reason}): restore it from a backup "
+            "(README, Backup and restore); moving it away and running `clipdex ingest` again "
+            "rebuilds only what the libraries hold (not uploads, tags or metadata)"
+        )
+
+
+_DAMAGED = ("file is not a database", "database disk image is malformed")
 
 
 class BadCatalogUrl(ValueError):
@@ -61,6 +82,14 @@ def make_engine(url: str) -> Engine:
 def _connect_failure(url: URL) -> Any:
     def handle(context: ExceptionContext) -> None:
         error = context.sqlalchemy_exception
+        original = context.original_exception
+        if (
+            isinstance(error, DatabaseError)
+            and not isinstance(error, CatalogDamaged)
+            and type(original) is sqlite3.DatabaseError  # not its subclasses (busy, integrity)
+            and str(original).startswith(_DAMAGED)
+        ):
+            raise CatalogDamaged(url, error) from original
         connecting = context.connection is None and isinstance(error, OperationalError)
         if connecting and not isinstance(error, CatalogUnreachable):
             assert isinstance(error, OperationalError)
