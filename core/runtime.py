@@ -166,7 +166,9 @@ class Runtime:
 
     def drop(self, version_id: int) -> IndexVersion:
         """Delete a non-live version: its catalog rows (states, text sets, jobs cascade) and
-        its collections."""
+        its collections. The store is opened first: one held by another process refuses
+        before the catalog changes."""
+        store = self.store
         with self.sessions() as session:
             version = version_by_id(session, version_id)
             if version is None:
@@ -185,7 +187,7 @@ class Runtime:
         with self._lock:
             for name in (version.collection, *text_collections):
                 self._indexes.pop(name, None)
-                self.store.drop_index(name)
+                store.drop_index(name)
         return version
 
     def model_label(self) -> str:

@@ -17,6 +17,7 @@ from core.catalog.models import AssetIndexState, AssetState
 from core.encoder import DeclaredModel, Encoder, ModelIdentity, ModelSpec, OpenClipEncoder
 from core.runtime import Runtime, decode_limits
 from core.settings import load_settings
+from core.store.edge import EdgeStore
 from ingest.batch import index_assets
 from ingest.queueing import SendRefused
 from ingest.reindex import ReindexPlan, Workers, reindex
@@ -264,6 +265,12 @@ def test_cli_index_list_reindex_activate_and_drop(tmp_path: Path, photos: Path) 
     clipdex("index", "drop", "1", code=2)  # the live one is refused
     clipdex("index", "activate", str(report["version"]))
     clipdex("index", "activate", "1")  # rollback
+    held = EdgeStore(tmp_path / "home" / "store")  # `clipdex serve`, say, holds the store
+    try:
+        clipdex("index", "drop", str(report["version"]), code=2)
+    finally:
+        held.close()
+    assert len(json.loads(clipdex("index", "list", "--json"))) == 2  # refused: nothing dropped
     clipdex("index", "drop", str(report["version"]))
     assert [row["id"] for row in json.loads(clipdex("index", "list", "--json"))] == [1]
 
