@@ -155,7 +155,10 @@ class Runtime:
 
     def activate(self, version_id: int) -> tuple[IndexVersion, IndexVersion | None]:
         """Make a ready/retired version live: one catalog transaction changes both versions'
-        state and ``active``; then, on a Qdrant server, one alias update names its collection."""
+        state and ``active``; then, on a Qdrant server, one alias update names its collection.
+        A version that is behind the live one (files added or removed since it was built) is
+        refused: ``clipdex reindex`` catches it up."""
+        self.version(version_id)  # an unknown id is UnknownIndexVersion (404), not refused
         with self.sessions() as session:
             new, old = activate_version(session, version_id)
             session.commit()

@@ -7,11 +7,11 @@ import json
 import logging
 import re
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from core.catalog.models import IndexVersion, VersionState
+from core.catalog.models import AssetIndexState, AssetState, IndexVersion, VersionState
 from core.encoder import DeclaredModel, ModelIdentity
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,14 @@ def activate_version(session: Session, version_id: int) -> tuple[IndexVersion, I
     if old is not None and old.id == version.id:
         return version, None
     if old is not None:
+        missing, extra = version_drift(session, old.id, version.id)
+        if missing or extra:
+            raise VersionRefused(
+                f"index version {version_id} is behind the live one ({missing} assets to add, "
+                f"{extra} to remove since it was built): run `clipdex reindex --model "
+                f"{version.architecture} --pretrained {version.pretrained}` to catch it up "
+                "and make it live (it reuses the vectors it holds)"
+            )
         old.active = False
         old.state = VersionState.RETIRED
         session.flush()  # no two active rows at any point of the transaction
@@ -167,3 +175,34 @@ def activate_version(session: Session, version_id: int) -> tuple[IndexVersion, I
     version.state = VersionState.LIVE
     session.flush()
     return version, old
+
+
+def version_drift(session: Session, live_id: int, other_id: int) -> tuple[int, int]:
+    """How far ``other_id`` is from the live version: (assets the live one holds or is
+    working on that ``other_id`` has no row for, assets ``other_id`` holds that the live one
+    does not index). Failed rows count on neither side, as in a reindex's catch-up."""
+    live, other = aliased(AssetIndexState), aliased(AssetIndexState)
+    failed = AssetState.FAILED
+    missing = (
+        select(func.count())
+        .select_from(live)
+        .where(
+            live.index_version_id == live_id,
+            live.state != failed,
+            ~exists().where(other.index_version_id == other_id, other.asset_id == live.asset_id),
+        )
+    )
+    extra = (
+        select(func.count())
+        .select_from(other)
+        .where(
+            other.index_version_id == other_id,
+            other.state != failed,
+            ~exists().where(
+                live.index_version_id == live_id,
+                live.asset_id == other.asset_id,
+                live.state == AssetState.INDEXED,
+            ),
+        )
+    )
+    return int(session.scalar(missing) or 0), int(session.scalar(extra) or 0)

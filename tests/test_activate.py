@@ -1,0 +1,66 @@
+"""Making a version live (a swap, a rollback) never loses or resurrects an image: a version
+that fell behind the live one is refused, and `clipdex reindex` catches it up."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clipdex.http import create_app
+from core.catalog.index_versions import VersionRefused
+from core.runtime import Runtime
+from ingest.reindex import reindex
+from ingest.run import ingest
+from search.engine import SearchService, target_for
+from search.query import SearchOptions
+from tests.test_reindex import OtherFake, indexed, plan_for, points
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_version_behind_the_live_one_is_refused_until_reindex_catches_it_up(
+    runtime: Runtime, library: Path, photos: Path
+) -> None:
+    ingest(runtime, [library])
+    live = runtime.live_version()
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    ready = reindex(runtime, plan_for(runtime, other, swap=False)).version  # `--no-swap`
+    added = library / "added.jpg"
+    shutil.copy2(sorted(photos.glob("*.jpg"))[-1], added)
+    gone = sorted(library.rglob("*.jpg"))[0]
+    gone.unlink()
+    ingest(runtime, [library])  # into the live version only: the ready one falls behind
+
+    with pytest.raises(VersionRefused, match=r"1 assets to add, 1 to remove") as refused:
+        runtime.activate(ready)  # would lose added.jpg and bring the deleted photo back
+    assert "clipdex reindex --model fake2 --pretrained none" in str(refused.value)
+    assert runtime.catalog_live() is not None and runtime.catalog_live().id == live.id
+
+    report = reindex(runtime, plan_for(runtime, other))  # what that command does
+    assert report.swapped and report.version == ready and report.encoded == 1
+    assert indexed(runtime, ready) == indexed(runtime, live.id) == points(runtime, ready)
+    target = target_for(runtime, runtime.version(ready))
+    hits = SearchService(runtime, lambda: target).text("a photo", SearchOptions(limit=50))
+    paths = {hit.path for hit in hits}
+    assert str(added) in paths and str(gone) not in paths
+    runtime.activate(live.id)  # nothing changed since: the rollback is allowed
+
+
+def test_activate_over_http_answers_409_behind_and_404_unknown(
+    runtime: Runtime, library: Path, photos: Path
+) -> None:
+    ingest(runtime, [library])
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    ready = reindex(runtime, plan_for(runtime, other, swap=False)).version
+    shutil.copy2(sorted(photos.glob("*.jpg"))[-1], library / "added.jpg")
+    ingest(runtime, [library])
+    with TestClient(create_app(runtime.settings, runtime)) as client:
+        behind = client.post(f"/v1/index/{ready}/activate")
+        assert behind.status_code == 409 and "behind the live one" in behind.json()["detail"]
+        unknown = client.post("/v1/index/99/activate")
+        assert unknown.status_code == 404 and "no index version" in unknown.json()["detail"]
