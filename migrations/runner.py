@@ -12,13 +12,14 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent
 VERSION_TABLE = "alembic_version"
+MIGRATE_LOCK = 0x636C6970_6D696772  # "clipmigr": the advisory lock key of schema upgrades
 
 
 class CatalogNotAtHead(RuntimeError):
@@ -39,6 +40,16 @@ def head_revision() -> str:
     """The newest revision, read from the version files' ``revision``/``down_revision``
     assignments. Alembic's own script loader costs most of a second of imports, which every
     command would pay just to learn there is nothing to do (a test checks both agree)."""
+    return _revisions()[1]
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this code has a migration for."""
+    return _revisions()[0]
+
+
+def _revisions() -> tuple[frozenset[str], str]:
     revisions: set[str] = set()
     parents: set[str] = set()
     for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
@@ -54,34 +65,56 @@ def head_revision() -> str:
     heads = sorted(revisions - parents)
     if len(heads) != 1:
         raise RuntimeError(f"the migrations have {len(heads)} heads; merge them into one")
-    return heads[0]
+    return frozenset(revisions), heads[0]
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
-        if not inspect(connection).has_table(VERSION_TABLE):
-            return None
-        rows = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
-        versions = list(rows)
+        return _revision_of(connection)
+
+
+def _revision_of(connection: Connection) -> str | None:
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    versions = list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
     return versions[0] if len(versions) == 1 else None
 
 
 def upgrade_to_head(engine: Engine) -> None:
     """Bring the catalog schema to the newest revision, in a transaction; when it is already
-    there, return without loading Alembic at all."""
-    if current_revision(engine) == head_revision():
+    there, return without loading Alembic at all. On PostgreSQL, upgrades take turns (a
+    transaction-scoped advisory lock), so two commands starting at once on a new database do
+    not both create it: the second finds it at head. A catalog newer than this code is
+    refused, never touched."""
+    current = current_revision(engine)
+    if current == head_revision():
         return
+    _refuse_newer(engine, current)
     from alembic import command
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
+            if _revision_of(connection) == head_revision():
+                return  # another process upgraded it while we waited
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def _refuse_newer(engine: Engine, current: str | None) -> None:
+    if current is not None and current not in known_revisions():
+        raise CatalogNotAtHead(
+            f"the catalog at {engine.url.render_as_string(hide_password=True)} is at revision "
+            f"{current}, newer than this clipdex knows (its newest is {head_revision()}): run "
+            "the clipdex version that migrated it, or restore the catalog from a backup"
+        )
 
 
 def check_at_head(engine: Engine) -> None:
     """Raise :class:`CatalogNotAtHead` unless the catalog is exactly at this code's head."""
     current, head = current_revision(engine), head_revision()
+    _refuse_newer(engine, current)
     if current != head:
         shown = current or "empty (never migrated)"
         raise CatalogNotAtHead(

@@ -73,3 +73,45 @@ def test_services_refuse_a_catalog_that_is_not_at_head(tmp_path: Path) -> None:
         check_at_head(engine)
     finally:
         engine.dispose()
+
+
+@pytest.mark.services
+def test_commands_starting_at_once_on_a_new_postgres_database_take_turns(
+    fresh_postgres: str,
+) -> None:
+    """compose's migrate service and an operator's command, both upgrading a new database."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from migrations.runner import check_at_head
+
+    engines = [make_engine(fresh_postgres) for _ in range(4)]
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            list(pool.map(upgrade_to_head, engines))  # none raises: the others wait, then see head
+        check_at_head(engines[0])
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_catalog_newer_than_this_code_is_refused_in_one_line_and_left_alone(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """clipdex rolled back after a newer version migrated the catalog."""
+    from migrations.runner import CatalogNotAtHead, check_at_head, current_revision
+
+    url = request.getfixturevalue("fresh_postgres") if kind == "postgres" else (
+        f"sqlite:///{tmp_path / 'catalog.db'}"
+    )  # fmt: skip
+    engine = make_engine(url)
+    try:
+        upgrade_to_head(engine)
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        for step in (upgrade_to_head, check_at_head):
+            with pytest.raises(CatalogNotAtHead, match="0099, newer than this clipdex knows"):
+                step(engine)
+        assert current_revision(engine) == "0099"
+    finally:
+        engine.dispose()
