@@ -14,6 +14,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.catalog.db import REGISTER_LOCK, take_turns
 from core.catalog.index_versions import identity_of
 from core.catalog.ingest_runs import run_owner
 from core.catalog.models import (
@@ -153,6 +154,9 @@ def _run(
         return runtime.index_of(version)
 
     with runtime.sessions() as session:
+        # Two ingests over the same files at once would both insert them: on a shared
+        # PostgreSQL catalog they take turns, each planning from what the other committed.
+        take_turns(session, REGISTER_LOCK, _say_waiting)
         progress.phase("hashing", len(found))
         registered = register(
             session, version.id, plan.roots, found, runtime.settings.decode_workers,
@@ -237,6 +241,10 @@ def _scan_all(
 
 def _write_paths(settings: Settings) -> list[Path]:
     return write_paths(settings.home, settings.blobs, settings.catalog_url)
+
+
+def _say_waiting() -> None:
+    log.warning("another ingest is registering files in this catalog; waiting for it to finish")
 
 
 def _abort_run(sessions: sessionmaker[Session], run_id: int, error: BaseException) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -127,3 +128,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+REGISTER_LOCK = 0x636C6970_72656769  # "clipregi": registering scanned files, one run at a time
+
+
+def take_turns(session: Session, key: int, waiting: Callable[[], None] = lambda: None) -> None:
+    """Hold ``key`` until the session's transaction ends, so that processes doing the same
+    work on one PostgreSQL catalog take turns; ``waiting`` is called first when another one
+    holds it. SQLite serializes its writers itself: nothing to do there."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if not session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar():
+        waiting()
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
