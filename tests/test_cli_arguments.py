@@ -63,3 +63,24 @@ def test_a_filter_that_is_not_utf8_is_an_error_not_a_traceback(
     done = run_cli(tmp_path / "home", *args)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "valid UTF-8" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "0"], "greater than or equal to 1"),  # Celery's 0 is "every CPU"
+        (["--concurrency", "-3"], "greater than or equal to 1"),
+        (["--loglevel", "NOPE"], "'NOPE' is not one of DEBUG, INFO"),
+        (["--gpus", ""], "--gpus is empty"),
+        (["--concurrency", "2"], "cannot share the embedded vector store"),
+    ],
+)
+def test_worker_options_it_cannot_run_with_are_refused_before_it_starts(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Each was a Celery traceback after the slow start-up check, or (several pool processes
+    on the embedded store) a worker that looked ready, then stopped with exit 0."""
+    broker = "redis://127.0.0.1:1/0"  # never reached: refused before
+    done = run_cli(tmp_path / "home", "worker", *args, CLIPDEX_BROKER_URL=broker, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert message in " ".join(done.stderr.replace("│", " ").split())

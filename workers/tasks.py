@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -27,6 +28,16 @@ class _ChildState:
     """The runtime of one pool child process, built after fork (worker_process_init)."""
 
     runtime: Runtime | None = None
+
+
+# Shared with the pool children (made before they fork): set by a child that gave up, so that
+# the worker that stops because of it exits with a failure, not 0 (a supervisor's on-failure).
+_GAVE_UP = multiprocessing.Value("b", 0, lock=False)
+
+
+def a_child_gave_up() -> bool:
+    """Whether a pool child of this worker could not start (see ``_give_up_child``)."""
+    return bool(_GAVE_UP.value)
 
 
 def open_for_work(runtime: Runtime) -> None:
@@ -113,6 +124,7 @@ def _give_up_child(error: Exception) -> None:
     message = " ".join(str(error).split()) or type(error).__name__
     log.critical("worker child cannot start, stopping the worker: %s", message)
     print(f"clipdex: error: worker child cannot start: {message}", file=sys.stderr, flush=True)
+    _GAVE_UP.value = 1
     if _ChildState.runtime is not None:
         try:
             _ChildState.runtime.close()

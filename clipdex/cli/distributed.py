@@ -14,15 +14,27 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 STARTUP_CHECK_SECONDS = 600  # loading a large checkpoint from a slow disk
+MAX_CONCURRENCY = 256
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
 
 
 def worker(
-    concurrency: Annotated[int, typer.Option(help="Pool processes (one per GPU).")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=MAX_CONCURRENCY, help="Pool processes (one per GPU).")
+    ] = 1,
     gpus: Annotated[
         str | None,
         typer.Option(help="'all' or GPU ids (0,1): one pool child per GPU, each pinned to it."),
     ] = None,
-    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    loglevel: Annotated[
+        str, typer.Option(parser=_log_level, help=f"Celery log level: {', '.join(LOG_LEVELS)}.")
+    ] = "INFO",
     fault_crash_on_sha256: Annotated[
         str | None,
         typer.Option(
@@ -60,14 +72,22 @@ def worker(
     from clipdex.errors import EXPECTED, message_of
     from core.catalog.db import make_engine
     from workers.app import QUEUE, check_broker, make_celery, shown_broker
-    from workers.tasks import register_tasks
+    from workers.tasks import a_child_gave_up, register_tasks
 
     with expected_errors():
         settings = checked_settings()
     if not settings.broker_url:
         fail("set CLIPDEX_BROKER_URL (e.g. redis://127.0.0.1:6379/0) for workers")
+    if gpus is not None and not gpus.strip():
+        fail("--gpus is empty: give 'all' or GPU ids such as 0,1")
     placed = _gpus(gpus) if gpus else []
     concurrency = len(placed) or concurrency
+    if concurrency > 1 and not settings.qdrant_url:
+        fail(
+            f"{concurrency} pool processes cannot share the embedded vector store (one process "
+            "at a time): run this worker with --concurrency 1, or set CLIPDEX_QDRANT_URL to a "
+            "Qdrant server for more"
+        )
     engine = make_engine(settings.catalog_url)
     try:  # in the parent, before any child forks: the catalog must be usable
         prepare_catalog(settings, engine, owner=False)
@@ -86,10 +106,15 @@ def worker(
         fail(f"worker cannot start: {problem}")
     register_tasks(celery_app, settings, crash_on_sha256=fault_crash_on_sha256, gpus=placed)
     top = _json_worker(concurrency) if json_output else []
-    celery_app.worker_main(
-        [*top, "worker", f"--concurrency={concurrency}", "--pool=prefork",
-         f"--loglevel={loglevel}", "-Q", QUEUE, "--without-gossip", "--without-mingle"]
-    )  # fmt: skip
+    try:
+        celery_app.worker_main(
+            [*top, "worker", f"--concurrency={concurrency}", "--pool=prefork",
+             f"--loglevel={loglevel}", "-Q", QUEUE, "--without-gossip",
+             "--without-mingle"]
+        )  # fmt: skip
+    finally:
+        if a_child_gave_up():  # it said why; the warm shutdown it asked for is a failure
+            raise typer.Exit(2)
 
 
 def _gpus(spec: str) -> list[int]:
