@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from clipdex.errors import EXPECTED, message_of, status_of
-from core.catalog.index_versions import VersionRefused, check_declared
+from core.catalog.index_versions import VersionRefused
 from core.runtime import Runtime
 from ingest.admin_api import AdminJob, JobBusy, ReindexIn
 from ingest.queueing import SendBatch
@@ -67,9 +67,9 @@ class ServerJobs:
         from ingest.run import ingest
 
         def work(job: AdminJob) -> dict[str, Any]:
-            live = self._runtime.catalog_live()
-            if live is not None:  # never encode with one model into another model's index
-                check_declared(live, self._runtime.encoder.declared)
+            # Into the version this server searches, with that version's model: after a swap
+            # it follows (made here or elsewhere), whatever model it was started with.
+            self._follower.refresh()
             return ingest(self._runtime, roots, _Progress(job), self._dispatch).as_dict()
 
         return self._start("ingest", work)

@@ -198,7 +198,7 @@ def _run(
     if work:
         progress.phase("encoding", len(work))
         pipeline = Pipeline(
-            runtime.encoder,
+            runtime.encoder_for(version),  # a server that followed a swap: the new model
             index(),
             runtime.sessions,
             version.id,

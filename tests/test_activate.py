@@ -4,6 +4,7 @@ that fell behind the live one is refused, and `clipdex reindex` catches it up.""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,31 @@ def test_activate_over_http_answers_409_behind_and_404_unknown(
         assert behind.status_code == 409 and "behind the live one" in behind.json()["detail"]
         unknown = client.post("/v1/index/99/activate")
         assert unknown.status_code == 404 and "no index version" in unknown.json()["detail"]
+
+
+def test_after_a_swap_in_the_server_its_ingest_jobs_use_the_new_model(
+    runtime: Runtime, library: Path, photos: Path
+) -> None:
+    """The server was started with the old model; a reindex through it swapped. Its ingest
+    jobs (what `clipdex ingest` asks it for) then encode new files with the new model into the
+    new version, instead of refusing until a restart."""
+    ingest(runtime, [library])
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    token = {"X-API-Key": "local-token"}
+    app = create_app(runtime.settings, runtime, local_token="local-token")  # noqa: S106
+    with TestClient(app) as client:
+        ready = reindex(runtime, plan_for(runtime, other, swap=False)).version
+        assert client.post(f"/v1/index/{ready}/activate", headers=token).status_code == 200
+        encoded = other.images_encoded
+        shutil.copy2(sorted(photos.glob("*.jpg"))[-1], library / "added.jpg")
+        job = client.post("/v1/admin/ingest", json={"paths": [str(library)]}, headers=token)
+        assert job.status_code == 202, job.text
+        body = job.json()
+        deadline = time.monotonic() + 60
+        while body["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            body = client.get(f"/v1/admin/jobs/{body['id']}", headers=token).json()
+        assert body["state"] == "done" and body["report"]["encoded"] == 1, body
+    assert other.images_encoded == encoded + 1  # by the new version's model
+    assert indexed(runtime, ready) == points(runtime, ready)
