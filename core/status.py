@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.catalog.db import normalized_url
 from core.catalog.index_versions import active_index, identity_of
 from core.catalog.ingest_runs import close_dead_runs
 from core.catalog.models import (
@@ -71,6 +72,9 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
             points, store_error = None, str(error)
     return {
         "home": str(runtime.settings.home),
+        "catalog": normalized_url(runtime.settings.catalog_url).render_as_string(
+            hide_password=True
+        ),
         "store": runtime.store_kind,
         "collection": collection,
         "model": model,

@@ -226,3 +226,17 @@ def test_a_damaged_catalog_is_one_line_naming_it_and_the_way_back(
     for command in (["status"], ["search", "a dog"], ["verify"], ["index", "list"]):
         line = one_line_error(run_cli(home, *command))
         assert f"the catalog {catalog} is damaged" in line and "Backup and restore" in line
+
+
+def test_a_misspelt_variable_is_named_with_the_likely_one_and_status_names_the_catalog(
+    tmp_path: Path,
+) -> None:
+    """``CLIPDEX_CATALOG_URL`` instead of ``CLIPDEX_DATABASE_URL`` silently left a SQLite
+    catalog in use; status did not say which catalog it read."""
+    done = run_cli(tmp_path / "home", "status", CLIPDEX_CATALOG_URL="postgresql://db/clipdex")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "clipdex: warning: CLIPDEX_CATALOG_URL is not a clipdex setting, ignored; "
+        "did you mean CLIPDEX_DATABASE_URL?"
+    ]
+    assert f"catalog:   sqlite:///{tmp_path / 'home' / 'catalog.db'}" in done.stdout

@@ -88,6 +88,8 @@ def status(json_output: JsonOption = False) -> None:
 def _print_status(report: dict[str, Any]) -> None:
     model = report["model"]
     typer.echo(f"home:      {shown(report['home'])}")
+    if report.get("catalog"):  # a server older than this line does not send it
+        typer.echo(f"catalog:   {shown(report['catalog'])}")
     typer.echo(f"store:     {shown(report['store'])}")
     typer.echo(f"model:     {shown(model['label']) if model else '(nothing ingested yet)'}")
     typer.echo(f"assets:    {report['assets']}  paths: {report['paths']}")

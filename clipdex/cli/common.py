@@ -72,9 +72,35 @@ def checked_settings() -> Settings:
     from core.settings import load_settings
 
     try:
-        return load_settings()
+        settings = load_settings()
     except ValidationError as error:
         raise BadSettings.of(error) from None
+    _warn_unknown_variables()
+    return settings
+
+
+# Read by clipdex outside the settings: a hidden worker option, and the tests' PostgreSQL.
+OTHER_VARIABLES = frozenset({"CLIPDEX_FAULT_CRASH_ON_SHA256", "CLIPDEX_TEST_POSTGRES"})
+_warned: set[str] = set()
+
+
+def _warn_unknown_variables() -> None:
+    """A misspelt ``CLIPDEX_*`` variable is ignored by the settings: say so, once, with the
+    likely name (``CLIPDEX_CATALOG_URL`` would otherwise leave a SQLite catalog in use)."""
+    import difflib
+    import os
+
+    from core.settings import Settings
+
+    known = {f"CLIPDEX_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    for name in sorted(os.environ):
+        if name.startswith("CLIPDEX_") and name not in known and name not in _warned:
+            _warned.add(name)
+            suffixes = sorted(known_name[8:] for known_name in known)
+            close = difflib.get_close_matches(name[8:], suffixes, n=1, cutoff=0.6)
+            hint = f"; did you mean CLIPDEX_{close[0]}?" if close else ""
+            message = f"clipdex: warning: {name} is not a clipdex setting, ignored{hint}"
+            typer.echo(message, err=True)
 
 
 @contextmanager
