@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import cli_env
+from tests.conftest import cli_env, closed_port
 from tests.workerkit import Workers, clipdex, open_broker, redis_url, settled, stop, worker_env
 
 pytestmark = [pytest.mark.services, pytest.mark.tiny_real]
@@ -98,6 +98,11 @@ def test_retry_without_a_broker_leaves_bad_files_unless_asked(tmp_path: Path, tw
             (str(sorted(twenty.iterdir())[3]), asset),
         )
 
+    down = {**env, "CLIPDEX_BROKER_URL": f"redis://127.0.0.1:{closed_port()}/0"}
+    refused = clipdex(down, "retry", "--failed-before", "2021-01-01T00:00:00Z")
+    assert refused.returncode == 2 and "cannot reach the broker" in refused.stderr
+    with sqlite3.connect(catalog) as db:  # nothing changed: retrying later still finds it
+        assert db.execute("SELECT count(*) FROM failures WHERE stage='worker'").fetchone() == (1,)
     early = clipdex(env, "retry", "--failed-before", "2019-06-01T00:00:00+00:00", "--json")
     assert json.loads(early.stdout)["retried"] == 0
     retried = clipdex(env, "retry", "--failed-before", "2021-01-01T00:00:00Z", "--json")

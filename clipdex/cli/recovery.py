@@ -40,15 +40,17 @@ def retry(
     """Put dead-lettered assets of the live index back to work: state pending, attempts reset,
     their `clipdex failures` rows removed.
 
-    With CLIPDEX_BROKER_URL they are sent to the workers at once (through the outbox; exit 1 if
-    the broker refused some, which then stay queued for `clipdex reconcile`). Without a broker
-    nothing is encoded here: run `clipdex ingest PATH` (any of your roots), which encodes every
-    pending asset.
+    With CLIPDEX_BROKER_URL they are sent to the workers at once, through the outbox. A broker
+    that cannot be reached stops the command first, with nothing changed; one that refuses a
+    send midway leaves the rest pending (exit 1; `clipdex reconcile --older-than 0` sends
+    them). Without a broker nothing is encoded here: run `clipdex ingest PATH` (any of your
+    roots), which encodes every pending asset.
 
     Example: clipdex retry --failed-before 2024-05-01T12:00:00Z --json
     """
+    from clipdex.dispatch import dispatch_for
     from core.catalog.index_versions import active_index
-    from ingest.queueing import queue_pending
+    from ingest.queueing import SendRefused, queue_pending
     from ingest.retry import reset_failed
 
     before = _utc(failed_before) if failed_before is not None else None
@@ -56,6 +58,7 @@ def retry(
         with runtime.sessions() as session:
             if active_index(session) is None:  # never create an index (and load a model) here
                 fail("nothing has been ingested yet: run `clipdex ingest PATH` first")
+        send = dispatch_for(runtime.settings)  # the broker first: unreachable, nothing changes
         version_id = runtime.live_version().id  # matched with CLIPDEX_MODEL by name, no model
         with runtime.sessions() as session:
             chosen = reset_failed(session, version_id, before, include_bad_files)
@@ -66,15 +69,14 @@ def retry(
             "queued": None,
             "sent": None,
         }
-        unsent = 0
-        broker = runtime.settings.broker_url
-        if broker and chosen.asset_ids:
-            from workers.app import make_celery, sender
-
-            settings = runtime.settings
-            send = sender(make_celery(settings))
-            done = queue_pending(runtime.sessions, version_id, send, settings.task_batch_size)
-            report["queued"], report["sent"], unsent = done.queued, done.sent, done.unsent
+        refused: str | None = None
+        if send is not None and chosen.asset_ids:
+            batch = runtime.settings.task_batch_size
+            try:
+                done = queue_pending(runtime.sessions, version_id, send, batch)
+                report["queued"], report["sent"] = done.queued, done.sent
+            except SendRefused as error:
+                refused = str(error).split("; ")[0]
     if json_output:
         print_json(report)
     else:
@@ -85,10 +87,10 @@ def retry(
             typer.echo(f"queued {report['queued']}, sent {report['sent']} to the workers")
         elif chosen.asset_ids:
             typer.echo("no CLIPDEX_BROKER_URL: run `clipdex ingest PATH` to encode them")
-    if unsent:
+    if refused is not None:
         typer.echo(
-            f"clipdex: error: {unsent} assets could not be sent to the broker "
-            "(CLIPDEX_BROKER_URL); they stay queued for `clipdex reconcile`",
+            f"clipdex: error: {refused}; what was not sent is pending: once the broker is up, "
+            "`clipdex reconcile --older-than 0` sends it",
             err=True,
         )
         raise typer.Exit(1)
