@@ -47,6 +47,16 @@ def test_ingest_with_an_unreachable_broker_stops_with_one_line(
     assert "hunter2" not in line and "Connection refused" in line
 
 
+def test_reconcile_with_an_unreachable_broker_says_so_even_with_nothing_to_send(
+    tmp_path: Path,
+) -> None:
+    """A reconcile sidecar with a mistyped URL looked healthy (``requeued 0``, exit 0)."""
+    broker = f"redis://:hunter2@127.0.0.1:{closed_port()}/0"
+    done, _ = clipdex(tmp_path / "home", "reconcile", CLIPDEX_BROKER_URL=broker)
+    line = one_line_error(done)
+    assert "cannot reach the broker" in line and "hunter2" not in line
+
+
 def test_a_worker_with_an_unreachable_broker_gives_up_at_once(tmp_path: Path) -> None:
     port = closed_port()
     done, seconds = clipdex(
@@ -186,3 +196,22 @@ def test_a_broker_that_refuses_the_resend_does_not_end_ingest_wait(
     err = capsys.readouterr().err
     assert err.count("warning: cannot send work to the broker at redis://b:6379/0: refused") == 2
     assert "still waiting for the workers" in err and "assets stay pending" not in err
+
+
+def test_serve_with_an_unreachable_broker_warns_and_still_serves(tmp_path: Path) -> None:
+    """Searches need no broker, so the server starts; but it says so at once, instead of a
+    log line per upload later."""
+    import httpx
+
+    from tests.conftest import cli_env
+    from tests.home_serve import serving
+
+    home = tmp_path / "home"
+    broker = f"redis://:hunter2@127.0.0.1:{closed_port()}/0"
+    env = cli_env(home, CLIPDEX_BROKER_URL=broker)
+    log = tmp_path / "serve.log"
+    with serving(home, env, log) as (_, server):
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    text = log.read_text()
+    assert "clipdex: warning: cannot reach the broker at redis://:***@127.0.0.1:" in text
+    assert "serving anyway" in text and "hunter2" not in text

@@ -194,10 +194,12 @@ def _runtime_check(settings: Settings, answer: Connection) -> None:
 
 def reconcile(
     older_than: Annotated[
-        float | None, typer.Option(help="Seconds; default CLIPDEX_RECONCILE_AFTER_SECONDS.")
+        float | None,
+        typer.Option(min=0, help="Seconds; default CLIPDEX_RECONCILE_AFTER_SECONDS."),
     ] = None,
     every: Annotated[
-        float | None, typer.Option(help="Run periodically, every this many seconds.")
+        float | None,
+        typer.Option(min=0.1, max=30 * 86400, help="Run periodically, every this many seconds."),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
@@ -212,7 +214,7 @@ def reconcile(
     from datetime import timedelta
 
     from ingest.queueing import reconcile as run_reconcile
-    from workers.app import make_celery, sender
+    from workers.app import check_broker, make_celery, sender, shown_broker
 
     with opened_runtime() as runtime:
         if not runtime.settings.broker_url:
@@ -221,9 +223,19 @@ def reconcile(
         age = timedelta(
             seconds=older_than if older_than is not None else settings.reconcile_after_seconds
         )
-        send = sender(make_celery(settings))
+        celery_app = make_celery(settings)
+        send = sender(celery_app)
         version_id = runtime.live_version().id
         while True:
+            unreachable = check_broker(celery_app, tries=1)  # even with nothing to send
+            if unreachable is not None:
+                where = shown_broker(settings.broker_url or "")
+                problem = f"cannot reach the broker at {where} (CLIPDEX_BROKER_URL): {unreachable}"
+                if every is None:
+                    fail(problem)
+                typer.echo(f"clipdex: warning: {problem}; trying again in {every:g} s", err=True)
+                time.sleep(every)
+                continue
             done = run_reconcile(runtime.sessions, version_id, send, age, settings.task_batch_size)
             if json_output:
                 print_json({"requeued": done.queued, "sent": done.sent})

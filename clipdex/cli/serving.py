@@ -114,6 +114,7 @@ def serve(
         except BaseException:
             runtime.close()
             raise
+    _warn_if_broker_unreachable(settings)
     embedded = settings.qdrant_url is None  # then this process owns the home's store
     token = new_token() if embedded else None
     app = create_app(settings, runtime, local_token=token)
@@ -130,6 +131,24 @@ def serve(
         if watcher is not None:
             watcher.stop()
         runtime.close()
+
+
+def _warn_if_broker_unreachable(settings: Settings) -> None:
+    """The server starts anyway (searches need no broker, and a broker may come up later) but
+    says so now: its uploads then stay queued until the broker is up and `clipdex reconcile`
+    runs, and a mistyped CLIPDEX_BROKER_URL would otherwise show only in per-send log lines."""
+    if not settings.broker_url:
+        return
+    from workers.app import check_broker, make_celery, shown_broker
+
+    problem = check_broker(make_celery(settings), tries=1)
+    if problem is not None:
+        typer.echo(
+            f"clipdex: warning: cannot reach the broker at {shown_broker(settings.broker_url)} "
+            f"(CLIPDEX_BROKER_URL): {problem}; serving anyway, uploads stay queued until it is "
+            "up and `clipdex reconcile` sends them",
+            err=True,
+        )
 
 
 def _run(
