@@ -99,6 +99,11 @@ def _print_ingest(report: IngestReport, settled: dict[str, int] | None, json_out
         f"{report.ignored} ignored (not images: videos, RAW, other), {report.skipped} skipped "
         f"(links, special files), {report.excluded} excluded (hidden, system, excludes)"
     )
+    if report.queued:  # with workers, `encoded` above counts this process's own work only
+        typer.echo(f"{report.queued} sent to the workers")
+    if settled:
+        counts = ", ".join(f"{state} {count}" for state, count in settled.items())
+        typer.echo(f"after the workers, the catalog holds: {counts}")
     for root in report.missing_roots:
         typer.echo(
             f"warning: library root {shown(root)} is missing (not mounted?): its paths are "
