@@ -25,8 +25,8 @@ def unknown_architecture(open_clip: Any, model: str) -> str | None:
     if model in open_clip.list_models() or model.startswith("hf-hub:"):
         return None
     return (
-        f"unknown model architecture {model!r}; "
-        "set CLIPDEX_MODEL to one of open_clip.list_models() (e.g. ViT-B-32)"
+        f"unknown model architecture {model!r}: not one of open_clip.list_models() "
+        "(e.g. ViT-B-32, ViT-L-14)"
     )
 
 

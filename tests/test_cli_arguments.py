@@ -84,3 +84,23 @@ def test_worker_options_it_cannot_run_with_are_refused_before_it_starts(
     done = run_cli(tmp_path / "home", "worker", *args, CLIPDEX_BROKER_URL=broker, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert message in " ".join(done.stderr.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "ViT-Nope"], "unknown model architecture 'ViT-Nope'"),
+        (["--model", "ViT-B-32", "--pretrained", "nosuchtag"], "no pretrained weights"),
+        (["--model", "clipdex-tiny", "--max-drop", "nan"], "--max-drop"),
+        (["--model", "clipdex-tiny", "--max-drop", "5"], "--max-drop"),
+        (["--model", "clipdex-tiny", "--max-drop", "-1"], "--max-drop"),
+    ],
+)
+def test_reindex_refuses_a_misspelt_model_or_a_bad_gate_bound_at_once(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A misspelt tag was "not in the local cache and huggingface.co cannot be reached";
+    --max-drop took NaN, negatives and 5 (the HTTP API refuses them)."""
+    done = run_cli(tmp_path / "home", "reindex", *args, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert message in " ".join(done.stderr.replace("│", " ").split())

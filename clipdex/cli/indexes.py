@@ -6,6 +6,7 @@ where a running server follows the swap by itself)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -144,15 +145,19 @@ def reindex(
         ),
     ] = None,
     max_drop: Annotated[
-        float, typer.Option(help="With --gate: the largest drop of nDCG@10 or recall@10 allowed.")
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="With --gate: the largest drop of nDCG@10 or recall@10 allowed."
+        ),
     ] = 0.02,
     json_output: JsonOption = False,
 ) -> None:
     """Build a new index version with another model from the catalog, then swap it in.
 
-    Resumable: run the same command again after an interruption. On an embedded home stop
-    `clipdex serve` first (the embedded store admits one process), or use a Qdrant server.
-    With --gate the swap happens only if the new version scores no worse than the live one
+    Resumable: run the same command again after an interruption. On an embedded home that
+    `clipdex serve` owns, the reindex runs inside the server (this command asks it and shows
+    its progress; interrupting this command leaves it running there). With --gate the swap
+    happens only if the new version scores no worse than the live one
     (by more than --max-drop) on the given queries. With CLIPDEX_BROKER_URL the encoding
     goes to the workers, each task naming the new version (the workers and this command share
     a Qdrant server, CLIPDEX_QDRANT_URL).
@@ -162,15 +167,30 @@ def reindex(
     from clipdex.progress import TerminalProgress, wants_bar
     from clipdex.reindexing import gate_version, reindex_plan
     from core.catalog.index_versions import VersionRefused
+    from core.model_names import model_problem
     from ingest.reindex import ReindexRefused
     from ingest.reindex import reindex as run_reindex
     from search.evaluate import load_queries
 
+    if not math.isfinite(max_drop):
+        fail(f"--max-drop must be a number between 0 and 1, got {max_drop}")
+    problem = model_problem(model, pretrained)  # a misspelt model or tag: before anything
+    if problem is not None:
+        fail(problem)
     home = served_home()
     if home is not None:  # `clipdex serve` owns this embedded home: the reindex runs in it
         order = {"model": model, "pretrained": pretrained, "swap": swap, "max_drop": max_drop,
                  "gate": str(gate.absolute()) if gate else None}  # fmt: skip
-        _print_outcome(*home.reindex(order, json_output), json_output)
+        try:
+            outcome = home.reindex(order, json_output)
+        except KeyboardInterrupt:
+            typer.echo(
+                "clipdex: the reindex goes on in the server; run the same command again to "
+                "follow it to the end",
+                err=True,
+            )
+            raise typer.Exit(130) from None
+        _print_outcome(*outcome, json_output)
         return
     queries = None
     if gate is not None:
