@@ -166,11 +166,18 @@ def export(runtime: Runtime, version: IndexVersion, out: Path) -> ExportReport:
     if suffix not in FORMATS:
         raise ExportRefused(f"cannot export to {out.name}: give a .parquet or .npz path")
     out = resolved(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise ExportRefused(f"cannot export to {out}: it is a folder; name a file in it")
     missing: list[str] = []
     rows = iter_rows(runtime, version, missing)
     meta = file_meta(version)
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)  # as `mkdir -p`: a new folder is fine
+        handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    except OSError as error:
+        raise ExportRefused(
+            f"cannot write in {out.parent}: {error.strerror or type(error).__name__}"
+        ) from None
     os.close(handle)
     try:
         if suffix == ".parquet":

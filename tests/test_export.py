@@ -148,3 +148,19 @@ def test_cli_export_refuses_other_formats_and_empty_homes(tmp_path: Path) -> Non
     done = run_cli(tmp_path / "home", "export", str(tmp_path / "x.csv"))
     assert done.returncode == 2 and done.stderr.startswith("clipdex: error:")
     assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.tiny_real
+def test_cli_export_to_a_place_it_cannot_write_is_one_line(tmp_path: Path, library: Path) -> None:
+    """A folder named like the file, or a path under a file, gave raw errno messages."""
+    home = tmp_path / "home"
+    assert run_cli(home, "ingest", str(library)).returncode == 0
+    (tmp_path / "out.parquet").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    for target, message in (
+        (tmp_path / "out.parquet", "it is a folder"),
+        (tmp_path / "a-file" / "x.parquet", f"cannot write in {tmp_path / 'a-file'}"),
+    ):
+        done = run_cli(home, "export", str(target))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("clipdex: error:") and message in done.stderr
