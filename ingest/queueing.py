@@ -213,7 +213,10 @@ def send_claimed(
                 "`clipdex reconcile --older-than 0`)"
             ) from None
         except Exception as error:  # broker down: the outbox keeps the work
-            log.warning("could not enqueue %d assets (%s); the reconciler will", len(chunk), error)
+            log.warning(
+                "could not enqueue %d assets (%s); they stay queued in the catalog, and "
+                "`clipdex reconcile` sends them once the broker is up", len(chunk), error,
+            )  # fmt: skip
         else:
             sent += len(chunk)
     return sent

@@ -148,7 +148,7 @@ class SendWindow:
             )
         except Exception:  # the catalog failed: the rows stay pending, nothing is lost
             log.exception(
-                "could not send the pending work of index version %d; the next send or the "
-                "reconciler will",
+                "could not send the pending work of index version %d; it stays pending, for "
+                "the next send or `clipdex reconcile`",
                 version_id,
             )

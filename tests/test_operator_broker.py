@@ -215,3 +215,34 @@ def test_serve_with_an_unreachable_broker_warns_and_still_serves(tmp_path: Path)
     text = log.read_text()
     assert "clipdex: warning: cannot reach the broker at redis://:***@127.0.0.1:" in text
     assert "serving anyway" in text and "hunter2" not in text
+
+
+@pytest.mark.corpus
+def test_ingest_wait_asks_whether_a_worker_runs_when_nothing_is_taken(
+    runtime: Runtime,
+    library: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With no worker, `ingest --wait` waited without a word (a bar that never moved)."""
+    import threading
+
+    from sqlalchemy import update
+
+    import clipdex.cli.indexing as indexing
+    from core.catalog.models import AssetState
+
+    ingest(runtime, [library], dispatch=lambda _version, _ids: None)
+    monkeypatch.setattr(indexing, "NO_WORKER_HINT_SECONDS", 1.5)
+
+    def worker_starts_late() -> None:
+        with runtime.sessions() as session:
+            session.execute(update(AssetIndexState).values(state=AssetState.INDEXED))
+            session.commit()
+
+    late = threading.Timer(4.0, worker_starts_late)
+    late.start()
+    indexing.wait_for_workers(runtime, lambda _version, _ids: None, None)
+    late.join()
+    err = capsys.readouterr().err
+    assert err.count("is a `clipdex worker` running on this broker?") == 1

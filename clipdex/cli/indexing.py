@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ingest.run import IngestReport
 
 OPEN_STATES = ("pending", "queued", "processing")
+NO_WORKER_HINT_SECONDS = 60.0  # `ingest --wait`: when to ask whether any worker runs
 BROKER_RETRY_SECONDS = 30.0  # `ingest --wait`: how often a refused re-send is tried again
 
 
@@ -137,8 +138,9 @@ def wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgres
     left = sum(first[state] for state in OPEN_STATES)
     if bar is not None:
         bar.phase("workers", left)
-    last_progress = time.monotonic()
+    last_progress = started = time.monotonic()
     refused_at: float | None = None  # the broker refused the last send: retry on a timer
+    hinted = False
     while left:
         time.sleep(1.0)
         counts = open_counts(runtime)
@@ -148,6 +150,19 @@ def wait_for_workers(runtime: Runtime, dispatch: SendBatch, bar: TerminalProgres
         now = time.monotonic()
         if now_left < left:
             last_progress = now
+        elif (
+            not hinted
+            and last_progress == started
+            and now - started > NO_WORKER_HINT_SECONDS
+            and not counts["processing"]
+        ):
+            hinted = True  # nothing taken since the start: likely no worker at all
+            typer.echo(
+                f"warning: no worker has taken any of this work in {NO_WORKER_HINT_SECONDS:.0f} "
+                "s: is a `clipdex worker` running on this broker? (still waiting; Ctrl-C stops "
+                "waiting, and the catalog keeps the work)",
+                err=True,
+            )
         try:
             if refused_at is not None:
                 if now - refused_at >= BROKER_RETRY_SECONDS:
