@@ -200,7 +200,7 @@ def _parse_line(raw: bytes, number: int, path: Path, base: Path) -> EvalQuery:
 
 def resolve_expected(runtime: Runtime, queries: Sequence[EvalQuery]) -> dict[str, str]:
     """Map each expected entry that the catalog knows to its asset id (ids as is, paths through
-    the locations table)."""
+    the locations table, live ones only: a deleted file's entry is unknown, not a miss)."""
     entries = {entry for query in queries for entry in query.expected}
     as_ids = {e for e in entries if _is_uuid(e)}
     as_paths = {e: _absolute(e, q.base) for q in queries for e in q.expected if e not in as_ids}
@@ -215,7 +215,9 @@ def resolve_expected(runtime: Runtime, queries: Sequence[EvalQuery]) -> dict[str
         by_path: dict[str, str] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            query = select(Location.path, Location.asset_id).where(Location.path.in_(chunk))
+            query = select(Location.path, Location.asset_id).where(
+                Location.path.in_(chunk), Location.missing.is_(False)  # a deleted file: unknown
+            )
             by_path.update({row.path: row.asset_id for row in session.execute(query)})
     for entry, absolute in as_paths.items():
         if absolute in by_path:

@@ -236,3 +236,21 @@ def test_cli_eval_and_self_check_json(coco_home: tuple[Path, list[Path]], tmp_pa
 
     unknown_version = run_cli(home, "eval", "--self-check", "3", "--version", "999")
     assert unknown_version.returncode == 2 and "999" in unknown_version.stderr
+
+
+@pytest.mark.unit
+def test_an_expected_file_that_was_deleted_is_unknown_not_a_miss(
+    runtime: Runtime, library: Path
+) -> None:
+    """A deleted file cannot be found: scoring it as a miss biased recall down unsaid."""
+    ingest(runtime, [library])
+    kept, deleted = sorted(library.rglob("*.jpg"))[:2]
+    deleted.unlink()
+    ingest(runtime, [library])  # its location is marked missing
+    queries = [
+        EvalQuery(line=1, expected=(str(kept),), image=kept),
+        EvalQuery(line=2, expected=(str(deleted),), text="a photo"),
+    ]
+    report = evaluate(runtime, runtime.live_version(), queries)
+    assert (report.queries, report.skipped) == (1, 1)
+    assert report.unknown == (f"line 2: {deleted}",)
