@@ -216,7 +216,8 @@ def resolve_expected(runtime: Runtime, queries: Sequence[EvalQuery]) -> dict[str
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             query = select(Location.path, Location.asset_id).where(
-                Location.path.in_(chunk), Location.missing.is_(False)  # a deleted file: unknown
+                Location.path.in_(chunk),
+                Location.missing.is_(False),  # a deleted file: unknown
             )
             by_path.update({row.path: row.asset_id for row in session.execute(query)})
     for entry, absolute in as_paths.items():
