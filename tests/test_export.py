@@ -164,3 +164,24 @@ def test_cli_export_to_a_place_it_cannot_write_is_one_line(tmp_path: Path, libra
         done = run_cli(home, "export", str(target))
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.startswith("clipdex: error:") and message in done.stderr
+
+
+@pytest.mark.tiny_real
+def test_admin_tools_read_the_live_version_whatever_model_is_configured(
+    tmp_path: Path, library: Path
+) -> None:
+    """verify, export and eval need the live version's own model, never CLIPDEX_MODEL: with
+    another one configured they refused with a model mismatch (only --version worked)."""
+    home = tmp_path / "home"
+    assert run_cli(home, "ingest", str(library)).returncode == 0  # the tiny model
+    other = {"CLIPDEX_MODEL": "ViT-B-32", "CLIPDEX_PRETRAINED": "random"}
+    for args in (
+        ["verify"],
+        ["export", str(tmp_path / "x.parquet")],
+        ["eval", "--self-check", "3"],
+    ):
+        done = run_cli(home, *args, settings=other)
+        assert done.returncode == 0, (args, done.stderr)
+    assert pq.read_table(tmp_path / "x.parquet").num_rows == 8
+    refused = run_cli(home, "ingest", str(library), settings=other)
+    assert refused.returncode == 2 and "was built with" in refused.stderr  # still guarded

@@ -21,15 +21,17 @@ VersionOption = Annotated[
 
 
 def target_version(runtime: Runtime, version: int | None) -> IndexVersion:
-    """The version named, or the live one; never creates an index (nor loads a model)."""
+    """The version named, or the catalog's live one whatever CLIPDEX_MODEL says (reading and
+    scoring it needs its own model, never the configured one); never creates an index."""
     from core.catalog.index_versions import active_index
 
     if version is not None:
         return runtime.version(version)
     with runtime.sessions() as session:
-        if active_index(session) is None:
-            fail("nothing has been ingested yet: run `clipdex ingest PATH` first")
-    return runtime.live_version()
+        live = active_index(session)
+    if live is None:
+        fail("nothing has been ingested yet: run `clipdex ingest PATH` first")
+    return live
 
 
 def evaluate(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
+from clipdex.cli.common import JsonOption, opened_runtime, print_json
 
 if TYPE_CHECKING:
     from ingest.verify import RepairReport, VerifyReport
@@ -49,8 +49,8 @@ def verify(
     """
     from datetime import timedelta
 
+    from clipdex.cli.evaluating import target_version
     from clipdex.dispatch import dispatch_for
-    from core.catalog.index_versions import active_index
     from core.diskspace import check_free_space, write_paths
     from ingest.verify import Checks, Encoding
     from ingest.verify import repair as run_repair
@@ -58,13 +58,7 @@ def verify(
 
     with opened_runtime() as runtime:
         settings = runtime.settings
-        if version is None:
-            with runtime.sessions() as session:
-                if active_index(session) is None:  # never create an index (and load a model)
-                    fail("nothing has been ingested yet: run `clipdex ingest PATH` first")
-            target = runtime.live_version()
-        else:
-            target = runtime.version(version)
+        target = target_version(runtime, version)  # checked against no configured model
         index = runtime.index_of(target)
         checks = Checks(timedelta(seconds=settings.reconcile_after_seconds), settings.blobs)
         found = run_verify(runtime.sessions, index, target, checks)
