@@ -54,7 +54,7 @@ def gate_version(
     passed = all(drop <= max_drop + 1e-12 for drop in drops.values())
     swapped = False
     if passed and swap:
-        runtime.activate(version_id)
+        runtime.activate(version_id, caught_up=True)  # just built and caught up
         swapped = True
     return {
         "passed": passed, "max_drop": max_drop, "drops": drops, "swapped": swapped,

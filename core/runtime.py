@@ -153,14 +153,17 @@ class Runtime:
         with self._lock:
             self._version = version
 
-    def activate(self, version_id: int) -> tuple[IndexVersion, IndexVersion | None]:
+    def activate(
+        self, version_id: int, caught_up: bool = False
+    ) -> tuple[IndexVersion, IndexVersion | None]:
         """Make a ready/retired version live: one catalog transaction changes both versions'
         state and ``active``; then, on a Qdrant server, one alias update names its collection.
         A version that is behind the live one (files added or removed since it was built) is
-        refused: ``clipdex reindex`` catches it up."""
+        refused, unless ``caught_up`` (the reindex that just caught it up): ``clipdex reindex``
+        catches it up."""
         self.version(version_id)  # an unknown id is UnknownIndexVersion (404), not refused
         with self.sessions() as session:
-            new, old = activate_version(session, version_id)
+            new, old = activate_version(session, version_id, caught_up)
             session.commit()
         self.store.point_alias(LIVE_ALIAS, new.collection)
         with self._lock:

@@ -188,7 +188,7 @@ def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = Non
     report.points = index.count()
     report.state = VersionState.READY
     if plan.swap:
-        new, old = runtime.activate(version.id)
+        new, old = runtime.activate(version.id, caught_up=True)
         report.state, report.swapped = new.state, True
         report.previous = old.id if old is not None else None
     report.seconds = round(time.perf_counter() - started, 3)

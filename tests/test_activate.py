@@ -93,3 +93,26 @@ def test_after_a_swap_in_the_server_its_ingest_jobs_use_the_new_model(
         assert body["state"] == "done" and body["report"]["encoded"] == 1, body
     assert other.images_encoded == encoded + 1  # by the new version's model
     assert indexed(runtime, ready) == points(runtime, ready)
+
+
+def test_work_in_flight_blocks_a_manual_switch_but_not_the_swap_of_a_reindex(
+    runtime: Runtime, library: Path, photos: Path
+) -> None:
+    """An upload still pending on the live version would be lost by a manual switch, so it is
+    refused; a reindex's own swap (just caught up, uploads arriving all the time) is not."""
+    from ingest.uploads import Upload, accept
+
+    ingest(runtime, [library])
+    live = runtime.live_version()
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    ready = reindex(runtime, plan_for(runtime, other, swap=False)).version
+    data = sorted(photos.glob("*.jpg"))[-1].read_bytes()
+    accept(runtime, [Upload("in-flight.jpg", data)], {})  # pending on the live version
+
+    with pytest.raises(VersionRefused, match=r"1 assets to add, 0 to remove"):
+        runtime.activate(ready)
+    report = reindex(runtime, plan_for(runtime, other))  # catches it up, then swaps
+    assert report.swapped and report.version == ready and report.state == "live"
+    assert runtime.catalog_live() is not None and runtime.catalog_live().id == ready
+    assert live.id != ready

@@ -146,9 +146,13 @@ def new_building_version(session: Session, identity: ModelIdentity) -> IndexVers
     return version
 
 
-def activate_version(session: Session, version_id: int) -> tuple[IndexVersion, IndexVersion | None]:
+def activate_version(
+    session: Session, version_id: int, caught_up: bool = False
+) -> tuple[IndexVersion, IndexVersion | None]:
     """Make a ready or retired version live and retire the live one, in the caller's
-    transaction (commit once: ``state`` and ``active`` change together). Returns (new, old)."""
+    transaction (commit once: ``state`` and ``active`` change together). Returns (new, old).
+    Unless ``caught_up`` (a reindex that just brought it in line), a version that is behind
+    the live one is refused: making it live would lose files and bring deleted ones back."""
     version = session.get(IndexVersion, version_id, with_for_update=True)
     if version is None:
         raise VersionRefused(f"no index version with id {version_id}")
@@ -160,7 +164,7 @@ def activate_version(session: Session, version_id: int) -> tuple[IndexVersion, I
     if old is not None and old.id == version.id:
         return version, None
     if old is not None:
-        missing, extra = version_drift(session, old.id, version.id)
+        missing, extra = (0, 0) if caught_up else version_drift(session, old.id, version.id)
         if missing or extra:
             raise VersionRefused(
                 f"index version {version_id} is behind the live one ({missing} assets to add, "
@@ -180,7 +184,8 @@ def activate_version(session: Session, version_id: int) -> tuple[IndexVersion, I
 def version_drift(session: Session, live_id: int, other_id: int) -> tuple[int, int]:
     """How far ``other_id`` is from the live version: (assets the live one holds or is
     working on that ``other_id`` has no row for, assets ``other_id`` holds that the live one
-    does not index). Failed rows count on neither side, as in a reindex's catch-up."""
+    does not index as they are now). Failed rows count on neither side. Strict: work in
+    flight on the live version would be lost by a switch, so it counts too."""
     live, other = aliased(AssetIndexState), aliased(AssetIndexState)
     failed = AssetState.FAILED
     missing = (
