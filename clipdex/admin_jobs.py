@@ -32,7 +32,7 @@ Work = Callable[[AdminJob], dict[str, Any]]
 class Follower(Protocol):
     """What switches the server's searches to the catalog's live version (``LiveTargets``)."""
 
-    def refresh(self) -> None: ...
+    def refresh(self, swapped: bool = False) -> None: ...
 
 
 class _Progress:
@@ -79,7 +79,7 @@ class ServerJobs:
 
     def activate(self, version_id: int) -> dict[str, Any]:
         new, old = self._runtime.activate(version_id)
-        self._follower.refresh()  # answer only once this server searches the new version
+        self._follower.refresh(swapped=True)  # answer once this server searches the new one
         return {"live": new.id, "collection": new.collection, "retired": old.id if old else None}
 
     def _reindex(self, job: AdminJob, order: ReindexIn) -> dict[str, Any]:
@@ -96,7 +96,7 @@ class ServerJobs:
             gated = gate_version(self._runtime, report.version, queries, order.max_drop, order.swap)
             report.state, report.swapped = gated["state"], gated["swapped"]
         if report.swapped:
-            self._follower.refresh()
+            self._follower.refresh(swapped=True)
         return {**report.as_dict(), **({"gate": gated} if gated else {})}
 
     def _start(self, kind: str, work: Work) -> AdminJob:

@@ -75,13 +75,16 @@ class LiveTargets:
                 self._target = target_for(self._runtime, self._runtime.live_version())
             return self._target
 
-    def refresh(self) -> None:
-        """One look at the catalog; a changed live version is loaded, warmed, then swapped."""
+    def refresh(self, swapped: bool = False) -> None:
+        """One look at the catalog; a changed live version is loaded, warmed, then swapped.
+        ``swapped``: this server just made it live (an activation, a reindex), so it is
+        followed even before any search resolved a first version (a server started on an
+        empty home); otherwise the first request resolves it, checked against the model."""
         current = self._target
-        if current is None:
+        if current is None and not swapped:
             return  # the first request resolves it (and creates the first version if needed)
         live = self._runtime.catalog_live()
-        if live is None or live.id == current.version.id:
+        if live is None or (current is not None and live.id == current.version.id):
             return
         target = target_for(self._runtime, live)
         target.encoder.encode_texts(["a photo"])  # load and warm the model before the swap
@@ -93,11 +96,11 @@ class LiveTargets:
     def start(self) -> None:
         """Resolve the live version now (checked against the configured model), so that the
         refresher follows a swap made before the first search, then start following."""
-        if self._target is None and self._runtime.catalog_live() is not None:
-            try:
+        try:
+            if self._target is None and self._runtime.catalog_live() is not None:
                 self.current()
-            except Exception as error:  # each search answers it (a 503 naming the cause)
-                log.warning("not serving searches yet: %s", _explain(error))
+        except Exception as error:  # each search answers it (a 503 naming the cause)
+            log.warning("not serving searches yet: %s", _explain(error))
         if self._interval > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="live-refresh", daemon=True)
             self._thread.start()

@@ -49,3 +49,14 @@ def uvicorn_log_config() -> dict[str, Any]:
             for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "clipdex")
         },
     }
+
+
+def json_warning(message: str, logger: str = "clipdex") -> None:
+    """A warning said before logging is set up, as one JSON line on stderr (the same fields)."""
+    entry = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": "WARNING",
+        "logger": logger,
+        "message": message,
+    }
+    print(json.dumps(entry), file=sys.stderr, flush=True)

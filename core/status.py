@@ -72,9 +72,10 @@ def collect_status(runtime: Runtime) -> dict[str, Any]:
             points, store_error = None, str(error)
     return {
         "home": str(runtime.settings.home),
-        "catalog": normalized_url(runtime.settings.catalog_url).render_as_string(
-            hide_password=True
-        ),
+        # no password, and no query (it may carry one: ?password=...)
+        "catalog": normalized_url(runtime.settings.catalog_url)
+        .set(query={})
+        .render_as_string(hide_password=True),
         "store": runtime.store_kind,
         "collection": collection,
         "model": model,

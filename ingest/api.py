@@ -9,12 +9,14 @@ the background, in this process) on ``app.state.send_window``."""
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, File, Form, Request, UploadFile
 from pydantic import BaseModel, ConfigDict
 
+from core.runtime import Runtime
 from ingest.batch import index_assets
 from ingest.metadata import (
     Metadata,
@@ -24,6 +26,7 @@ from ingest.metadata import (
     delete_asset,
     update_metadata,
 )
+from ingest.queueing import queue_pending
 from ingest.send_window import SendWindow
 from ingest.uploads import (
     BadUpload,
@@ -35,6 +38,7 @@ from ingest.uploads import (
     sort_uploads,
 )
 
+log = logging.getLogger(__name__)
 read_router = APIRouter(tags=["uploads"])
 write_router = APIRouter(tags=["uploads"])
 MAX_FILES = 1000
@@ -99,8 +103,7 @@ def upload_images(
     if window is not None:  # committed as pending: the window sends it, with what follows
         window.poke(accepted.version_id, len(set(accepted.asset_ids)))
     else:
-        ids = sorted(set(accepted.asset_ids))
-        background.add_task(index_assets, runtime, accepted.version_id, ids)
+        background.add_task(index_pending_here, runtime, accepted.version_id)
     return AcceptedOut(
         job=accepted.job_id, assets=accepted.asset_ids, new=accepted.new,
         duplicates=accepted.duplicates,
@@ -109,6 +112,21 @@ def upload_images(
             for r in rejected
         ],
     )  # fmt: skip
+
+
+def index_pending_here(runtime: Runtime, version_id: int) -> None:
+    """No broker: this process encodes the version's pending uploads. Rows are claimed first
+    (pending -> queued), as the outbox claims them for workers, so that requests sending the
+    same bytes at once never encode one row twice: each would have counted an attempt, as a
+    redelivery does, and the third dead-lettered a good image as a worker crash."""
+
+    def encode(version: int, ids: list[str]) -> None:
+        try:
+            index_assets(runtime, version, ids)
+        except Exception:  # the rows stay queued: `clipdex verify --repair` finishes them
+            log.exception("could not index %d uploaded assets in this process", len(ids))
+
+    queue_pending(runtime.sessions, version_id, encode, runtime.settings.batch_size)
 
 
 def _job_out(status: JobStatus) -> JobOut:

@@ -226,7 +226,7 @@ def _through_workers(
                     batch = workers.task_batch_size
                     report.queued += queue_pending(runtime.sessions, version_id, send, batch).queued
         except SendRefused as error:
-            if not sent_any:
+            if not (sent_any or report.queued):  # nothing of this run reached the workers yet
                 raise
             refused_at = _refused(error, workers.retry_seconds)
         time.sleep(workers.poll_seconds)
@@ -294,13 +294,17 @@ def _states(session: Session, version_id: int) -> dict[str, str]:
 def _catch_up(
     session: Session, live_id: int, new_id: int, delete_points: Callable[[list[str]], None]
 ) -> tuple[int, int]:
-    """Bring the new version's rows in line with the live one's indexed set: assets indexed
-    live but unknown to the new version become pending; assets the new version has but the
-    live one no longer indexes leave it (points and rows). Failures stay recorded."""
-    live = {a for a, state in _states(session, live_id).items() if state == AssetState.INDEXED}
+    """Bring the new version's rows in line with the live one's: assets the live one holds or
+    is working on (an upload in flight) but unknown to the new version become pending; assets
+    the new version has but the live one no longer has leave it (points and rows). An asset
+    the live model failed on stays (the new model may read it). Failures stay recorded."""
+    live_states = _states(session, live_id)
+    live = {a for a, state in live_states.items() if state != AssetState.FAILED}
     new = _states(session, new_id)
     add_pending(session, new_id, live - set(new))
-    stale = sorted(a for a, state in new.items() if a not in live and state != AssetState.FAILED)
+    stale = sorted(
+        a for a, state in new.items() if a not in live_states and state != AssetState.FAILED
+    )
     for chunk in chunked(stale):
         delete_points(list(chunk))
         session.execute(

@@ -158,10 +158,16 @@ def _keep_rejected(runtime: Runtime, version_id: int, reject: Rejected) -> str:
     path = store_blob(runtime.settings.blobs, digest, reject.upload.data)
     _register(runtime, version_id, digest, path, len(reject.upload.data), AssetState.FAILED)
     asset_id = asset_id_for_digest(digest)
-    with runtime.sessions() as session:
-        record_failure(session, str(path), reject.error.stage, reject.error.reason, asset_id)
-        session.commit()
-    return asset_id
+    stage, reason = reject.error.stage, reject.error.reason
+    for _ in range(_REGISTER_TRIES):  # the same bytes rejected by two requests at once
+        with runtime.sessions() as session:
+            try:
+                record_failure(session, str(path), stage, reason, asset_id)
+                session.commit()
+                return asset_id
+            except IntegrityError:
+                session.rollback()  # the other request wrote the row first: update it
+    raise RuntimeError(f"could not record the failure of {asset_id} after {_REGISTER_TRIES} tries")
 
 
 def keep_bytes(runtime: Runtime, version_id: int, data: bytes) -> tuple[str, bool]:

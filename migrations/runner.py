@@ -96,8 +96,10 @@ def upgrade_to_head(engine: Engine) -> None:
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
-            if _revision_of(connection) == head_revision():
+            current = _revision_of(connection)
+            if current == head_revision():
                 return  # another process upgraded it while we waited
+            _refuse_newer(engine, current)  # ... or a newer clipdex did
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

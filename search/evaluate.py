@@ -198,9 +198,12 @@ def _parse_line(raw: bytes, number: int, path: Path, base: Path) -> EvalQuery:
     )
 
 
-def resolve_expected(runtime: Runtime, queries: Sequence[EvalQuery]) -> dict[str, str]:
-    """Map each expected entry that the catalog knows to its asset id (ids as is, paths through
-    the locations table, live ones only: a deleted file's entry is unknown, not a miss)."""
+def resolve_expected(
+    runtime: Runtime, version: IndexVersion, queries: Sequence[EvalQuery]
+) -> dict[str, str]:
+    """Map each expected entry to the asset ``version`` indexes for it (ids as is, paths
+    through the locations table, a moved file's old path included). An entry that version
+    does not index (a deleted file, an unknown path) is left out: unknown, not a miss."""
     entries = {entry for query in queries for entry in query.expected}
     as_ids = {e for e in entries if _is_uuid(e)}
     as_paths = {e: _absolute(e, q.base) for q in queries for e in q.expected if e not in as_ids}
@@ -215,15 +218,21 @@ def resolve_expected(runtime: Runtime, queries: Sequence[EvalQuery]) -> dict[str
         by_path: dict[str, str] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            query = select(Location.path, Location.asset_id).where(
-                Location.path.in_(chunk),
-                Location.missing.is_(False),  # a deleted file: unknown
-            )
+            query = select(Location.path, Location.asset_id).where(Location.path.in_(chunk))
             by_path.update({row.path: row.asset_id for row in session.execute(query)})
+        candidates = sorted({*found.values(), *by_path.values()})
+        indexed: set[str] = set()
+        for start in range(0, len(candidates), 500):
+            held = select(AssetIndexState.asset_id).where(
+                AssetIndexState.index_version_id == version.id,
+                AssetIndexState.state == AssetState.INDEXED,
+                AssetIndexState.asset_id.in_(candidates[start : start + 500]),
+            )
+            indexed.update(session.scalars(held))
     for entry, absolute in as_paths.items():
         if absolute in by_path:
             found[entry] = by_path[absolute]
-    return found
+    return {entry: asset for entry, asset in found.items() if asset in indexed}
 
 
 def _is_uuid(value: str) -> bool:
@@ -240,7 +249,7 @@ def _absolute(entry: str, base: Path) -> str:
 def evaluate(runtime: Runtime, version: IndexVersion, queries: Sequence[EvalQuery]) -> EvalReport:
     """Encode every query with ``version``'s model, search its collection and score the
     rankings against the expected assets."""
-    known = resolve_expected(runtime, queries)
+    known = resolve_expected(runtime, version, queries)
     unknown = tuple(
         f"line {q.line}: {entry}" for q in queries for entry in q.expected if entry not in known
     )

@@ -116,3 +116,29 @@ def test_work_in_flight_blocks_a_manual_switch_but_not_the_swap_of_a_reindex(
     assert report.swapped and report.version == ready and report.state == "live"
     assert runtime.catalog_live() is not None and runtime.catalog_live().id == ready
     assert live.id != ready
+
+
+def test_a_rollback_is_allowed_when_the_new_model_failed_on_an_image(
+    runtime: Runtime, library: Path
+) -> None:
+    """An image the new model failed on is no drift: the old version still holds it."""
+    from sqlalchemy import update
+
+    from core.catalog.models import AssetIndexState, AssetState
+
+    ingest(runtime, [library])
+    old = runtime.live_version()
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    new = reindex(runtime, plan_for(runtime, other)).version
+    first = sorted(indexed(runtime, new))[0]
+    with runtime.sessions() as session:  # as a worker leaves a poison image of the new model
+        session.execute(
+            update(AssetIndexState)
+            .where(AssetIndexState.index_version_id == new, AssetIndexState.asset_id == first)
+            .values(state=AssetState.FAILED)
+        )
+        session.commit()
+    back, retired = runtime.activate(old.id)
+    assert back.id == old.id and retired is not None and retired.id == new
+    assert first in indexed(runtime, old.id)

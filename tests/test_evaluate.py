@@ -254,3 +254,18 @@ def test_an_expected_file_that_was_deleted_is_unknown_not_a_miss(
     report = evaluate(runtime, runtime.live_version(), queries)
     assert (report.queries, report.skipped) == (1, 1)
     assert report.unknown == (f"line 2: {deleted}",)
+
+
+@pytest.mark.unit
+def test_an_expected_file_that_was_moved_still_counts(runtime: Runtime, library: Path) -> None:
+    """A queries file written before a move names the old path: its asset is still indexed."""
+    ingest(runtime, [library])
+    photo = sorted(library.rglob("*.jpg"))[0]
+    moved = library / "moved" / photo.name
+    moved.parent.mkdir()
+    photo.rename(moved)
+    ingest(runtime, [library])  # the old location is marked missing, the new one added
+    report = evaluate(
+        runtime, runtime.live_version(), [EvalQuery(line=1, expected=(str(photo),), image=moved)]
+    )
+    assert (report.queries, report.skipped, report.unknown) == (1, 0, ())

@@ -168,6 +168,10 @@ def test_the_same_bytes_uploaded_100_times_at_once_are_one_asset(
         while not http.get(f"{url}/v1/jobs/{last}").json()["done"]:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        # Indexed once: concurrent in-process indexing of one row looked like redeliveries of
+        # a dying worker, and the third dead-lettered the image.
+        assert http.get(f"{url}/v1/failures").json() == []
+        assert http.get(f"{url}/v1/jobs/{last}").json()["states"]["indexed"] == 1
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Asset)) == 1
     assert len([p for p in runtime.settings.blobs.rglob("*") if p.is_file()]) == 1
@@ -231,3 +235,27 @@ def test_ingesting_the_folder_that_holds_the_home_keeps_the_uploads(
     assert remove_library(runtime, str(tmp_path)).paths == 8  # the library's, not the upload's
     shown = client.get(f"/v1/assets/{asset}").json()
     assert shown["state"] == "indexed" and len(shown["paths"]) == 1
+
+
+def test_the_same_broken_file_sent_with_many_uploads_at_once_is_one_failure(
+    runtime: Runtime, photos: Path, pillow_images: Path
+) -> None:
+    """Its failure row is written by whichever request comes first; the others update it."""
+    data = sorted(photos.glob("*.jpg"))[7].read_bytes()
+    broken = (pillow_images / "broken.png").read_bytes()
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    with (
+        serve(create_app(runtime.settings, runtime)) as url,
+        httpx.Client(timeout=60, limits=fresh) as http,
+    ):
+
+        def upload(i: int) -> httpx.Response:
+            files = [("files", (f"copy-{i}.jpg", data)), ("files", ("broken.png", broken))]
+            return http.post(f"{url}/v1/images", files=files)
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(upload, range(24)))
+        assert [r.status_code for r in responses] == [202] * 24, responses[0].text
+        assert {len(r.json()["rejected"]) for r in responses} == {1}
+        failures = http.get(f"{url}/v1/failures").json()
+    assert len(failures) == 1 and failures[0]["reason"]

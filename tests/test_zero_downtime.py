@@ -127,23 +127,60 @@ def test_a_server_that_has_not_searched_yet_follows_a_swap(
     shared: tuple[Runtime, OtherFake],
 ) -> None:
     """The swap comes before the server's first search: through its own activate endpoint,
-    or made by another process. Searches then answer from the new version (they were 503s
-    naming a model mismatch, until a restart)."""
+    or made by another process (another runtime on the same catalog and store). Searches then
+    answer from the new version; they were 503s naming a model mismatch until a restart."""
     runtime, other = shared
     old = runtime.live_version()
     new = reindex(runtime, plan_for(runtime, other, swap=False)).version
-    for swap in ("endpoint", "elsewhere"):
-        app = create_app(runtime.settings, runtime, refresh_interval=0.05)
+    app = create_app(runtime.settings, runtime, refresh_interval=0.05)
+    with TestClient(app) as client:
+        assert client.post(f"/v1/index/{new}/activate").status_code == 200
+        response = client.get("/v1/search", params={"q": "a red bicycle"})
+        assert response.status_code == 200, response.text
+        assert response.headers["X-Clipdex-Index"] == str(new)
+
+    served = open_ready_runtime(runtime.settings, encoder=FakeEncoder(), store=runtime.store)
+    served._encoders[("fake2", "none")] = other
+    try:
+        app = create_app(served.settings, served, refresh_interval=0.05)
         with TestClient(app) as client:
-            if swap == "endpoint":
-                assert client.post(f"/v1/index/{new}/activate").status_code == 200
-            else:
-                runtime.activate(old.id)
-                deadline = time.monotonic() + 30
-                while client.get("/v1/index").json()["id"] != old.id:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
+            runtime.activate(old.id)  # the rollback, by another process
+            deadline = time.monotonic() + 30
+            while client.get("/v1/index").json()["id"] != old.id:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
             response = client.get("/v1/search", params={"q": "a red bicycle"})
             assert response.status_code == 200, response.text
-            expected = new if swap == "endpoint" else old.id
-            assert response.headers["X-Clipdex-Index"] == str(expected)
+            assert response.headers["X-Clipdex-Index"] == str(old.id)
+    finally:
+        served.close()
+
+
+@pytest.mark.unit
+def test_a_server_started_on_an_empty_home_follows_its_own_swap(
+    settings: Settings, library: Path
+) -> None:
+    """Started before anything was ingested: its first version came through it, and a swap
+    through its endpoint then left every search a 503 until a restart."""
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder())
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    token = {"X-API-Key": "local-token"}
+    try:
+        app = create_app(settings, runtime, refresh_interval=0.05, local_token="local-token")  # noqa: S106
+        with TestClient(app) as client:
+            job = client.post("/v1/admin/ingest", json={"paths": [str(library)]}, headers=token)
+            deadline = time.monotonic() + 60
+            while job.json()["state"] == "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+                job = client.get(f"/v1/admin/jobs/{job.json()['id']}", headers=token)
+            assert job.json()["state"] == "done", job.text
+            new = reindex(runtime, plan_for(runtime, other, swap=False)).version
+            activated = client.post(f"/v1/index/{new}/activate", headers=token)
+            assert activated.status_code == 200, activated.text
+            response = client.get("/v1/search", params={"q": "a red bicycle"}, headers=token)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Clipdex-Index"] == str(new)
+    finally:
+        runtime.close()

@@ -64,8 +64,9 @@ def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, default=str))
 
 
-def checked_settings() -> Settings:
-    """``load_settings()``, with a refused ``CLIPDEX_*`` value raised as ``BadSettings``."""
+def checked_settings(json_logs: bool = False) -> Settings:
+    """``load_settings()``, with a refused ``CLIPDEX_*`` value raised as ``BadSettings``.
+    ``json_logs``: warnings go out as JSON lines (``serve --json``, ``worker --json``)."""
     from pydantic import ValidationError
 
     from clipdex.errors import BadSettings
@@ -75,7 +76,7 @@ def checked_settings() -> Settings:
         settings = load_settings()
     except ValidationError as error:
         raise BadSettings.of(error) from None
-    _warn_unknown_variables()
+    _warn_unknown_variables(json_logs)
     return settings
 
 
@@ -84,7 +85,17 @@ OTHER_VARIABLES = frozenset({"CLIPDEX_FAULT_CRASH_ON_SHA256", "CLIPDEX_TEST_POST
 _warned: set[str] = set()
 
 
-def _warn_unknown_variables() -> None:
+def warn(message: str, json_logs: bool = False) -> None:
+    """A warning on stderr: ``clipdex: warning: ...``, or one JSON log line."""
+    if json_logs:
+        from clipdex.jsonlog import json_warning
+
+        json_warning(message)
+    else:
+        typer.echo(f"clipdex: warning: {message}", err=True)
+
+
+def _warn_unknown_variables(json_logs: bool) -> None:
     """A misspelt ``CLIPDEX_*`` variable is ignored by the settings: say so, once, with the
     likely name (``CLIPDEX_CATALOG_URL`` would otherwise leave a SQLite catalog in use)."""
     import difflib
@@ -93,14 +104,17 @@ def _warn_unknown_variables() -> None:
     from core.settings import Settings
 
     known = {f"CLIPDEX_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
-    for name in sorted(os.environ):
-        if name.startswith("CLIPDEX_") and name not in known and name not in _warned:
+    for name in sorted(os.environ):  # the settings read names in any case
+        if (
+            name.upper().startswith("CLIPDEX_")
+            and name.upper() not in known
+            and name not in _warned
+        ):
             _warned.add(name)
             suffixes = sorted(known_name[8:] for known_name in known)
-            close = difflib.get_close_matches(name[8:], suffixes, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(name[8:].upper(), suffixes, n=1, cutoff=0.6)
             hint = f"; did you mean CLIPDEX_{close[0]}?" if close else ""
-            message = f"clipdex: warning: {name} is not a clipdex setting, ignored{hint}"
-            typer.echo(message, err=True)
+            warn(f"{name} is not a clipdex setting, ignored{hint}", json_logs)
 
 
 @contextmanager

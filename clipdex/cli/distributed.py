@@ -75,7 +75,7 @@ def worker(
     from workers.tasks import a_child_gave_up, register_tasks
 
     with expected_errors():
-        settings = checked_settings()
+        settings = checked_settings(json_output)
     if not settings.broker_url:
         fail("set CLIPDEX_BROKER_URL (e.g. redis://127.0.0.1:6379/0) for workers")
     if gpus is not None and not gpus.strip():

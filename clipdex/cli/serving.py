@@ -92,7 +92,7 @@ def serve(
     from clipdex.cli.common import checked_settings, expected_errors, fail
 
     with expected_errors():
-        settings = checked_settings()
+        settings = checked_settings(json_output)
     bind = host or settings.api_host
     refusal = anonymous_exposure(bind, settings)
     if refusal is not None and not allow_anonymous:
@@ -114,7 +114,7 @@ def serve(
         except BaseException:
             runtime.close()
             raise
-    _warn_if_broker_unreachable(settings)
+    _warn_if_broker_unreachable(settings, json_output)
     embedded = settings.qdrant_url is None  # then this process owns the home's store
     token = new_token() if embedded else None
     app = create_app(settings, runtime, local_token=token)
@@ -133,7 +133,7 @@ def serve(
         runtime.close()
 
 
-def _warn_if_broker_unreachable(settings: Settings) -> None:
+def _warn_if_broker_unreachable(settings: Settings, json_logs: bool) -> None:
     """The server starts anyway (searches need no broker, and a broker may come up later) but
     says so now: its uploads then stay queued until the broker is up and `clipdex reconcile`
     runs, and a mistyped CLIPDEX_BROKER_URL would otherwise show only in per-send log lines."""
@@ -143,11 +143,13 @@ def _warn_if_broker_unreachable(settings: Settings) -> None:
 
     problem = check_broker(make_celery(settings), tries=1)
     if problem is not None:
-        typer.echo(
-            f"clipdex: warning: cannot reach the broker at {shown_broker(settings.broker_url)} "
+        from clipdex.cli.common import warn
+
+        warn(
+            f"cannot reach the broker at {shown_broker(settings.broker_url)} "
             f"(CLIPDEX_BROKER_URL): {problem}; serving anyway, uploads stay queued until it is "
             "up and `clipdex reconcile` sends them",
-            err=True,
+            json_logs,
         )
 
 

@@ -184,8 +184,8 @@ def activate_version(
 def version_drift(session: Session, live_id: int, other_id: int) -> tuple[int, int]:
     """How far ``other_id`` is from the live version: (assets the live one holds or is
     working on that ``other_id`` has no row for, assets ``other_id`` holds that the live one
-    does not index as they are now). Failed rows count on neither side. Strict: work in
-    flight on the live version would be lost by a switch, so it counts too."""
+    no longer has at all). Failed rows count on neither side (an image the live model failed
+    on is no drift). Work in flight on the live version counts: a switch would lose it."""
     live, other = aliased(AssetIndexState), aliased(AssetIndexState)
     failed = AssetState.FAILED
     missing = (
@@ -203,11 +203,7 @@ def version_drift(session: Session, live_id: int, other_id: int) -> tuple[int, i
         .where(
             other.index_version_id == other_id,
             other.state != failed,
-            ~exists().where(
-                live.index_version_id == live_id,
-                live.asset_id == other.asset_id,
-                live.state == AssetState.INDEXED,
-            ),
+            ~exists().where(live.index_version_id == live_id, live.asset_id == other.asset_id),
         )
     )
     return int(session.scalar(missing) or 0), int(session.scalar(extra) or 0)
