@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import select
 
-from core.catalog.models import Asset, AssetIndexState, AssetState, IndexVersion, Location
+from core.catalog.models import AssetIndexState, AssetState, IndexVersion, Location
 from core.images import ImageRejected, decode_bytes, decode_file
 from core.paths import resolved
 from core.preprocess import to_model_input
@@ -207,13 +207,8 @@ def resolve_expected(
     entries = {entry for query in queries for entry in query.expected}
     as_ids = {e for e in entries if _is_uuid(e)}
     as_paths = {e: _absolute(e, q.base) for q in queries for e in q.expected if e not in as_ids}
-    found: dict[str, str] = {}
+    found = {asset_id: asset_id for asset_id in as_ids}  # kept below if the version has it
     with runtime.sessions() as session:
-        ids = sorted(as_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            for asset_id in session.scalars(select(Asset.id).where(Asset.id.in_(chunk))):
-                found[asset_id] = asset_id
         wanted = sorted(set(as_paths.values()))
         by_path: dict[str, str] = {}
         for start in range(0, len(wanted), 500):
