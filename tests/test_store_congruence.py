@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from core.store.base import PointRecord, SearchFilter, StoreLocked, VectorIndex, VectorStore
+from core.store.base import (
+    PointRecord,
+    SearchFilter,
+    StoreError,
+    StoreLocked,
+    VectorIndex,
+    VectorStore,
+)
 from core.store.edge import EdgeStore
 from core.store.qdrant import QdrantStore
 
@@ -230,3 +237,20 @@ def _open_in_child(path: str) -> str:
     except StoreLocked as error:
         return str(error)
     return "opened"
+
+
+def test_a_collection_name_that_leaves_the_store_is_refused(tmp_path: Path) -> None:
+    """Names come from the catalog: a tampered or mis-restored one must not create, or
+    delete, a folder outside the store."""
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    store = EdgeStore(tmp_path / "store")
+    try:
+        for name in ("../precious", "../../elsewhere", "..", "a/b", ""):
+            with pytest.raises(StoreError, match="not a plain folder name"):
+                store.open_index(name, 4)
+            with pytest.raises(StoreError, match="not a plain folder name"):
+                store.drop_index(name)
+    finally:
+        store.close()
+    assert outside.is_dir() and not (tmp_path / "elsewhere").exists()

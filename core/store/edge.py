@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import partial
@@ -44,6 +45,9 @@ from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
 _SCROLL_PAGE = 1024
 
 
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+
+
 class EdgeStore:
     """Collections live in ``root/<name>``. One process at a time, enforced by a lock file."""
 
@@ -66,7 +70,7 @@ class EdgeStore:
     def open_index(self, name: str, dim: int) -> EdgeIndex:
         if name in self._open:
             return self._open[name]
-        path = self._root / name
+        path = self._path(name)
         check_free_space([self._root], self._min_free_bytes)
         try:
             created = not (path.is_dir() and any(path.iterdir()))
@@ -95,9 +99,16 @@ class EdgeStore:
         index = self._open.pop(name, None)
         if index is not None:
             index.close()
-        path = self._root / name
+        path = self._path(name)
         if path.is_dir():
             shutil.rmtree(path)
+
+    def _path(self, name: str) -> Path:
+        """A collection's folder: one plain name under the root, never a path out of it (a
+        name comes from the catalog, which a restore or a hand edit may have changed)."""
+        if not _COLLECTION_NAME.fullmatch(name):
+            raise StoreError(f"refusing the collection name {name!r}: not a plain folder name")
+        return self._root / name
 
     def point_alias(self, alias: str, name: str) -> None:
         """The embedded store has no aliases: the catalog's live version is the only pointer."""
