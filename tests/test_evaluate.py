@@ -269,3 +269,18 @@ def test_an_expected_file_that_was_moved_still_counts(runtime: Runtime, library:
         runtime, runtime.live_version(), [EvalQuery(line=1, expected=(str(photo),), image=moved)]
     )
     assert (report.queries, report.skipped, report.unknown) == (1, 0, ())
+
+
+@pytest.mark.tiny_real
+def test_a_self_check_with_nothing_readable_is_one_line_and_no_figures(
+    tmp_path: Path, library: Path
+) -> None:
+    """It printed a table of zeros, then the error."""
+    from tests.conftest import one_line_error, run_cli
+
+    home = tmp_path / "home"
+    assert run_cli(home, "ingest", str(library)).returncode == 0
+    shutil.rmtree(library)  # every indexed file gone, not yet rescanned
+    done = run_cli(home, "eval", "--self-check", "3")
+    assert done.stdout == ""
+    assert "no readable indexed image to check" in one_line_error(done)

@@ -84,6 +84,11 @@ def evaluate(
         target = target_version(runtime, version)
         if self_check is not None:
             checked = run_self_check(runtime, target, self_check)
+            if checked.samples == 0:  # before any figure: there are none
+                fail(
+                    f"no readable indexed image to check in index version {target.id}"
+                    + (f" ({checked.unreadable} unreadable)" if checked.unreadable else "")
+                )
             if json_output:
                 print_json(checked.as_dict())
             else:
@@ -95,8 +100,6 @@ def evaluate(
                 typer.echo(f"  MRR       {checked.mrr:.4f}")
                 if checked.unreadable:
                     typer.echo(f"  {checked.unreadable} unreadable file(s) skipped")
-            if checked.samples == 0:
-                fail("no readable indexed image to check")
             return
         try:
             report = run_evaluate(runtime, target, loaded)
