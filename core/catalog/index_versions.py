@@ -186,24 +186,20 @@ def version_drift(session: Session, live_id: int, other_id: int) -> tuple[int, i
     working on that ``other_id`` has no row for, assets ``other_id`` holds that the live one
     no longer has at all). Failed rows count on neither side (an image the live model failed
     on is no drift). Work in flight on the live version counts: a switch would lose it."""
-    live, other = aliased(AssetIndexState), aliased(AssetIndexState)
-    failed = AssetState.FAILED
-    missing = (
+    return _rows_without(session, live_id, other_id), _rows_without(session, other_id, live_id)
+
+
+def _rows_without(session: Session, version_id: int, other_id: int) -> int:
+    """How many assets ``version_id`` holds (failed ones aside) that ``other_id`` has no row
+    for at all."""
+    here, there = aliased(AssetIndexState), aliased(AssetIndexState)
+    query = (
         select(func.count())
-        .select_from(live)
+        .select_from(here)
         .where(
-            live.index_version_id == live_id,
-            live.state != failed,
-            ~exists().where(other.index_version_id == other_id, other.asset_id == live.asset_id),
+            here.index_version_id == version_id,
+            here.state != AssetState.FAILED,
+            ~exists().where(there.index_version_id == other_id, there.asset_id == here.asset_id),
         )
     )
-    extra = (
-        select(func.count())
-        .select_from(other)
-        .where(
-            other.index_version_id == other_id,
-            other.state != failed,
-            ~exists().where(live.index_version_id == live_id, live.asset_id == other.asset_id),
-        )
-    )
-    return int(session.scalar(missing) or 0), int(session.scalar(extra) or 0)
+    return int(session.scalar(query) or 0)
