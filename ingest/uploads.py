@@ -156,18 +156,9 @@ def _keep_rejected(runtime: Runtime, version_id: int, reject: Rejected) -> str:
     """Store a file that is not an image as a failed asset with its failure row."""
     digest = sha256_of_bytes(reject.upload.data)
     path = store_blob(runtime.settings.blobs, digest, reject.upload.data)
-    _register(runtime, version_id, digest, path, len(reject.upload.data), AssetState.FAILED)
-    asset_id = asset_id_for_digest(digest)
-    stage, reason = reject.error.stage, reject.error.reason
-    for _ in range(_REGISTER_TRIES):  # the same bytes rejected by two requests at once
-        with runtime.sessions() as session:
-            try:
-                record_failure(session, str(path), stage, reason, asset_id)
-                session.commit()
-                return asset_id
-            except IntegrityError:
-                session.rollback()  # the other request wrote the row first: update it
-    raise RuntimeError(f"could not record the failure of {asset_id} after {_REGISTER_TRIES} tries")
+    failure = (reject.error.stage, reject.error.reason)
+    _register(runtime, version_id, digest, path, len(reject.upload.data), failure)
+    return asset_id_for_digest(digest)
 
 
 def keep_bytes(runtime: Runtime, version_id: int, data: bytes) -> tuple[str, bool]:
@@ -185,9 +176,11 @@ def _register(
     digest: str,
     path: Path,
     size: int,
-    state: AssetState = AssetState.PENDING,
+    failure: tuple[str, str] | None = None,
 ) -> bool:
-    """Asset, location and ``state``, created at most once whoever races us."""
+    """Asset, location and pending state, created at most once whoever races us. With a
+    ``failure`` (stage, reason: a file that is not an image), the state is failed and its
+    failure row is written in the same transaction (or updated: the same bytes again)."""
     asset_id = asset_id_for_digest(digest)
     for _ in range(_REGISTER_TRIES):
         with runtime.sessions() as session:
@@ -208,9 +201,11 @@ def _register(
                         AssetIndexState(
                             asset_id=asset_id,
                             index_version_id=version_id,
-                            state=state,
+                            state=AssetState.PENDING if failure is None else AssetState.FAILED,
                         )
                     )
+                if failure is not None:
+                    record_failure(session, str(path), *failure, asset_id)
                 session.commit()
                 return created
             except IntegrityError:
