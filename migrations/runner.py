@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from core.catalog.db import MIGRATE_LOCK, take_turns
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent
 VERSION_TABLE = "alembic_version"
-MIGRATE_LOCK = 0x636C6970_6D696772  # "clipmigr": the advisory lock key of schema upgrades
 
 
 class CatalogNotAtHead(RuntimeError):
@@ -94,12 +95,11 @@ def upgrade_to_head(engine: Engine) -> None:
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
-            current = _revision_of(connection)
-            if current == head_revision():
-                return  # another process upgraded it while we waited
-            _refuse_newer(engine, current)  # ... or a newer clipdex did
+        take_turns(connection, MIGRATE_LOCK)
+        current = _revision_of(connection)
+        if current == head_revision():
+            return  # another process upgraded it while we waited
+        _refuse_newer(engine, current)  # ... or a newer clipdex did
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

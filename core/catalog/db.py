@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,15 +130,20 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+# Advisory lock keys, one per kind of work that processes sharing a catalog do in turns.
 REGISTER_LOCK = 0x636C6970_72656769  # "clipregi": registering scanned files, one run at a time
+MIGRATE_LOCK = 0x636C6970_6D696772  # "clipmigr": schema upgrades
 
 
-def take_turns(session: Session, key: int, waiting: Callable[[], None] = lambda: None) -> None:
-    """Hold ``key`` until the session's transaction ends, so that processes doing the same
+def take_turns(
+    db: Session | Connection, key: int, waiting: Callable[[], None] = lambda: None
+) -> None:
+    """Hold ``key`` until the transaction of ``db`` ends, so that processes doing the same
     work on one PostgreSQL catalog take turns; ``waiting`` is called first when another one
     holds it. SQLite serializes its writers itself: nothing to do there."""
-    if session.get_bind().dialect.name != "postgresql":
+    dialect = db.dialect if isinstance(db, Connection) else db.get_bind().dialect
+    if dialect.name != "postgresql":
         return
-    if not session.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar():
+    if not db.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}).scalar():
         waiting()
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
