@@ -40,12 +40,11 @@ class _LazySender:
         """Connect to the broker now: :class:`~ingest.queueing.SendRefused` if it cannot be
         reached (a command then stops before it registers any work)."""
         from ingest.queueing import SendRefused
-        from workers.app import check_broker, make_celery, shown_broker
+        from workers.app import broker_problem, make_celery
 
-        problem = check_broker(make_celery(self._settings), tries=1)
+        problem = broker_problem(make_celery(self._settings), self._settings.broker_url or "", 1)
         if problem is not None:
-            where = shown_broker(self._settings.broker_url or "")
-            raise SendRefused(f"cannot reach the broker at {where} (CLIPDEX_BROKER_URL): {problem}")
+            raise SendRefused(problem)
 
     def __call__(self, version_id: int, asset_ids: list[str]) -> None:
         send = self._sender()

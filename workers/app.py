@@ -81,6 +81,15 @@ def check_broker(app: Celery, tries: int = BROKER_CHECK_TRIES) -> str | None:
     return None
 
 
+def broker_problem(app: Celery, url: str, tries: int = BROKER_CHECK_TRIES) -> str | None:
+    """:func:`check_broker` as the one line every command says: ``cannot reach the broker at
+    URL (CLIPDEX_BROKER_URL): why``, the URL without its password; None when it answers."""
+    problem = check_broker(app, tries)
+    if problem is None:
+        return None
+    return f"cannot reach the broker at {shown_broker(url)} (CLIPDEX_BROKER_URL): {problem}"
+
+
 def sender(app: Celery) -> SendBatch:
     """A ``SendBatch`` for ingest.queueing: one task message per batch of asset ids."""
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json
+from clipdex.cli.common import JsonOption, fail, opened_runtime, print_json, warn
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -71,7 +71,7 @@ def worker(
     from clipdex.cli.common import checked_settings, expected_errors
     from clipdex.errors import EXPECTED, message_of
     from core.catalog.db import make_engine
-    from workers.app import QUEUE, check_broker, make_celery, shown_broker
+    from workers.app import QUEUE, broker_problem, make_celery
     from workers.tasks import a_child_gave_up, register_tasks
 
     with expected_errors():
@@ -96,11 +96,9 @@ def worker(
     finally:
         engine.dispose()
     celery_app = make_celery(settings)
-    unreachable = check_broker(celery_app)  # else Celery retries it a hundred times
+    unreachable = broker_problem(celery_app, settings.broker_url)  # not Celery's 100 retries
     if unreachable is not None:
-        where = shown_broker(settings.broker_url)
-        fail(f"worker cannot start: cannot reach the broker at {where} (CLIPDEX_BROKER_URL): "
-             f"{unreachable}")  # fmt: skip
+        fail(f"worker cannot start: {unreachable}")
     problem = _check_runtime_starts(settings)
     if problem is not None:
         fail(f"worker cannot start: {problem}")
@@ -214,7 +212,7 @@ def reconcile(
     from datetime import timedelta
 
     from ingest.queueing import reconcile as run_reconcile
-    from workers.app import check_broker, make_celery, sender, shown_broker
+    from workers.app import broker_problem, make_celery, sender
 
     with opened_runtime() as runtime:
         if not runtime.settings.broker_url:
@@ -227,13 +225,11 @@ def reconcile(
         send = sender(celery_app)
         version_id = runtime.live_version().id
         while True:
-            unreachable = check_broker(celery_app, tries=1)  # even with nothing to send
-            if unreachable is not None:
-                where = shown_broker(settings.broker_url or "")
-                problem = f"cannot reach the broker at {where} (CLIPDEX_BROKER_URL): {unreachable}"
+            problem = broker_problem(celery_app, settings.broker_url or "", tries=1)
+            if problem is not None:  # checked even with nothing to send
                 if every is None:
                     fail(problem)
-                typer.echo(f"clipdex: warning: {problem}; trying again in {every:g} s", err=True)
+                warn(f"{problem}; trying again in {every:g} s", json_output)
                 time.sleep(every)
                 continue
             done = run_reconcile(runtime.sessions, version_id, send, age, settings.task_batch_size)

@@ -139,16 +139,14 @@ def _warn_if_broker_unreachable(settings: Settings, json_logs: bool) -> None:
     runs, and a mistyped CLIPDEX_BROKER_URL would otherwise show only in per-send log lines."""
     if not settings.broker_url:
         return
-    from workers.app import check_broker, make_celery, shown_broker
+    from clipdex.cli.common import warn
+    from workers.app import broker_problem, make_celery
 
-    problem = check_broker(make_celery(settings), tries=1)
+    problem = broker_problem(make_celery(settings), settings.broker_url, tries=1)
     if problem is not None:
-        from clipdex.cli.common import warn
-
         warn(
-            f"cannot reach the broker at {shown_broker(settings.broker_url)} "
-            f"(CLIPDEX_BROKER_URL): {problem}; serving anyway, uploads stay queued until it is "
-            "up and `clipdex reconcile` sends them",
+            f"{problem}; serving anyway, uploads stay queued until it is up and "
+            "`clipdex reconcile` sends them",
             json_logs,
         )
 
