@@ -6,6 +6,7 @@ not used."""
 
 from __future__ import annotations
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,7 +28,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _declared_length(scope)
+        declared = _declared_length(Headers(scope=scope).get("content-length"))
         if declared is not None and declared > self.limit:
             await JSONResponse({"detail": self.message}, 413)(scope, receive, send)
             return
@@ -46,11 +47,8 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None  # the server refuses a malformed length before we see it
-    return None
+def _declared_length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None  # the server refuses a malformed length before we see it

@@ -104,6 +104,7 @@ def _warn_unknown_variables(json_logs: bool) -> None:
     from core.settings import Settings
 
     known = {f"CLIPDEX_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    suffixes = sorted(known_name.removeprefix("CLIPDEX_") for known_name in known)
     for name in sorted(os.environ):  # the settings read names in any case
         if (
             name.upper().startswith("CLIPDEX_")
@@ -111,7 +112,6 @@ def _warn_unknown_variables(json_logs: bool) -> None:
             and name not in _warned
         ):
             _warned.add(name)
-            suffixes = sorted(known_name[8:] for known_name in known)
             close = difflib.get_close_matches(name[8:].upper(), suffixes, n=1, cutoff=0.6)
             hint = f"; did you mean CLIPDEX_{close[0]}?" if close else ""
             warn(f"{name} is not a clipdex setting, ignored{hint}", json_logs)
