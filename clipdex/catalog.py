@@ -1,8 +1,11 @@
-"""Who migrates the catalog. The CLI owns the schema: its commands upgrade the catalog to head.
-Long-running services (``clipdex serve``, ``clipdex worker``) upgrade only the embedded default
-(SQLite under CLIPDEX_HOME, which nothing else would migrate); on a configured database they
-check it is at head and stop with one line otherwise, leaving the upgrade to `clipdex migrate`
-(compose's one-shot ``migrate`` service)."""
+"""Who migrates the catalog. ``clipdex migrate`` (compose's one-shot ``migrate`` service) is the
+one command that upgrades a configured database (CLIPDEX_DATABASE_URL): it may be shared by
+servers and workers still running the older code, so no other command changes its schema
+behind them. Other CLI commands create the schema of a new, empty database, and upgrade the
+embedded default (SQLite under CLIPDEX_HOME, which nothing else would migrate); long-running
+services (``clipdex serve``, ``clipdex worker``) upgrade only the embedded default. Whatever
+may not upgrade checks that the catalog is at head and stops with one line naming
+`clipdex migrate` otherwise."""
 
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ from core.encoder import Encoder
 from core.runtime import Runtime, open_runtime
 from core.settings import Settings
 from core.store import VectorStore
-from migrations.runner import check_at_head, upgrade_to_head
+from migrations.runner import check_at_head, current_revision, upgrade_to_head
 
 
 def prepare_catalog(settings: Settings, engine: Engine, owner: bool) -> None:
-    if owner or settings.database_url is None:
+    """Upgrade the embedded catalog; on a configured database, create the schema of a new one
+    when ``owner`` (a CLI command), and otherwise only check it is at head."""
+    if settings.database_url is None or (owner and current_revision(engine) is None):
         upgrade_to_head(engine)
     else:
         check_at_head(engine)
@@ -28,7 +33,7 @@ def open_ready_runtime(
     store: VectorStore | None = None,
     owner: bool = True,
 ) -> Runtime:
-    """A runtime on a catalog that is at head (upgraded when ``owner`` or embedded)."""
+    """A runtime on a catalog that is at head (see :func:`prepare_catalog`)."""
     runtime = open_runtime(settings, encoder=encoder, store=store)
     try:
         prepare_catalog(settings, runtime.engine, owner)

@@ -115,3 +115,35 @@ def test_a_catalog_newer_than_this_code_is_refused_in_one_line_and_left_alone(
         assert current_revision(engine) == "0099"
     finally:
         engine.dispose()
+
+
+@pytest.mark.services
+def test_only_migrate_upgrades_a_shared_catalog(fresh_postgres: str, tmp_path: Path) -> None:
+    """An operator runs a newer clipdex's `status` against the production catalog while the
+    servers and workers still run the older code: the schema must not change behind them.
+    A new, empty database is still created by the first command."""
+    from alembic import command
+
+    from migrations.runner import current_revision, head_revision
+    from tests.conftest import run_cli
+
+    engine = make_engine(fresh_postgres)
+    try:
+        first = run_cli(tmp_path / "home", "status", CLIPDEX_DATABASE_URL=fresh_postgres)
+        assert first.returncode == 0, first.stderr
+        assert current_revision(engine) == head_revision()  # a new database: created
+
+        command.downgrade(alembic_config(fresh_postgres), "0004")
+        older = run_cli(tmp_path / "home", "status", CLIPDEX_DATABASE_URL=fresh_postgres)
+        assert older.returncode == 2
+        assert "clipdex migrate" in older.stderr and "0004" in older.stderr
+        assert "Traceback" not in older.stderr and len(older.stderr.strip().splitlines()) == 1
+        assert current_revision(engine) == "0004"  # left alone
+
+        migrated = run_cli(tmp_path / "home", "migrate", CLIPDEX_DATABASE_URL=fresh_postgres)
+        assert migrated.returncode == 0, migrated.stderr
+        assert current_revision(engine) == head_revision()
+        again = run_cli(tmp_path / "home", "status", CLIPDEX_DATABASE_URL=fresh_postgres)
+        assert again.returncode == 0, again.stderr
+    finally:
+        engine.dispose()
