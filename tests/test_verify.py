@@ -324,3 +324,36 @@ def test_cli_exit_codes_and_json(tmp_path: Path, library: Path) -> None:
     assert result["repair"]["missing_points"] == 2 and result["repair"]["encoded"] == 2
     text = run_cli(home, "verify")
     assert text.returncode == 0 and "clean" in text.stdout
+
+
+@pytest.mark.tiny_real
+def test_a_damaged_collection_is_set_aside_and_rebuilt_from_the_catalog(
+    tmp_path: Path, library: Path
+) -> None:
+    """A torn copy of the store: every command says what is wrong and the way back in one
+    line; `verify --repair` keeps the damaged files and rebuilds the same search results."""
+    home = tmp_path / "cli-home"
+    assert run_cli(home, "ingest", str(library)).returncode == 0
+    before = run_cli(home, "search", "a photo", "--json")
+    assert before.returncode == 0, before.stderr
+    store = home / "store"
+    (collection,) = [path for path in store.iterdir() if path.is_dir()]
+    for config in collection.glob("segments/*/payload_storage/config.json"):
+        config.write_text("torn")
+
+    for args in (("search", "a photo"), ("verify",)):
+        refused = run_cli(home, *args)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+        assert "is damaged" in refused.stderr and "clipdex verify --repair" in refused.stderr
+
+    repaired = run_cli(home, "verify", "--repair", "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    result = json.loads(repaired.stdout)
+    assert result["repair"]["missing_points"] == 8 and result["repair"]["encoded"] == 8
+    assert result["after"]["clean"] is True
+    (aside,) = [path for path in store.iterdir() if path.name.startswith(".damaged-")]
+    assert collection.name in aside.name and (aside / "segments").is_dir()  # kept, not deleted
+    after = run_cli(home, "search", "a photo", "--json")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == json.loads(before.stdout) != []

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from clipdex.cli.common import JsonOption, opened_runtime, print_json
+from clipdex.cli.common import JsonOption, opened_runtime, print_json, warn
 
 if TYPE_CHECKING:
     from ingest.verify import RepairReport, VerifyReport
@@ -32,7 +32,8 @@ def verify(
         typer.Option(
             "--repair",
             help="Fix what was found (re-encode missing points, delete orphans, rewrite "
-            "payloads, re-queue stuck rows, mark lost blobs), then verify again.",
+            "payloads, re-queue stuck rows, mark lost blobs; set a damaged embedded "
+            "collection aside and rebuild it from the catalog), then verify again.",
         ),
     ] = False,
     json_output: JsonOption = False,
@@ -52,6 +53,7 @@ def verify(
     from clipdex.cli.evaluating import target_version
     from clipdex.dispatch import dispatch_for
     from core.diskspace import check_free_space, write_paths
+    from core.store import CollectionDamaged
     from ingest.verify import Checks, Encoding
     from ingest.verify import repair as run_repair
     from ingest.verify import verify as run_verify
@@ -59,7 +61,19 @@ def verify(
     with opened_runtime() as runtime:
         settings = runtime.settings
         target = target_version(runtime, version)  # checked against no configured model
-        index = runtime.index_of(target)
+        rebuilt = False
+        try:
+            index = runtime.index_of(target)
+        except CollectionDamaged:
+            aside = runtime.store.set_aside(target.collection) if repair else None
+            if aside is None:
+                raise  # one line: run --repair, or restore from a backup
+            warn(
+                f"set the damaged collection aside as {aside} (delete it once the rebuild is "
+                "checked); rebuilding the collection from the catalog",
+                json_output,
+            )
+            index, rebuilt = runtime.index_of(target), True
         checks = Checks(timedelta(seconds=settings.reconcile_after_seconds), settings.blobs)
         found = run_verify(runtime.sessions, index, target, checks)
         fixed: RepairReport | None = None
@@ -77,6 +91,10 @@ def verify(
             fixed = run_repair(
                 runtime.sessions, index, target, checks, encoding, send, settings.task_batch_size
             )
+            if rebuilt and fixed.encoded:  # a rebuilt collection is all unindexed: a full scan
+                from ingest.graph import build_search_graph
+
+                build_search_graph(index)
             after = run_verify(runtime.sessions, index, target, checks)
     final = after or found
     if json_output:

@@ -1,6 +1,7 @@
 """Vector store adapter: one small interface over Qdrant Edge (embedded) and qdrant-client."""
 
 from core.store.base import (
+    CollectionDamaged,
     PointRecord,
     SearchFilter,
     StoredHit,
@@ -12,6 +13,7 @@ from core.store.base import (
 from core.store.factory import open_store
 
 __all__ = [
+    "CollectionDamaged",
     "PointRecord",
     "SearchFilter",
     "StoreError",

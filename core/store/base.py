@@ -29,6 +29,20 @@ class StoreLocked(StoreError):
     """Another process holds the embedded store; only a Qdrant server allows several."""
 
 
+class CollectionDamaged(StoreError):
+    """A collection's files are there but cannot be loaded (a torn copy, a bad disk, a hand
+    edit). The catalog is the source of truth: ``clipdex verify --repair`` sets the files aside
+    (:meth:`VectorStore.set_aside`) and rebuilds the collection from it."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(
+            f"the embedded collection {name!r} is damaged ({why}): `clipdex verify --repair` "
+            "sets it aside and rebuilds it from the catalog (every image is encoded again), "
+            "or restore the store from a backup"
+        )
+        self.name = name
+
+
 @dataclass(frozen=True, slots=True)
 class PointRecord:
     id: str
@@ -315,6 +329,12 @@ class VectorStore(Protocol):
     def point_alias(self, alias: str, name: str) -> None:
         """Make ``alias`` name collection ``name`` in one atomic step (a Qdrant server's
         collection aliases); stores without aliases do nothing (the catalog decides)."""
+        ...
+
+    def set_aside(self, name: str) -> str | None:
+        """Move a damaged collection's files out of the way, so that :meth:`open_index`
+        creates it empty; returns where they went. ``None`` where the store cannot (a server
+        keeps its own storage: its operator restores the collection)."""
         ...
 
     def close(self) -> None: ...

@@ -7,13 +7,13 @@ Chosen by measurement over qdrant-client's local mode (pure Python, brute force)
 from __future__ import annotations
 
 import fcntl
-import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import qdrant_edge as qe
@@ -24,6 +24,7 @@ from core.store.base import (
     DATETIME_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
+    CollectionDamaged,
     Payload,
     PointRecord,
     SearchFilter,
@@ -38,6 +39,7 @@ from core.store.base import (
 )
 from core.store.edge_files import has_keywords, raise_scan_thresholds
 from core.store.edge_filter import to_edge_filter
+from core.store.edge_lock import locked_message, take_lock
 from core.store.edge_tuning import EdgeTuning
 from core.store.edge_warm import prefetch_vectors, read_for_open
 from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
@@ -64,7 +66,7 @@ class EdgeStore:
         self._min_free_bytes = min_free_bytes
         self._tuning = tuning or EdgeTuning()
         root.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _take_lock(root)
+        self._lock_file = take_lock(root)
         self._open: dict[str, EdgeIndex] = {}
 
     def open_index(self, name: str, dim: int) -> EdgeIndex:
@@ -85,8 +87,10 @@ class EdgeStore:
                 prefetch_vectors(path)
         except Exception as error:
             if "WouldBlock" in str(error):
-                raise StoreLocked(_locked_message(self._root)) from error
-            raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
+                raise StoreLocked(locked_message(self._root)) from error
+            if created or isinstance(error, OSError):  # not its files: the disk, permissions
+                raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
+            raise CollectionDamaged(name, str(error)) from error
         index = EdgeIndex(
             name, dim, shard, self._tuning, keywords=has_keywords(path, KEYWORDS_VECTOR), path=path
         )
@@ -113,6 +117,20 @@ class EdgeStore:
     def point_alias(self, alias: str, name: str) -> None:
         """The embedded store has no aliases: the catalog's live version is the only pointer."""
 
+    def set_aside(self, name: str) -> str | None:
+        """Rename the collection's folder to a hidden ``.damaged-<name>-<UTC time>`` beside it
+        (no collection name starts with a dot), kept until its operator deletes it."""
+        index = self._open.pop(name, None)
+        if index is not None:
+            index.close()
+        path = self._path(name)
+        if not path.exists():
+            return None
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = path.with_name(f".damaged-{name}-{stamp}")
+        path.rename(aside)
+        return str(aside)
+
     def close(self) -> None:
         for index in self._open.values():
             index.close()
@@ -120,30 +138,6 @@ class EdgeStore:
         if not self._lock_file.closed:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
-
-
-def _take_lock(root: Path) -> IO[str]:
-    handle = (root / ".lock").open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as error:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise StoreLocked(_locked_message(root, holder)) from error
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
-
-
-def _locked_message(root: Path, holder: str = "another process") -> str:
-    return (
-        f"the embedded vector store at {root} is in use by process {holder}. The embedded store "
-        "allows one process at a time; stop the other process, or run a Qdrant server and set "
-        "CLIPDEX_QDRANT_URL (see docker-compose.yml) so that several processes can share it."
-    )
 
 
 class EdgeIndex:

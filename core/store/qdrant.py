@@ -73,6 +73,10 @@ class QdrantStore:
         if self._client.collection_exists(name):
             self._client.delete_collection(name)
 
+    def set_aside(self, name: str) -> str | None:
+        """A server (or local mode) keeps its own storage; its operator restores it."""
+        return None
+
     def point_alias(self, alias: str, name: str) -> None:
         """One ``update_collection_aliases`` call: readers of the alias never see it missing."""
         if not self._server:
