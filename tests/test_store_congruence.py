@@ -254,3 +254,25 @@ def test_a_collection_name_that_leaves_the_store_is_refused(tmp_path: Path) -> N
     finally:
         store.close()
     assert outside.is_dir() and not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("kind", ["edge", "local-path"])
+def test_a_collection_opened_with_another_dimension_is_refused(tmp_path: Path, kind: str) -> None:
+    """The catalog's ``dim`` is what every query vector is checked against; a catalog that
+    disagrees with the collection (a mismatched restore) is refused at open, not mid-query."""
+
+    def store() -> VectorStore:
+        if kind == "edge":
+            return EdgeStore(tmp_path / "edge")
+        return QdrantStore(QdrantClient(path=str(tmp_path / "local")), kind="local")
+
+    first = store()
+    first.open_index("sized", DIM).upsert(make_points(3))
+    first.close()
+    again = store()
+    try:
+        with pytest.raises(StoreError, match=f"holds {DIM}-d vectors, not {DIM * 2}-d"):
+            again.open_index("sized", DIM * 2)
+        assert again.open_index("sized", DIM).count() == 3
+    finally:
+        again.close()

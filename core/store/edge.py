@@ -37,7 +37,7 @@ from core.store.base import (
     stored_hit,
     vector_as_list,
 )
-from core.store.edge_files import has_keywords, raise_scan_thresholds
+from core.store.edge_files import has_keywords, raise_scan_thresholds, stored_dim
 from core.store.edge_filter import to_edge_filter
 from core.store.edge_lock import locked_message, take_lock
 from core.store.edge_tuning import EdgeTuning
@@ -91,6 +91,10 @@ class EdgeStore:
             if created or isinstance(error, OSError):  # not its files: the disk, permissions
                 raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
             raise CollectionDamaged(name, str(error)) from error
+        size = None if created else stored_dim(path)
+        if size is not None and size != dim:  # the catalog's dim was changed (a bad restore)
+            shard.close()
+            raise StoreError(f"collection {name!r} holds {size}-d vectors, not {dim}-d")
         index = EdgeIndex(
             name, dim, shard, self._tuning, keywords=has_keywords(path, KEYWORDS_VECTOR), path=path
         )

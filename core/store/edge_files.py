@@ -88,3 +88,12 @@ def has_keywords(collection: Path, vector: str) -> bool:
     except (OSError, ValueError):
         return True  # unknown: the first write finds out
     return vector in (config.get("sparse_vectors") or {})
+
+
+def stored_dim(collection: Path) -> int | None:
+    """The dense vectors' size the collection was made with (None: unknown)."""
+    try:
+        config = json.loads((collection / "edge_config.json").read_text())
+        return int(config["vectors"][""]["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
