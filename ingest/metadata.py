@@ -256,6 +256,8 @@ def delete_asset(runtime: Runtime, asset_id: str) -> Forgotten:
             session.execute(delete(table).where(table.asset_id == asset_id))
         session.execute(delete(Asset).where(Asset.id == asset_id))
         session.commit()
+    for version in versions:  # and again: a batch encoding it may have written its point since
+        runtime.index_of(version).delete([asset_id])  # (it drops points it finds rowless after)
     stored = [path for path in paths if Path(path).is_relative_to(blobs)]
     for path in stored:
         Path(path).unlink(missing_ok=True)

@@ -246,7 +246,28 @@ class Pipeline:
             set_states(session, self._version_id, [p.id for p in points], AssetState.INDEXED)
             failed = _record_failures(session, self._version_id, bad)
             session.commit()
-        return _Written(len(points), failed, time.perf_counter() - started)
+        gone = self._forgotten_meanwhile([p.id for p in points])
+        return _Written(len(points) - gone, failed, time.perf_counter() - started)
+
+    def _forgotten_meanwhile(self, ids: list[str]) -> int:
+        """Points of assets whose row left the version while this batch encoded them (deleted
+        through the API, forgotten by an ingest) would be hits nothing can remove: drop them.
+        A deletion after this check deletes the points again once its rows are gone."""
+        with self._sessions() as session:
+            kept = {
+                asset_id
+                for chunk in chunked(ids)
+                for asset_id in session.scalars(
+                    select(AssetIndexState.asset_id).where(
+                        AssetIndexState.index_version_id == self._version_id,
+                        AssetIndexState.asset_id.in_(chunk),
+                    )
+                )
+            }
+        gone = [asset_id for asset_id in ids if asset_id not in kept]
+        if gone:
+            self._index.delete(gone)
+        return len(gone)
 
 
 @dataclass(frozen=True, slots=True)

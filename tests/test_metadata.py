@@ -18,12 +18,13 @@ from sqlalchemy import func, select
 
 from clipdex.catalog import open_ready_runtime
 from clipdex.http import create_app
-from core.catalog.models import Asset, AssetIndexState, Location
+from core.catalog.models import Asset, AssetIndexState, AssetState, Location
 from core.runtime import Runtime
 from core.store.base import SearchFilter
 from ingest.fetch import FetchPolicy
 from ingest.manifest_ingest import ingest_manifest
 from ingest.metadata import BadMetadata, checked, update_metadata
+from ingest.pipeline import Pipeline
 from ingest.run import ingest
 from ingest.verify import Checks, verify
 from search.engine import SearchService
@@ -295,6 +296,64 @@ def test_delete_forgets_a_path_asset_and_a_rescan_brings_it_back(
     report = ingest(runtime, [library])
     assert report.new == 1 and report.encoded == 1
     assert runtime.live_index()[1].count() == points
+
+
+@pytest.mark.parametrize("first_check_misses", [True, False])
+def test_an_asset_deleted_while_a_batch_encodes_it_leaves_no_hit(
+    runtime: Runtime, library: Path, monkeypatch: pytest.MonkeyPatch, first_check_misses: bool
+) -> None:
+    """DELETE answered 200, yet the upload batch encoding the asset wrote its point after the
+    deletion removed the points: a hit nothing could remove. Whichever of the batch's
+    check and the deletion's second pass comes last removes it."""
+    import threading
+
+    from ingest.batch import index_assets
+    from ingest.metadata import delete_asset
+    from ingest.records import set_states
+
+    ingest(runtime, [library])
+    version, index = runtime.live_index()
+    victim = _asset_at(runtime, sorted(library.rglob("*.jpg"))[2].resolve())
+    index.delete([victim])
+    with runtime.sessions() as session:
+        set_states(session, version.id, [victim], AssetState.PENDING)
+        session.commit()
+
+    kind = type(index)
+    real_delete, real_upsert, real_check = kind.delete, kind.upsert, Pipeline._forgotten_meanwhile
+    points_deleted, batch_checked = threading.Event(), threading.Event()
+    racer = threading.Thread(target=delete_asset, args=(runtime, victim))
+
+    def delete(self: object, ids: list[str]) -> None:
+        real_delete(self, ids)
+        if not points_deleted.is_set():
+            points_deleted.set()
+            if first_check_misses:  # its rows stay until the batch has checked
+                assert batch_checked.wait(30)
+
+    def upsert(self: object, points: list[object]) -> None:
+        if not racer.is_alive() and not points_deleted.is_set():
+            racer.start()  # DELETE /v1/assets/{id} arrives: its points go first ...
+            assert points_deleted.wait(30)
+        real_upsert(self, points)  # ... then the batch writes the point it encoded
+
+    def check(self: Pipeline, ids: list[str]) -> int:
+        if not first_check_misses:  # the deletion is over: the batch drops the point itself
+            racer.join(60)
+        dropped = real_check(self, ids)
+        batch_checked.set()
+        return dropped
+
+    monkeypatch.setattr(kind, "delete", delete)
+    monkeypatch.setattr(kind, "upsert", upsert)
+    monkeypatch.setattr(Pipeline, "_forgotten_meanwhile", check)
+    index_assets(runtime, version.id, [victim])
+    racer.join(60)
+    assert not racer.is_alive()
+    assert index.existing_ids([victim]) == set()
+    assert victim not in {hit.id for hit in SearchService(runtime).text("a photo")}
+    checks = Checks(timedelta(seconds=60), runtime.settings.blobs)
+    assert verify(runtime.sessions, index, version, checks).clean
 
 
 @pytest.mark.tiny_real
