@@ -14,8 +14,9 @@ not depend on how many candidates a page asked for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,6 +31,7 @@ from search.postprocess import (
 )
 from search.query import SearchOptions, page_size
 from search.results import Hit, SearchPage
+from search.shown_path import shown_hit
 
 # Hybrid fuses, and a date sort without a cutoff orders, a fixed window of best candidates per
 # side, the same for every page (a window that grew with the page would reorder earlier
@@ -79,9 +81,14 @@ def ranked_page(
             hits = collapse_near_duplicates(candidates.hits, options.collapse_duplicates)
     if options.sort != "relevance":
         hits = sort_by_taken(hits, newest_first=options.sort == "-taken_at")
-    scored = [Hit.from_stored(hit) for hit in hits[options.offset : wanted]]
+    shown = _shown(options, words)
+    scored = [shown(hit) for hit in hits[options.offset : wanted]]
     total = len(hits) if candidates.complete else None
     return SearchPage(scored, has_more=len(hits) > wanted, total=total)
+
+
+def _shown(options: SearchOptions, words: Sequence[str]) -> Callable[[StoredHit], Hit]:
+    return partial(shown_hit, folder=options.filters.folder, words=words)
 
 
 def _plain(options: SearchOptions, exclude: str | None) -> bool:
@@ -99,7 +106,8 @@ def _plain_page(
     stored = index.search(vector, limit + 1, options.offset, options.filters)
     floor = options.min_score
     kept = [hit for hit in stored if floor is None or hit.score >= floor]
-    hits = [Hit.from_stored(hit) for hit in kept[:limit]]
+    shown = _shown(options, ())
+    hits = [shown(hit) for hit in kept[:limit]]
     more = len(kept) > limit
     total = index.count_if_cheap(options.filters, EXACT_TOTAL_LIMIT) if floor is None else None
     floor_here = len(kept) < len(stored)

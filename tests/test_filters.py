@@ -146,3 +146,26 @@ def test_pages_say_whether_more_follow_and_the_total(service: SearchService) -> 
 def _first_png(service: SearchService) -> Path:
     hits = service.text("a photo", SearchOptions(limit=ALL, filters=SearchFilter(formats=("PNG",))))
     return Path(sorted(h.path or "" for h in hits)[0])
+
+
+@pytest.mark.parametrize("sort", ["relevance", "-taken_at"])
+def test_a_hit_shows_the_path_its_folder_filter_or_keywords_matched(
+    runtime: Runtime, library: Path, sort: Sort
+) -> None:
+    """The same bytes at two paths are one asset: a search narrowed to the second path's
+    folder, or a keyword naming its file, shows that path (and its name), not the first."""
+    source = sorted(library.rglob("*.jpg"))[0]
+    for folder, name in (("a", "copy.jpg"), ("b", "wanted.jpg")):
+        (library / folder).mkdir()
+        (library / folder / name).write_bytes(source.read_bytes())
+    ingest(runtime, [library])
+    service = SearchService(runtime)
+    wanted = str((library / "b" / "wanted.jpg").resolve())
+
+    narrowed = SearchOptions(limit=5, sort=sort, filters=SearchFilter(folder=str(library / "b")))
+    (hit,) = service.text("a photo", narrowed)
+    assert (hit.path, hit.name) == (wanted, "wanted.jpg")
+    (named,) = service.text("wanted", SearchOptions(limit=5, mode="keyword", sort=sort))
+    assert (named.path, named.name, named.id) == (wanted, "wanted.jpg", hit.id)
+    everywhere = [h for h in service.text("a photo", SearchOptions(limit=50)) if h.id == hit.id]
+    assert [h.path for h in everywhere] == [str(source.resolve())]  # no filter: the first path
