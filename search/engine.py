@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,15 @@ class SearchService:
         self._targets = targets
         self._default: LiveTarget | None = None
         self._lock = threading.Lock()
+        # Query images decode a few at a time (CLIPDEX_DECODE_WORKERS): an image of tens of
+        # megapixels takes hundreds of MB, and a server answers many requests at once.
+        self._decode_slots = threading.BoundedSemaphore(runtime.settings.decode_workers)
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Hold one of the service's decode slots (query images, thumbnails)."""
+        with self._decode_slots:
+            yield
 
     def target(self) -> LiveTarget:
         """The live target now; resolve it once per request and pass it on."""
@@ -270,16 +280,21 @@ class SearchService:
         if term.kind == "asset":
             return self.asset_vector(str(term.value), t)
         limits = t.limits
-        if term.kind == "image":
-            if not isinstance(term.value, bytes):
-                raise BadQuery("an image term carries the image's bytes")
-            decoded = decode_bytes(term.value, limits)
-        else:
+        if term.kind == "image" and not isinstance(term.value, bytes):
+            raise BadQuery("an image term carries the image's bytes")
+        path = None
+        if term.kind != "image":
             path = Path(str(term.value))
             if not trusted_path:
                 path = path_term(str(term.value), self._runtime.settings.allowed_image_roots)
-            decoded = decode_file(path, limits)
-        pixels = to_model_input(decoded.image, t.encoder.preprocess)
+        with self.decoding():
+            if isinstance(term.value, bytes):
+                decoded = decode_bytes(term.value, limits)
+            else:
+                assert path is not None
+                decoded = decode_file(path, limits)
+            pixels = to_model_input(decoded.image, t.encoder.preprocess)
+            del decoded  # the full-size image goes before the next request's decode starts
         encoded = t.encoder.encode_images(pixels[np.newaxis])
         return np.asarray(encoded[0], dtype=np.float32)
 

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 
 from core.catalog.models import IndexVersion, TextSet
-from core.runtime import Runtime
+from core.runtime import NoIndexYet, Runtime
 from core.store.base import PointRecord
 from search.query import BadQuery
 from search.results import TextHit, TextSetInfo
@@ -85,7 +85,10 @@ def add_texts(runtime: Runtime, name: str, texts: Sequence[str]) -> TextSetInfo:
 
 
 def list_text_sets(runtime: Runtime) -> list[TextSetInfo]:
-    version, _ = runtime.existing_index()
+    try:
+        version, _ = runtime.existing_index()
+    except NoIndexYet:  # nothing ingested: no set either
+        return []
     with runtime.sessions() as session:
         rows = session.scalars(
             select(TextSet).where(TextSet.index_version_id == version.id).order_by(TextSet.name)

@@ -235,3 +235,70 @@ def test_api_keys_have_read_and_write_scopes(indexed: Runtime) -> None:
             client.post("/v1/texts", json=body, headers={"X-API-Key": "w-key"}).status_code == 200
         )
         assert client.get("/healthz").status_code == 200  # probes need no key
+
+
+def test_a_thumbnail_is_only_made_from_the_bytes_that_were_indexed(
+    client: TestClient, library: Path, photos: Path
+) -> None:
+    """As for the original image: a file replaced since it was indexed is not rendered."""
+    top = client.get("/v1/search", params={"q": "x", "limit": 1}).json()["hits"][0]
+    assert client.get(f"/v1/assets/{top['id']}/thumbnail").status_code == 200
+    other = next(p for p in sorted(photos.glob("*.jpg")) if p.name != Path(top["path"]).name)
+    Path(top["path"]).write_bytes(other.read_bytes())
+    for kind in ("thumbnail", "image"):
+        answer = client.get(f"/v1/assets/{top['id']}/{kind}")
+        assert answer.status_code == 404, kind
+        assert "bytes that were indexed" in answer.json()["detail"]
+
+
+def test_an_empty_library_is_ready_whatever_was_asked_before(settings: Settings) -> None:
+    """A load balancer gating on /readyz must route a fresh deployment its first upload; a
+    read request must not change the answer."""
+    runtime = open_ready_runtime(settings, encoder=FakeEncoder())
+    try:
+        with TestClient(create_app(settings, runtime)) as fresh:
+            for _ in range(2):
+                ready = fresh.get("/readyz")
+                assert ready.status_code == 200 and ready.json()["status"] == "ok"
+                assert fresh.get("/v1/texts").json() == []
+                assert fresh.get("/v1/search", params={"q": "dog"}).json()["hits"] == []
+    finally:
+        runtime.close()
+
+
+def test_query_images_decode_a_few_at_a_time(
+    indexed: Runtime, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each large query image takes hundreds of MB while it decodes: concurrent image
+    searches wait for one of CLIPDEX_DECODE_WORKERS slots instead of all decoding at once."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import search.engine
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    real = search.engine.decode_bytes
+
+    def slow_decode(data: bytes, limits: object) -> object:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return real(data, limits)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search.engine, "decode_bytes", slow_decode)
+    photo = sorted(library.rglob("*.jpg"))[0].read_bytes()
+    with TestClient(create_app(indexed.settings, indexed)) as client:
+
+        def search_by_image(_: int) -> int:
+            files = {"file": ("q.jpg", photo)}
+            return client.post("/v1/search/image", files=files).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(search_by_image, range(8))) == [200] * 8
+    assert most == indexed.settings.decode_workers == 2

@@ -1,4 +1,5 @@
-"""``GET /v1/assets/{id}/image``: an asset's original bytes, for the page's full-size view.
+"""``GET /v1/assets/{id}/image`` and ``/thumbnail``: an asset's original bytes, for the page's
+full-size view, and a small JPEG rendering of them.
 
 Only the bytes that were indexed are ever served: a location is read (regular files only, under
 the byte cap) and its SHA-256 must equal the asset's, which is what its id was derived from. A
@@ -9,13 +10,15 @@ locations (folder files and upload blobs alike) can be reached through this endp
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
-from typing import Final
+from typing import Annotated, Final
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
+from PIL import Image
 
-from core.images import ImageRejected, read_limited
+from core.images import ImageRejected, decode_bytes, read_limited
 from search.engine import SearchService, UnknownAsset
 
 router = APIRouter(tags=["assets"])
@@ -70,3 +73,27 @@ def original_image(request: Request, asset_id: str) -> Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+@router.get(
+    "/v1/assets/{asset_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def thumbnail(
+    request: Request, asset_id: str, size: Annotated[int, Query(ge=16, le=1024)] = 256
+) -> Response:
+    """A JPEG of the indexed bytes at most ``size`` pixels on a side (EXIF rotation applied)."""
+    service: SearchService = request.app.state.service
+    info = service.asset(asset_id)
+    settings = request.app.state.settings
+    _, data = _indexed_bytes(info.paths, info.sha256, settings.max_file_bytes)
+    with service.decoding():  # a few at a time: a large image takes hundreds of MB to decode
+        image = decode_bytes(data, request.app.state.runtime.decode_limits()).image
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+    return Response(
+        buffer.getvalue(), media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=3600", "ETag": f'"{info.sha256}-{size}"'},
+    )  # fmt: skip

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image
 
 from core.catalog.index_versions import identity_of
-from core.images import decode_file
+from core.runtime import NoIndexYet
 from core.store.base import SearchFilter
 from search.api.metrics import render
 from search.api.schemas import (
@@ -36,7 +34,7 @@ from search.api.schemas import (
     TextSetIn,
     TextSetOut,
 )
-from search.engine import LiveTarget, SearchPage, SearchService, UnknownAsset
+from search.engine import LiveTarget, SearchPage, SearchService
 from search.query import (
     MAX_QUERY_CHARS,
     BadQuery,
@@ -284,31 +282,6 @@ def live_index(request: Request) -> IndexVersionOut:
     )  # fmt: skip
 
 
-@read_router.get(
-    "/v1/assets/{asset_id}/thumbnail",
-    tags=["assets"],
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
-)
-def thumbnail(
-    request: Request, asset_id: str, size: Annotated[int, Query(ge=16, le=1024)] = 256
-) -> Response:
-    service = _service(request)
-    info = service.asset(asset_id)
-    limits = request.app.state.runtime.decode_limits()
-    for path in info.paths:
-        if Path(path).is_file():
-            image = decode_file(Path(path), limits).image
-            image.thumbnail((size, size), Image.Resampling.LANCZOS)
-            buffer = io.BytesIO()
-            image.save(buffer, "JPEG", quality=85)
-            return Response(
-                buffer.getvalue(), media_type="image/jpeg",
-                headers={"Cache-Control": "private, max-age=3600"},
-            )  # fmt: skip
-    raise UnknownAsset(f"no readable file for asset {asset_id}")
-
-
 @read_router.post("/v1/classify", response_model=ClassifyOut, tags=["classify"])
 def classify(request: Request, body: ClassifyIn) -> ClassifyOut:
     """Zero-shot classification against labels, with prompt templates ("a photo of a {}.")."""
@@ -357,6 +330,8 @@ def readyz(request: Request) -> HealthOut | JSONResponse:
     try:
         _, index = request.app.state.runtime.existing_index()
         index.count()
+    except NoIndexYet:  # an empty library is served (no hits) and takes uploads: ready
+        return HealthOut(status="ok", detail="nothing has been ingested yet")
     except Exception as error:  # readiness reports, it never raises
         explain = getattr(request.app.state, "explain", str)
         body = HealthOut(status="not ready", detail=explain(error))
