@@ -27,6 +27,7 @@ from clipdex.body_limit import BodyLimit
 from clipdex.catalog import prepare_catalog
 from clipdex.dispatch import dispatch_for, send_window_for
 from clipdex.errors import EXPECTED, lazy_types, message_of, rule_for, status_of
+from clipdex.head_requests import HeadAsGet
 from clipdex.homeserver import CLAIM_ROUTE
 from clipdex.queue_depth import queue_depth_reader
 from core.runtime import Runtime, open_runtime
@@ -175,9 +176,11 @@ def create_app(
     app.add_middleware(ApiGuard, settings=settings, scopes=key_scopes(), local_token=local_token)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            CORSMiddleware, allow_origins=settings.cors_origins,
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE"],
             allow_headers=["X-API-Key", "Content-Type"],
         )  # fmt: skip
+    app.add_middleware(HeadAsGet)  # outermost: a HEAD is its GET from the key check on
     for router in (search_api.read_router, ingest_api.read_router, media.router):
         app.include_router(router, dependencies=[Read], responses=ERRORS)
     for router in (search_api.write_router, ingest_api.write_router, admin_api.write_router):

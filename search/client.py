@@ -139,9 +139,10 @@ class ClipdexClient:
         limit: int = 5,
     ) -> list[TextHit]:  # fmt: skip
         body = {"limit": limit, **_image_or_asset(image, asset_id)}
-        return [
-            TextHit(**row) for row in self._call("POST", f"/v1/texts/{set_name}/search", json=body)
-        ]
+        if not set_name.strip(".") or "/" in set_name:  # no set has such a name
+            raise ClipdexError(404, f"no text set named {set_name!r}")
+        url = f"/v1/texts/{quote(set_name, safe='')}/search"
+        return [TextHit(**row) for row in self._call("POST", url, json=body)]
 
     def add_texts(self, name: str, texts: Sequence[str]) -> TextSetInfo:
         return TextSetInfo(
@@ -168,6 +169,8 @@ class ClipdexClient:
     def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, url, **kwargs)
+        except ValueError as error:  # a body JSON cannot carry (NaN, infinity): never sent
+            raise ClipdexError(422, f"the request cannot be sent as JSON: {error}") from error
         except httpx.TimeoutException as error:
             raise ClipdexError(408, f"no answer from {self._http.base_url} in time") from error
         except httpx.TransportError as error:

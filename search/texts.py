@@ -45,6 +45,8 @@ class UnknownTextSet(LookupError):
 def valid_name(name: str) -> str:
     if not name or len(name) > 64 or not all(c.isalnum() or c in "-_." for c in name):
         raise BadQuery("a text set name is 1-64 letters, digits, '-', '_' or '.'")
+    if not name.strip("."):  # '.' and '..' are no URL path segment: /v1/texts/../search
+        raise BadQuery("a text set name needs a letter, a digit, '-' or '_'")
     return name
 
 

@@ -302,3 +302,15 @@ def test_query_images_decode_a_few_at_a_time(
         with ThreadPoolExecutor(8) as pool:
             assert list(pool.map(search_by_image, range(8))) == [200] * 8
     assert most == indexed.settings.decode_workers == 2
+
+
+def test_head_answers_as_get_without_a_body(client: TestClient) -> None:
+    """Load balancers probe with HEAD: the GET's status and headers, no body."""
+    top = client.get("/v1/search", params={"q": "x", "limit": 1}).json()["hits"][0]
+    for url in ("/healthz", "/readyz", "/v1/search?q=x", f"/v1/assets/{top['id']}/thumbnail"):
+        got, head = client.get(url), client.head(url)
+        assert head.status_code == got.status_code == 200, url
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+        assert int(head.headers["content-length"]) == len(got.content) > 0, url
+    assert client.head("/v1/assets/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert client.head("/v1/texts/captions/search").status_code == 405  # POST only

@@ -216,6 +216,17 @@ def test_client_errors_are_clear(served: tuple[str, SearchService]) -> None:
                     query(options)
                 assert getattr(refused.value, "status", 422) == 422, name
                 assert name in str(refused.value), (name, str(refused.value))
+        for odd in (float("nan"), float("inf")):  # no JSON carries them: never sent
+            with pytest.raises(ClipdexError, match="cannot be sent as JSON") as unsendable:
+                remote.text("x", SearchOptions(min_score=odd))
+            assert unsendable.value.status == 422
+        for dots in (".", ".."):  # /v1/texts/../search would be /v1/search
+            with pytest.raises(ClipdexError, match="text set") as refused_name:
+                remote.add_texts(dots, ["a dog"])
+            assert refused_name.value.status == 422
+            with pytest.raises(ClipdexError, match="no text set") as unknown:
+                remote.texts_for_image(dots, asset_id=first)
+            assert unknown.value.status == 404
     with (
         ClipdexClient("http://127.0.0.1:9", timeout=2) as nowhere,
         pytest.raises(ClipdexError, match="cannot reach"),
