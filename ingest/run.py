@@ -29,6 +29,7 @@ from core.runtime import Runtime
 from core.settings import Settings
 from core.store import VectorIndex
 from ingest.building import mirror_to_building
+from ingest.failures import clear_resolved
 from ingest.forget import refresh_payloads, remove_orphans
 from ingest.graph import build_search_graph
 from ingest.libraries import ScanPlan, own_folders, plan_scans, record_scans
@@ -158,16 +159,15 @@ def _run(
         # PostgreSQL catalog they take turns, each planning from what the other committed.
         take_turns(session, REGISTER_LOCK, _say_waiting)
         progress.phase("hashing", len(found))
+        spared = [*plan.spared, *tally.unlisted]  # an unreadable folder is not a deleted one
         registered = register(
             session, version.id, plan.roots, found, runtime.settings.decode_workers,
-            progress.advance, spared=plan.spared,
+            progress.advance, spared=spared,
         )  # fmt: skip
+        failing = [*tally.unreadable, *registered.failed_read]
+        clear_resolved(session, plan.roots, spared, {path for path, _ in failing})
         record_failures(  # one statement per chunk, not per file (20k unreadable files)
-            session,
-            [
-                (path, STAGE_READ, reason, None)
-                for path, reason in [*tally.unreadable, *registered.failed_read]
-            ],
+            session, [(path, STAGE_READ, reason, None) for path, reason in failing]
         )
         report.removed = remove_orphans(session, version.id, index, registered.orphaned)
         mirror_to_building(session, version.id, runtime.index_of, registered.orphaned)
@@ -231,6 +231,7 @@ def _scan_all(
         tally.skipped += own.skipped
         tally.excluded += own.excluded
         tally.unreadable.extend(own.unreadable)
+        tally.unlisted.extend(own.unlisted)
         if library_id is not None:
             per_library[library_id] = {
                 "scanned": len(found) - before, "ignored": own.ignored, "skipped": own.skipped,

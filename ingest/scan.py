@@ -120,6 +120,9 @@ class ScanTally:
     skipped: int = 0  # symlinks and special files
     excluded: int = 0  # files and folders left out: hidden, system, matching an exclude
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # Folders that could not be listed and files that could not be stat'ed: there, but what
+    # they hold is unknown, so their catalog paths are kept (never marked missing).
+    unlisted: list[Path] = field(default_factory=list)
 
 
 def normalize_roots(paths: list[Path]) -> list[Path]:
@@ -155,6 +158,8 @@ def scan(root: Path, tally: ScanTally, rules: ScanRules = DEFAULT_RULES) -> Iter
             tally.unreadable.append(
                 (stored_form(folder), f"cannot list folder: {error.strerror or error}")
             )
+            if is_storable(folder):
+                tally.unlisted.append(Path(folder))
             continue
         subfolders = []
         for entry in entries:
@@ -192,6 +197,8 @@ def _consider(path: str, tally: ScanTally) -> FoundFile | None:
         info = os.lstat(path)
     except OSError as error:
         tally.unreadable.append((stored_form(path), f"cannot stat file: {error.strerror or error}"))
+        if is_storable(path):
+            tally.unlisted.append(Path(path))
         return None
     if not stat.S_ISREG(info.st_mode):
         tally.skipped += 1
