@@ -4,17 +4,18 @@ paths (and the assets no other path holds) with it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import and_, delete, not_, select
+from sqlalchemy import and_, delete, not_, select, update
 from sqlalchemy.orm import Session
 
 from core.catalog.batching import chunked
 from core.catalog.models import AssetIndexState, AssetState, Failure, Location
 from core.runtime import Runtime
 from core.store import VectorIndex
+from ingest.building import mirror_to_building
 from ingest.libraries import find_library, own_folders
 from ingest.payload import payloads_for
 from ingest.records import set_states
@@ -107,3 +108,31 @@ def remove_library(runtime: Runtime, ref: str | int) -> RemovedLibrary:
             refresh_payloads(session, version.id, index, touched - orphaned)
         session.commit()
         return RemovedLibrary(library.id, library.path, len(located), removed)
+
+
+def forget_paths(runtime: Runtime, paths: Collection[str]) -> int:
+    """Mark these exact paths missing, as a folder scan marks a deleted file (a manifest row
+    whose file is gone): an asset left with no live path leaves the index, the others get
+    their payloads rewritten. Returns how many live paths were marked."""
+    if not paths:
+        return 0
+    version = runtime.live_version()
+
+    def index() -> VectorIndex:
+        return runtime.index_of(version)
+
+    with runtime.sessions() as session:
+        touched: set[str] = set()
+        marked = 0
+        for chunk in chunked(sorted(paths)):
+            live = Location.path.in_(chunk), Location.missing.is_(False)
+            found = list(session.scalars(select(Location.asset_id).where(*live)))
+            touched.update(found)
+            marked += len(found)
+            session.execute(update(Location).where(*live).values(missing=True))
+        orphaned = without_live_paths(session, touched)
+        remove_orphans(session, version.id, index, orphaned)
+        mirror_to_building(session, version.id, runtime.index_of, orphaned)
+        refresh_payloads(session, version.id, index, touched - orphaned)
+        session.commit()
+    return marked

@@ -28,6 +28,7 @@ from core.images import IMAGE_EXTENSIONS, ImageRejected, identify
 from core.runtime import Runtime
 from ingest.batch import index_assets
 from ingest.fetch import FetchPolicy, FetchRefused, fetch
+from ingest.forget import forget_paths
 from ingest.manifest import BadRow, Manifest, Row, read_manifest
 from ingest.metadata import Metadata, apply_metadata, refresh_payloads
 from ingest.queueing import SendBatch, queue_pending, send_claimed
@@ -55,6 +56,7 @@ class ManifestReport:
     reused: int = 0
     queued: int = 0  # sent to workers
     failed: int = 0  # bad rows, plus images that failed to decode
+    removed: int = 0  # rows whose file, indexed before, is gone: its path left the index
     bad_rows: list[dict[str, object]] = field(default_factory=list)  # line, reason
     seconds: float = 0.0
 
@@ -189,15 +191,18 @@ def _register_files(
     """Register the local files (the folder ingest, queued into ``collect``); a row whose file
     is missing is a bad row. Returns how many files were given to the folder ingest."""
     paths: list[Path] = []
+    gone: list[str] = []
     for row in rows:
         path = Path(row.source)
         if not path.is_file():
             what = "not a file" if path.exists() else "no such file"
             bad.append(BadRow(row.line, f"{what}: {row.source}"))
+            gone.append(row.source)
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
             bad.append(BadRow(row.line, f"not an image file name: {row.source}"))
         else:
             paths.append(path)
+    report.removed += forget_paths(runtime, gone)  # indexed before, deleted since
     unique = sorted(set(paths))
     for start in range(0, len(unique), ROOTS_PER_RUN):
         run = ingest(runtime, unique[start : start + ROOTS_PER_RUN], progress, collect)

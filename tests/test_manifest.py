@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from ingest.failures import failure_rows
 from ingest.fetch import FetchPolicy
 from ingest.manifest import BadManifest, is_manifest, read_manifest
 from ingest.manifest_ingest import ingest_manifest
+from ingest.run import ingest
+from ingest.verify import Checks, verify
 from search.engine import SearchService
 from search.query import SearchOptions
 from tests.conftest import cli_env
@@ -183,6 +186,35 @@ def test_jsonl_nested_metadata_bad_json_and_a_second_run_is_a_no_op(
     with runtime.sessions() as session:
         failures = session.scalars(select(Failure.path).where(Failure.stage == "manifest")).all()
     assert len(failures) == 5  # replaced, not piled up
+
+
+def test_a_row_whose_file_was_deleted_leaves_the_index(
+    runtime: Runtime, library: Path, tmp_path: Path
+) -> None:
+    """A manifest is the list of a library kept elsewhere: a file deleted since the last run
+    is a bad row and, like a file a folder scan no longer finds, no longer a hit."""
+    kept, deleted, copied = sorted(library.rglob("*.jpg"))[:3]
+    twin = tmp_path / "twin.jpg"  # the same bytes at a path the manifest does not list
+    shutil.copy2(copied, twin)
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text(f"path,album\n{kept},x\n{deleted},x\n{copied},x\n")
+    first = ingest_manifest(runtime, manifest, LOOPBACK)
+    assert (first.new, first.encoded, first.removed) == (3, 3, 0)
+    ingest(runtime, [twin])
+    ids = _search(runtime, album="x")
+    assert len(ids) == 3
+
+    deleted.unlink()
+    copied.unlink()
+    again = ingest_manifest(runtime, manifest, LOOPBACK)
+    assert again.removed == 2 and [row["line"] for row in again.bad_rows] == [3, 4]
+    left = _search(runtime, album="x")
+    assert len(left) == 2  # the deleted one is gone; the copy lives on at the twin's path
+    hits = SearchService(runtime).text("a photo", SearchOptions(limit=100))
+    assert {hit.path for hit in hits if hit.id in left} == {str(kept), str(twin)}
+    version, index = runtime.live_index()
+    checks = Checks(timedelta(seconds=60), runtime.settings.blobs)
+    assert verify(runtime.sessions, index, version, checks).clean
 
 
 def test_a_url_to_a_private_address_is_refused_by_default(

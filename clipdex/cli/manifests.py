@@ -74,7 +74,8 @@ def _print(report: ManifestReport) -> None:
         f"{shown(report.manifest)}: {report.rows} rows ({report.files} files, {report.urls} "
         f"URLs): {report.new} new, {report.unchanged} unchanged, {report.duplicates} "
         f"duplicates, {report.tagged} given metadata; {report.encoded} encoded, "
-        f"{report.queued} sent to workers, {report.failed} failed in {report.seconds:.1f}s"
+        f"{report.queued} sent to workers, {report.failed} failed, {report.removed} removed in "
+        f"{report.seconds:.1f}s"
     )
     for row in report.bad_rows:
         typer.echo(f"  line {row['line']}: {shown(str(row['reason']))}", err=True)
