@@ -18,6 +18,7 @@ from core.catalog.db import BadCatalogUrl, CatalogDamaged, CatalogUnreachable
 from core.catalog.index_versions import ModelMismatch
 from core.encoder import ModelUnavailable
 from core.images import STAGE_READ, ImageRejected, RejectKind
+from core.paths import UnusablePath
 from core.runtime import NoIndexYet, UnknownIndexVersion
 from core.store.base import StoreError
 from ingest.libraries import UnknownLibrary
@@ -130,7 +131,7 @@ def _unreachable_message(error: Exception) -> str:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule((BadQuery, BadUpload, UnusableRoot), 422),
+    Rule((BadQuery, BadUpload, UnusableRoot, UnusablePath), 422),
     Rule((ImageRejected,), _image_status, _image_message),
     Rule(
         (UnknownAsset, UnknownTextSet, UnknownJob, UnknownIndexVersion, UnknownLibrary),

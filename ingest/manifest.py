@@ -57,9 +57,9 @@ class Manifest:
 def sniff(path: Path) -> str | None:
     """``"jsonl"``, ``"csv"`` or ``None``: what the content of ``path`` looks like. An image
     file name or unreadable, binary or non-manifest text is ``None``."""
-    if path.suffix.lower() in IMAGE_EXTENSIONS or not path.is_file():
-        return None
     try:
+        if path.suffix.lower() in IMAGE_EXTENSIONS or not path.is_file():
+            return None
         with path.open("rb") as handle:
             head = handle.read(SNIFF_BYTES)
     except OSError:

@@ -27,7 +27,7 @@ from pathlib import Path
 import pathspec
 
 from core.images import IMAGE_EXTENSIONS
-from core.paths import is_utf8, resolved
+from core.paths import UnusablePath, is_utf8, resolved
 
 NOT_UTF8_FILE = "file name is not valid UTF-8; rename it to index it"
 NOT_UTF8_FOLDER = "folder name is not valid UTF-8; nothing under it was indexed; rename it"
@@ -129,7 +129,11 @@ def normalize_roots(paths: list[Path]) -> list[Path]:
     """Absolute, existing roots; a root inside another root is dropped."""
     roots: list[Path] = []
     for path in sorted({resolved(p) for p in paths}):
-        if not path.exists():
+        try:
+            there = path.exists()
+        except OSError as error:  # a folder on the way that cannot be searched
+            raise UnusablePath(f"cannot reach {path}: {error.strerror or error}") from None
+        if not there:
             raise FileNotFoundError(f"no such file or folder: {path}")
         if not is_storable(str(path)):
             raise UnusableRoot(

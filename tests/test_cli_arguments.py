@@ -38,6 +38,23 @@ def test_an_empty_path_is_refused_not_read_as_the_working_folder(
     assert [library["path"] for library in listed] == [str(cwd)]  # still there
 
 
+@pytest.mark.parametrize("kind", ["symlink-loop", "name-too-long"])
+def test_a_path_the_system_cannot_take_is_one_line(tmp_path: Path, kind: str) -> None:
+    """A symlink loop, a name longer than the file system allows: one line naming it."""
+    if kind == "symlink-loop":
+        (tmp_path / "a").symlink_to(tmp_path / "b")
+        (tmp_path / "b").symlink_to(tmp_path / "a")
+        path, said = str(tmp_path / "a"), "ymlink loop"
+    else:
+        path, said = str(tmp_path / ("x" * 300)), "File name too long"
+    for args in (("ingest", path), ("library", "add", path), ("duplicates", "--folder", path)):
+        done = run_cli(tmp_path / "home", *args)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+        if args[0] != "duplicates":  # that one first says nothing was ingested yet
+            assert said in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize(
     "args",
     [
