@@ -119,6 +119,34 @@ def test_commands_go_through_serve_and_a_killed_server_loses_nothing(
     _exact(env, before + len(third))  # and the commands open the home themselves again
 
 
+
+@pytest.mark.tiny_real
+def test_a_server_stopped_with_sigterm_leaves_its_writes_in_the_catalog_file(
+    tmp_path: Path, photos: Path
+) -> None:
+    """systemd and docker stop with SIGTERM: what the server wrote must be in catalog.db
+    itself (no WAL left beside it), so a backup of the catalog file holds it."""
+    home = tmp_path / "home"
+    env = cli_env(home, CLIPDEX_DEVICE="cpu")
+    jpgs = sorted(photos.glob("*.jpg"))
+    clipdex(env, "ingest", str(_copy(jpgs[:2], tmp_path / "first")[0].parent))
+    with serving(home, env, tmp_path / "serve.log") as (process, _):
+        clipdex(env, "ingest", str(_copy(jpgs[2:5], tmp_path / "second")[0].parent))
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert not (home / "catalog.db-wal").exists()
+    backup = tmp_path / "backup.db"
+    shutil.copy2(home / "catalog.db", backup)  # the catalog file alone, as a backup copies it
+    connection = sqlite3.connect(backup)
+    try:
+        (count,) = connection.execute(
+            "SELECT count(*) FROM asset_index_states WHERE state = 'indexed'"
+        ).fetchone()
+    finally:
+        connection.close()
+    assert count == 5
+
+
 @pytest.mark.unit
 def test_a_claim_of_a_dead_or_silent_server_is_ignored(tmp_path: Path) -> None:
     from clipdex.homeserver import HomeServer, live_server, remove_claim, write_claim

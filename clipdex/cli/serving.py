@@ -9,6 +9,7 @@ import typer
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
     from pathlib import Path
 
     from fastapi import FastAPI
@@ -121,16 +122,20 @@ def serve(
     from clipdex.cli.libraries import server_watcher
 
     watcher = server_watcher(runtime, app.state.dispatch) if watch else None
+
+    def close() -> None:  # closing the catalog's last connection checkpoints SQLite's WAL
+        if watcher is not None:
+            watcher.stop()
+        runtime.close()
+
     try:
         if json_output:  # uvicorn's own "running on" line then says the port it got
             from clipdex.jsonlog import start_record
 
             start_record("serve", host=bind, port=bound, home=settings.home)
-        _run(app, bind, bound, settings.home, token, json_output)
+        _run(app, bind, bound, settings.home, token, json_output, close)
     finally:
-        if watcher is not None:
-            watcher.stop()
-        runtime.close()
+        close()
 
 
 def _warn_if_broker_unreachable(settings: Settings, json_logs: bool) -> None:
@@ -152,10 +157,18 @@ def _warn_if_broker_unreachable(settings: Settings, json_logs: bool) -> None:
 
 
 def _run(
-    app: FastAPI, host: str, port: int, home: Path, token: str | None, json_logs: bool = False
+    app: FastAPI,
+    host: str,
+    port: int,
+    home: Path,
+    token: str | None,
+    json_logs: bool = False,
+    stopped: Callable[[], None] | None = None,
 ) -> None:
     """uvicorn; with ``token`` (an embedded home), ``serve.json`` names this server to the
-    other commands once it listens, and goes away when it stops."""
+    other commands once it listens, and goes away when it stops. ``stopped`` runs once the
+    server has shut down: after a SIGTERM uvicorn re-raises the signal, which ends the
+    process before any ``finally`` of its caller runs."""
     import os
 
     import uvicorn
@@ -173,6 +186,8 @@ def _run(
             if token is not None:  # before uvicorn re-raises a SIGTERM it caught, ending us
                 remove_claim(home, os.getpid())
             await super().shutdown(sockets=sockets)
+            if stopped is not None:
+                stopped()
 
     try:
         from clipdex.jsonlog import uvicorn_log_config
