@@ -119,7 +119,6 @@ def test_commands_go_through_serve_and_a_killed_server_loses_nothing(
     _exact(env, before + len(third))  # and the commands open the home themselves again
 
 
-
 @pytest.mark.tiny_real
 def test_a_server_stopped_with_sigterm_leaves_its_writes_in_the_catalog_file(
     tmp_path: Path, photos: Path
