@@ -107,6 +107,13 @@ class Runtime:
                 self._indexes[version.collection] = index
             return index
 
+    def set_aside(self, version: IndexVersion) -> str | None:
+        """Move a damaged collection's files out of the way (``VectorStore.set_aside``); the
+        next :meth:`index_of` opens it new and empty. Returns where they went, or None."""
+        with self._lock:
+            self._indexes.pop(version.collection, None)
+        return self.store.set_aside(version.collection)
+
     def encoder_for(self, version: IndexVersion) -> Encoder:
         """The encoder that built ``version``: the configured one when it matches, else one
         made (lazily, once per process) from the model identity stored with the version."""

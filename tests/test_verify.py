@@ -327,19 +327,25 @@ def test_cli_exit_codes_and_json(tmp_path: Path, library: Path) -> None:
 
 
 @pytest.mark.tiny_real
+@pytest.mark.parametrize("damage", ["torn-config", "truncated-vectors"])
 def test_a_damaged_collection_is_set_aside_and_rebuilt_from_the_catalog(
-    tmp_path: Path, library: Path
+    tmp_path: Path, library: Path, damage: str
 ) -> None:
     """A torn copy of the store: every command says what is wrong and the way back in one
-    line; `verify --repair` keeps the damaged files and rebuilds the same search results."""
+    line, whether the collection fails to open or its vectors fail to read; `verify
+    --repair` keeps the damaged files and rebuilds the same search results."""
     home = tmp_path / "cli-home"
     assert run_cli(home, "ingest", str(library)).returncode == 0
     before = run_cli(home, "search", "a photo", "--json")
     assert before.returncode == 0, before.stderr
     store = home / "store"
     (collection,) = [path for path in store.iterdir() if path.is_dir()]
-    for config in collection.glob("segments/*/payload_storage/config.json"):
-        config.write_text("torn")
+    if damage == "torn-config":
+        for config in collection.glob("segments/*/payload_storage/config.json"):
+            config.write_text("torn")
+    else:
+        for chunk in collection.glob("segments/*/vector_storage/vectors/chunk_0.mmap"):
+            os.truncate(chunk, 100)
 
     for args in (("search", "a photo"), ("verify",)):
         refused = run_cli(home, *args)

@@ -61,11 +61,13 @@ def verify(
     with opened_runtime() as runtime:
         settings = runtime.settings
         target = target_version(runtime, version)  # checked against no configured model
+        checks = Checks(timedelta(seconds=settings.reconcile_after_seconds), settings.blobs)
         rebuilt = False
         try:
             index = runtime.index_of(target)
+            found = run_verify(runtime.sessions, index, target, checks)
         except CollectionDamaged:
-            aside = runtime.store.set_aside(target.collection) if repair else None
+            aside = runtime.set_aside(target) if repair else None
             if aside is None:
                 raise  # one line: run --repair, or restore from a backup
             warn(
@@ -74,8 +76,7 @@ def verify(
                 json_output,
             )
             index, rebuilt = runtime.index_of(target), True
-        checks = Checks(timedelta(seconds=settings.reconcile_after_seconds), settings.blobs)
-        found = run_verify(runtime.sessions, index, target, checks)
+            found = run_verify(runtime.sessions, index, target, checks)
         fixed: RepairReport | None = None
         after: VerifyReport | None = None
         if repair and not found.clean:

@@ -37,6 +37,7 @@ from core.store.base import (
     stored_hit,
     vector_as_list,
 )
+from core.store.edge_faults import reads as _reads
 from core.store.edge_files import has_keywords, raise_scan_thresholds, stored_dim
 from core.store.edge_filter import to_edge_filter
 from core.store.edge_lock import locked_message, take_lock
@@ -224,6 +225,7 @@ class EdgeIndex:
         if ids:
             self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
+    @_reads
     def search(
         self,
         vector: NDArray[np.float32],
@@ -269,6 +271,7 @@ class EdgeIndex:
             return self._query(dense, fetch, edge_filter, True, with_vectors, with_payload)
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
 
+    @_reads
     def keyword_search(
         self,
         words: Sequence[str],
@@ -300,6 +303,7 @@ class EdgeIndex:
 
         return ranked_slice(query, partial(self.retrieve, with_vectors=with_vectors), 0, limit)
 
+    @_reads
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
             return []
@@ -307,15 +311,18 @@ class EdgeIndex:
         records = self._shard.retrieve(list(ids), with_payload=True, with_vector=wanted)
         return [stored_hit(r.id, 1.0, r.payload, r.vector) for r in records]
 
+    @_reads
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
         records = self._shard.retrieve(list(ids), with_payload=False, with_vector=False)
         return {str(r.id) for r in records}
 
+    @_reads
     def count(self, search_filter: SearchFilter | None = None) -> int:
         return self._count(to_edge_filter(search_filter))
 
+    @_reads
     def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
         edge_filter = to_edge_filter(search_filter)
         if edge_filter is not None:
@@ -337,13 +344,19 @@ class EdgeIndex:
     def iter_ids(self) -> Iterator[str]:
         offset: Any = None
         while True:
-            records, offset = self._shard.scroll(
-                qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=False)
-            )
-            yield from (str(r.id) for r in records)
+            ids, offset = self._id_page(offset)
+            yield from ids
             if offset is None:
                 return
 
+    @_reads
+    def _id_page(self, offset: Any) -> tuple[list[str], Any]:
+        records, after = self._shard.scroll(
+            qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=False)
+        )
+        return [str(r.id) for r in records], after
+
+    @_reads
     def build_due(self) -> int:
         info = self._shard.info()
         # The count includes keyword (sparse) vectors, indexed as they are written: one a point.
