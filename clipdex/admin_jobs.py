@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from clipdex.errors import EXPECTED, message_of, status_of
 from core.catalog.index_versions import VersionRefused
 from core.runtime import Runtime
+from ingest.activation import activate_synced
 from ingest.admin_api import AdminJob, JobBusy, ReindexIn
 from ingest.queueing import SendBatch
 from ingest.reindex import ReindexRefused
@@ -78,7 +79,7 @@ class ServerJobs:
         return self._start("reindex", lambda job: self._reindex(job, order))
 
     def activate(self, version_id: int) -> dict[str, Any]:
-        new, old = self._runtime.activate(version_id)
+        new, old = activate_synced(self._runtime, version_id)
         self._follower.refresh(swapped=True)  # answer once this server searches the new one
         return {"live": new.id, "collection": new.collection, "retired": old.id if old else None}
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings
+from ingest.activation import activate_synced
 from ingest.reindex import ReindexPlan, Workers
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def gate_version(
     passed = all(drop <= max_drop + 1e-12 for drop in drops.values())
     swapped = False
     if passed and swap:
-        runtime.activate(version_id, caught_up=True)  # just built and caught up
+        activate_synced(runtime, version_id, caught_up=True)  # just built and caught up
         swapped = True
     return {
         "passed": passed, "max_drop": max_drop, "drops": drops, "swapped": swapped,

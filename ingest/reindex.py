@@ -35,6 +35,7 @@ from core.catalog.models import (
 from core.encoder import Encoder
 from core.images import DecodeLimits
 from core.runtime import Runtime
+from ingest.activation import activate_synced
 from ingest.building import add_pending
 from ingest.graph import build_search_graph
 from ingest.pipeline import Pipeline, work_items
@@ -188,7 +189,7 @@ def reindex(runtime: Runtime, plan: ReindexPlan, progress: Progress | None = Non
     report.points = index.count()
     report.state = VersionState.READY
     if plan.swap:
-        new, old = runtime.activate(version.id, caught_up=True)
+        new, old = activate_synced(runtime, version.id, caught_up=True)
         report.state, report.swapped = new.state, True
         report.previous = old.id if old is not None else None
     report.seconds = round(time.perf_counter() - started, 3)

@@ -193,6 +193,17 @@ def repair(
     return report
 
 
+def sync_payloads(sessions: Sessions, index: VectorIndex, version_id: int) -> int:
+    """Rewrite every payload of the version's indexed points that disagrees with the catalog
+    (only those); returns how many were rewritten."""
+    rewritten = 0
+    for _, stale in _point_pass(sessions, index, version_id):
+        if stale:
+            index.set_payloads(stale)
+            rewritten += len(stale)
+    return rewritten
+
+
 def encode_pending(
     sessions: Sessions, index: VectorIndex, version_id: int, encoding: Encoding
 ) -> tuple[int, int, int]:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from clipdex.catalog import open_ready_runtime
 from clipdex.http import create_app
 from core.catalog.index_versions import VersionRefused
 from core.runtime import Runtime
+from core.store.base import SearchFilter
+from ingest.activation import activate_synced
 from ingest.reindex import reindex
 from ingest.run import ingest
 from search.engine import SearchService, target_for
@@ -142,3 +146,48 @@ def test_a_rollback_is_allowed_when_the_new_model_failed_on_an_image(
     back, retired = runtime.activate(old.id)
     assert back.id == old.id and retired is not None and retired.id == new
     assert first in indexed(runtime, old.id)
+
+
+@pytest.mark.parametrize("how", ["activate", "reindex"])
+def test_going_back_to_a_kept_version_shows_what_the_catalog_says_now(
+    runtime: Runtime, library: Path, how: str
+) -> None:
+    """A rollback after a move and a tag: the old version's payloads were written before
+    them. Made live, it shows the file where it is now, with its tag, and verifies clean."""
+    from ingest.metadata import update_metadata
+    from ingest.verify import Checks, verify
+
+    ingest(runtime, [library])
+    old = runtime.live_version()
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    reindex(runtime, plan_for(runtime, other))  # the new version is live, the old retired
+    moved_from = sorted(library.rglob("*.jpg"))[0]
+    moved = library / "elsewhere" / "moved.jpg"
+    moved.parent.mkdir()
+    moved_from.rename(moved)
+    # The commands of the new model's days (CLIPDEX_MODEL set to it), on the same home:
+    newer = open_ready_runtime(runtime.settings, encoder=other, store=runtime.store)
+    try:
+        ingest(newer, [library])  # a move: the live version's payload follows it
+        tagged, _ = update_metadata(newer, str(moved), {"album": "kept"})
+    finally:
+        newer.engine.dispose()  # not close(): the store is shared with ``runtime``
+
+    if how == "activate":  # `clipdex index activate OLD`
+        activate_synced(runtime, old.id)
+    else:  # `clipdex reindex --model OLD-MODEL`: catches the old version up, then swaps
+        runtime._encoders.pop(("fake2", "none"))
+        report = reindex(runtime, plan_for(runtime, runtime.encoder))
+        assert report.swapped and report.version == old.id and report.encoded == 0
+    live = runtime.version(old.id)
+    assert live.active
+    target = target_for(runtime, live)
+    service = SearchService(runtime, lambda: target)
+    hits = service.text("a photo", SearchOptions(limit=50))
+    assert {hit.id: hit.path for hit in hits}[tagged] == str(moved)
+    assert str(moved_from) not in {hit.path for hit in hits}
+    albums = SearchOptions(limit=50, filters=SearchFilter(metadata=(("album", "kept"),)))
+    assert [hit.id for hit in service.text("a photo", albums)] == [tagged]
+    checks = Checks(timedelta(seconds=60), runtime.settings.blobs)
+    assert verify(runtime.sessions, runtime.index_of(live), live, checks).clean

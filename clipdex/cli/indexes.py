@@ -90,6 +90,7 @@ def activate(
 
     Example: clipdex index activate 1"""
     from core.catalog.index_versions import VersionRefused
+    from ingest.activation import activate_synced
 
     home = served_home()
     if home is not None:  # `clipdex serve` owns this embedded home: it activates and follows
@@ -98,7 +99,7 @@ def activate(
     else:
         with opened_runtime() as runtime:
             try:
-                new, old = runtime.activate(version)
+                new, old = activate_synced(runtime, version)
             except VersionRefused as error:
                 fail(str(error))
         result = {"live": new.id, "collection": new.collection, "retired": old.id if old else None}

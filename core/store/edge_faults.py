@@ -13,6 +13,7 @@ from core.store.base import CollectionDamaged, StoreError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 ENGINE_FAULT = "Service runtime error"
+CLOSED = "Shard is not initialized"  # used after close: clipdex's own mistake, not damage
 
 
 class _Named(Protocol):
@@ -30,7 +31,7 @@ def reads(method: _F) -> _F:
         except StoreError:
             raise
         except Exception as error:
-            if ENGINE_FAULT in str(error):
+            if ENGINE_FAULT in str(error) and CLOSED not in str(error):
                 raise CollectionDamaged(self.name, str(error)) from error
             raise
 
