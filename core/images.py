@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 import time
 import warnings
@@ -217,7 +218,14 @@ def _check_size(data: bytes, limits: DecodeLimits) -> None:
 def _classify(error: BaseException) -> ImageRejected:
     """One mapping from Pillow's exceptions to a recorded reason, for every entry point."""
     if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
-        return ImageRejected(STAGE_DECODE, f"decompression bomb: {error}", RejectKind.BOMB)
+        size = re.search(r"\((\d+) pixels\)", str(error))  # Pillow's limit is twice the ceiling
+        said = f"{size.group(1)} pixels" if size else "the image"
+        return ImageRejected(
+            STAGE_DECODE,
+            f"decompression bomb: {said} exceeds the ceiling of {Image.MAX_IMAGE_PIXELS} "
+            "pixels (CLIPDEX_MAX_IMAGE_PIXELS)",
+            RejectKind.BOMB,
+        )
     if isinstance(error, UnidentifiedImageError):
         return ImageRejected(
             STAGE_DECODE, "not an image in an allowed format", RejectKind.UNSUPPORTED
