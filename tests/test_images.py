@@ -83,7 +83,6 @@ def test_pixel_ceiling_is_a_bomb() -> None:
         decode_bytes(data, DecodeLimits(max_file_bytes=10**7, max_image_pixels=50_000))
 
 
-
 def test_a_bomb_past_twice_the_ceiling_names_the_configured_ceiling() -> None:
     """Pillow refuses such an image itself, saying twice the ceiling: the reason says the
     ceiling the user configured."""
@@ -101,6 +100,7 @@ def test_a_bomb_past_twice_the_ceiling_names_the_configured_ceiling() -> None:
         "decompression bomb: 160000 pixels exceeds the ceiling of 50000 pixels "
         "(CLIPDEX_MAX_IMAGE_PIXELS)"
     )
+
 
 def test_truncated_jpeg_is_rejected_as_corrupt() -> None:
     data = encode(Image.new("RGB", (256, 256), (9, 99, 199)), "JPEG")

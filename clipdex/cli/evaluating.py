@@ -56,8 +56,9 @@ def evaluate(
     version: VersionOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Retrieval quality of an index version: recall@1/5/10, MRR and nDCG@10 over labelled
-    queries, or recall@1 and MRR of the label-free --self-check.
+    """Retrieval quality of an index version: recall@1/5/10, MRR@10 and nDCG@10 over labelled
+    queries, or recall@1 and MRR@10 of the label-free --self-check (MRR@10: a query whose
+    first expected asset is not in the top 10 counts 0).
 
     recall@k counts a query as found when any expected asset is in the first k results.
     Expected entries the catalog does not know are reported; a query with none known is left
@@ -97,7 +98,7 @@ def evaluate(
                     f"(resized 0.75x, JPEG quality 60)"
                 )
                 typer.echo(f"  recall@1  {checked.recall_at_1:.4f}")
-                typer.echo(f"  MRR       {checked.mrr:.4f}")
+                typer.echo(f"  MRR@10    {checked.mrr:.4f}")
                 if checked.unreadable:
                     typer.echo(f"  {checked.unreadable} unreadable file(s) skipped")
             return
@@ -113,7 +114,7 @@ def evaluate(
             ("recall@1", report.recall_at_1),
             ("recall@5", report.recall_at_5),
             ("recall@10", report.recall_at_10),
-            ("MRR", report.mrr),
+            ("MRR@10", report.mrr),
             ("nDCG@10", report.ndcg_at_10),
         ):
             typer.echo(f"  {label:<10}{value:.4f}")
