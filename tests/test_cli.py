@@ -147,6 +147,7 @@ def test_migrate_and_optimize_json(ingested: tuple[Path, Path], photos: Path) ->
     assert migrated.returncode == 0, migrated.stderr
     report = json.loads(migrated.stdout)
     assert report["at_head"] is True and re.fullmatch(r"\d{4}", report["revision"])
+    assert report["from"] == report["revision"]  # ingest had created it at the newest
     optimized = clipdex(home, "optimize", "--json")
     assert optimized.returncode == 0, optimized.stderr
     numbers = json.loads(optimized.stdout)

@@ -142,6 +142,9 @@ def test_only_migrate_upgrades_a_shared_catalog(fresh_postgres: str, tmp_path: P
 
         migrated = run_cli(tmp_path / "home", "migrate", CLIPDEX_DATABASE_URL=fresh_postgres)
         assert migrated.returncode == 0, migrated.stderr
+        assert f"upgraded the catalog from 0004 to the newest revision ({head_revision()})" in (
+            migrated.stdout
+        )
         assert current_revision(engine) == head_revision()
         again = run_cli(tmp_path / "home", "status", CLIPDEX_DATABASE_URL=fresh_postgres)
         assert again.returncode == 0, again.stderr

@@ -20,23 +20,26 @@ from clipdex.display import shown
 def migrate(json_output: JsonOption = False) -> None:
     """Bring the catalog schema to the newest revision (the compose one-shot service).
 
-    Example: clipdex migrate --json  ->  {"revision": "0005", "at_head": true}
+    Example: clipdex migrate --json  ->  {"revision": "0005", "at_head": true, "from": "0004"}
     """
     from core.catalog.db import make_engine
-    from migrations.runner import upgrade_to_head
+    from migrations.runner import current_revision, head_revision, upgrade_to_head
 
     with expected_errors():
         engine = make_engine(checked_settings().catalog_url)
         try:
+            before = current_revision(engine)
             upgrade_to_head(engine)
         finally:
             engine.dispose()
+    head = head_revision()
     if json_output:
-        from migrations.runner import head_revision
-
-        print_json({"revision": head_revision(), "at_head": True})
+        print_json({"revision": head, "at_head": True, "from": before})
         return
-    typer.echo("catalog is at the newest revision")
+    if before == head:
+        typer.echo(f"the catalog is at the newest revision ({head}): nothing to do")
+    else:
+        typer.echo(f"upgraded the catalog from {before or 'empty'} to the newest revision ({head})")
 
 
 def optimize(json_output: JsonOption = False) -> None:
