@@ -23,6 +23,7 @@ from core.catalog.models import (
     JobAsset,
     Location,
 )
+from core.diskspace import check_free_space, write_paths
 from core.ids import asset_id_for_digest, sha256_of_bytes
 from core.images import ImageRejected, identify
 from core.runtime import Runtime
@@ -128,6 +129,9 @@ def accept(
     stored: the same bytes uploaded again). The ``rejected`` files of the same request are
     kept too, as failed assets of the job with their reasons (``clipdex failures``, the job's
     failures), so that nothing sent is lost and the rest of the batch goes on."""
+    settings = runtime.settings  # below the free-space floor nothing new is stored
+    check_free_space(write_paths(settings.home, settings.blobs, settings.catalog_url),
+                     settings.min_free_bytes)  # fmt: skip
     version = runtime.live_version()
     asset_ids: list[str] = []
     new = 0

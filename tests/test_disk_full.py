@@ -16,11 +16,12 @@ import pytest
 
 from core.diskspace import DiskFull
 from core.runtime import Runtime
+from core.settings import Settings
 from ingest import run as ingest_run
 from tests.conftest import cli_env
 
 MIB = 1024 * 1024
-FLOOR = 100 * MIB  # above what opening the embedded store maps (WAL segments, chunks)
+FLOOR = 200 * MIB  # well above what opening the embedded store may map (WAL segments, chunks)
 
 
 @pytest.fixture
@@ -75,14 +76,14 @@ def test_below_the_floor_ingest_stops_with_one_line_and_a_rerun_converges(
     assert refused.stderr.count("\n") == 1 and "free" in refused.stderr
     assert "Traceback" not in refused.stderr
 
-    status = clipdex(home, "status", "--json")  # no SIGBUS: the catalog answers, the store
-    assert status.returncode == 0, status.stderr  # says why it stays closed
+    status = clipdex(home, "status", "--json")  # reads go on: searching writes nothing
+    assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["indexed"] == 4 and report["pending"] == 0
-    assert report["points"] is None and "free" in report["store_error"]
+    assert report["indexed"] == report["points"] == 4 and report["pending"] == 0
     assert report["last_run"]["counts"]["encoded"] == 4  # the refused run registered nothing
-    text = clipdex(home, "status")
-    assert text.returncode == 0 and "points:    unavailable: only" in text.stdout
+    found = clipdex(home, "search", "a photo", "--json")
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)) == 4
 
     filler.unlink()
     assert clipdex(home, "ingest", str(library)).returncode == 0
@@ -127,3 +128,39 @@ def test_space_running_out_mid_run_leaves_nothing_marked_indexed_that_is_not_sto
     report = ingest_run.ingest(runtime, [library])
     assert report.encoded == 8 - len(indexed)
     assert index.count() == 8
+
+
+@pytest.mark.unit
+def test_below_the_floor_a_server_searches_but_takes_no_upload(
+    settings: Settings, library: Path
+) -> None:
+    """A server (re)started on a nearly full disk: searches answer; an upload is refused with
+    the reason, and nothing of it is stored."""
+    from fastapi.testclient import TestClient
+
+    from clipdex.catalog import open_ready_runtime
+    from clipdex.http import create_app
+    from core.settings import load_settings
+    from tests.fakes import FakeEncoder
+
+    first = open_ready_runtime(settings, encoder=FakeEncoder())
+    try:
+        ingest_run.ingest(first, [library])
+    finally:
+        first.close()
+    full = load_settings(home=settings.home, model="clipdex-tiny", min_free_bytes=2**40)
+    runtime = open_ready_runtime(full, encoder=FakeEncoder())  # every disk has less than 1 TiB
+    try:
+        with TestClient(create_app(full, runtime)) as client:
+            found = client.get("/v1/search", params={"q": "a photo", "limit": 20})
+            assert found.status_code == 200 and len(found.json()["hits"]) == 8
+            photo = sorted(library.rglob("*.jpg"))[0]
+            refused = client.post(
+                "/v1/images", files={"files": ("new.jpg", photo.read_bytes()[:-10] + b"0123456789")}
+            )
+            assert (
+                refused.status_code == 503 and "CLIPDEX_MIN_FREE_BYTES" in refused.json()["detail"]
+            )
+        assert not any(path.is_file() for path in full.blobs.rglob("*"))
+    finally:
+        runtime.close()

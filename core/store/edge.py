@@ -46,6 +46,7 @@ from core.store.edge_warm import prefetch_vectors, read_for_open
 from core.store.keywords import KEYWORDS_VECTOR, payload_words, sparse_of
 
 _SCROLL_PAGE = 1024
+OPEN_FLOOR = 64 * 1024 * 1024  # free space an existing collection needs to open (see EdgeStore)
 
 
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
@@ -59,10 +60,11 @@ class EdgeStore:
     def __init__(
         self, root: Path, min_free_bytes: int = 0, tuning: EdgeTuning | None = None
     ) -> None:
-        """``min_free_bytes``: refuse to open a collection below this much free space. Opening
-        one maps 32 MiB write-ahead-log segments and storage chunks; on a disk without room
-        for them the process dies of SIGBUS instead of getting an error. ``tuning``: the
-        layout of new collections and how every collection is searched."""
+        """``min_free_bytes``: the free space below which no collection is created (and none
+        opened below ``OPEN_FLOOR``): its mapped files are sparse, and a write with no room
+        left is a SIGBUS. Bulk writes check the full floor first (ingest, reindex, repair,
+        uploads), so a nearly full disk still serves searches. ``tuning``: the layout of
+        new collections and how every collection is searched."""
         self._root = root
         self._min_free_bytes = min_free_bytes
         self._tuning = tuning or EdgeTuning()
@@ -74,9 +76,10 @@ class EdgeStore:
         if name in self._open:
             return self._open[name]
         path = self._path(name)
-        check_free_space([self._root], self._min_free_bytes)
+        created = not (path.is_dir() and any(path.iterdir()))
+        floor = self._min_free_bytes if created else min(self._min_free_bytes, OPEN_FLOOR)
+        check_free_space([self._root], floor)
         try:
-            created = not (path.is_dir() and any(path.iterdir()))
             if created:
                 sparse = {KEYWORDS_VECTOR: self._tuning.keyword_vectors()}
                 config = self._tuning.collection_config(dim, sparse)
