@@ -183,6 +183,7 @@ class ScanPlan:
     roots: list[Path] = field(default_factory=list)
     missing: list[Path] = field(default_factory=list)  # library roots not there: spared
     own: list[Path] = field(default_factory=list)  # clipdex's own folders under a root: spared
+    excluded: int = 0  # roots named inside a library that its rules leave out
 
     @property
     def spared(self) -> list[Path]:
@@ -214,9 +215,11 @@ def plan_scans(session: Session, paths: Sequence[Path], own: Sequence[Path] = ()
             plan.missing.append(Path(holder.path))  # an unmounted share: spared, as always
             continue
         if holder is not None:
-            plan.scans.append(
-                (root, rules_of(holder), holder.id if root == Path(holder.path) else None)
-            )
+            rules = rules_of(holder)
+            if rules.leaves_out(root, Path(holder.path)):  # as its library's scans do
+                plan.excluded += 1
+                continue
+            plan.scans.append((root, rules, holder.id if root == Path(holder.path) else None))
             continue
         inside = [lib for lib in libraries if Path(lib.path).is_relative_to(root)]
         plan.scans.append(

@@ -149,7 +149,7 @@ def _run(
     tally = ScanTally()
     found, per_library = _scan_all(plan, tally)
     report.scanned, report.ignored, report.skipped = len(found), tally.ignored, tally.skipped
-    report.excluded = tally.excluded
+    report.excluded = tally.excluded + plan.excluded
 
     def index() -> VectorIndex:
         return runtime.index_of(version)

@@ -85,6 +85,19 @@ class ScanRules:
         pruned.prune = self.prune | {str(folder) for folder in folders}
         return pruned
 
+    def leaves_out(self, root: Path, base: Path) -> bool:
+        """Whether ``root``, named inside the folder ``base`` these rules are for, is left out
+        by them: itself, or a folder between (``exports/``, ``@eaDir``, a hidden folder)."""
+        if root == base or not root.is_relative_to(base):
+            return False
+        step = base
+        for part in root.relative_to(base).parts:
+            step = step / part
+            folder = step != root or root.is_dir()
+            if self.excludes(str(step), part, folder):
+                return True
+        return False
+
     def excludes(self, path: str, name: str, folder: bool) -> bool:
         if not self.include_hidden and (name.startswith(".") or name.casefold() in SYSTEM_FOLDERS):
             return True

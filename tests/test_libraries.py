@@ -77,6 +77,28 @@ def test_hidden_and_system_folders_and_excludes_are_left_out(
     assert indexed_paths(runtime) == {str(path) for path in kept}
 
 
+
+def test_a_path_named_inside_a_library_keeps_its_rules(
+    runtime: Runtime, tmp_path: Path, photos: Path
+) -> None:
+    """Naming an excluded file or folder inside a library does not index it: otherwise the
+    nightly library scan drops what the named run added, and every cycle encodes it again."""
+    root = tmp_path / "pictures"
+    kept = photos_in(root, photos, range(0, 2))
+    (exported,) = photos_in(root, photos, range(2, 3), "exports")
+    (thumbnail,) = photos_in(root, photos, range(3, 4), "@eaDir")
+    (hidden,) = photos_in(root, photos, range(4, 5), ".hidden/deeper")
+    add(runtime, root, "exports/")
+    ingest(runtime, [])
+    for named in (exported, root / "@eaDir", thumbnail, hidden.parent, hidden):
+        report = ingest(runtime, [named])
+        assert (report.scanned, report.new, report.excluded) == (0, 0, 1), named
+    assert indexed_paths(runtime) == {str(path) for path in kept}
+    nightly = ingest(runtime, [])
+    assert (nightly.new, nightly.removed, nightly.encoded) == (0, 0, 0)
+    assert ingest(runtime, [kept[0]]).unchanged == 1  # a kept file named alone: as before
+
+
 def test_include_hidden_keeps_them_and_excluding_later_removes_what_was_indexed(
     runtime: Runtime, tmp_path: Path, photos: Path
 ) -> None:
