@@ -77,7 +77,6 @@ def test_hidden_and_system_folders_and_excludes_are_left_out(
     assert indexed_paths(runtime) == {str(path) for path in kept}
 
 
-
 def test_a_path_named_inside_a_library_keeps_its_rules(
     runtime: Runtime, tmp_path: Path, photos: Path
 ) -> None:
