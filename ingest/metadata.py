@@ -191,7 +191,7 @@ def checked_id(asset_id: str) -> str:
     try:
         return str(uuid.UUID(asset_id))
     except ValueError:
-        raise NoSuchAsset(f"no asset with id {asset_id!r} (asset ids are UUIDs)") from None
+        raise NoSuchAsset(f"no asset with id {asset_id[:64]!r} (asset ids are UUIDs)") from None
 
 
 def asset_for(session: Session, ref: str) -> Asset:

@@ -189,7 +189,7 @@ def _asset_url(asset_id: str) -> str:
     id that no URL path segment can carry (empty, a ``/``, a dot segment) names no asset: the
     404 the server gives any id that is not a UUID, said here, as ``SearchService`` says it."""
     if not asset_id or "/" in asset_id or asset_id in (".", ".."):
-        raise ClipdexError(404, f"no asset with id {asset_id!r} (asset ids are UUIDs)")
+        raise ClipdexError(404, f"no asset with id {asset_id[:64]!r} (asset ids are UUIDs)")
     return f"/v1/assets/{quote(asset_id, safe='')}"
 
 

@@ -66,7 +66,7 @@ def _checked_id(asset_id: str) -> str:
     try:
         return str(uuid.UUID(asset_id))
     except ValueError:
-        raise UnknownAsset(f"no asset with id {asset_id!r} (asset ids are UUIDs)") from None
+        raise UnknownAsset(f"no asset with id {asset_id[:64]!r} (asset ids are UUIDs)") from None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -196,11 +196,12 @@ class SearchService:
         texts = [str(t.value) for t in terms if t.kind == "text"]
         text_vectors = iter(t.texts.encode(texts)) if texts else iter(())
         total = np.zeros(t.version.dim, dtype=np.float64)
+        scale = max(abs(term.weight) for term in terms)  # only the weights' ratios matter
         for term in terms:
             vector = next(text_vectors) if term.kind == "text" else self._term_vector(t, term)
-            total += term.weight * vector.astype(np.float64)
+            total += (term.weight / scale) * vector.astype(np.float64)
         norm = float(np.linalg.norm(total))
-        if norm < 1e-9:
+        if norm <= 1e-6 * sum(abs(term.weight) / scale for term in terms):  # unit vectors
             raise BadQuery("the weighted terms cancel out; the query has no direction")
         return (total / norm).astype(np.float32)
 

@@ -314,3 +314,11 @@ def test_head_answers_as_get_without_a_body(client: TestClient) -> None:
         assert int(head.headers["content-length"]) == len(got.content) > 0, url
     assert client.head("/v1/assets/00000000-0000-0000-0000-000000000000").status_code == 404
     assert client.head("/v1/texts/captions/search").status_code == 405  # POST only
+
+
+def test_an_unknown_asset_id_is_not_echoed_whole(client: TestClient) -> None:
+    long_id = "A" * 60_000
+    for url in (f"/v1/assets/{long_id}", f"/v1/assets/{long_id}/similar"):
+        answer = client.get(url)
+        assert answer.status_code == 404 and len(answer.content) < 300, len(answer.content)
+        assert "asset ids are UUIDs" in answer.json()["detail"]

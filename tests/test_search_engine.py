@@ -39,6 +39,8 @@ def test_query_vector_is_the_normalized_weighted_sum(runtime: Runtime) -> None:
     assert np.allclose(vector, expected / np.linalg.norm(expected), atol=1e-6)
     with pytest.raises(BadQuery, match="cancel out"):
         service.query_vector([Term("text", "x", 1.0), Term("text", "x", -1.0)])
+    for tiny in (1e-10, 1e-300):  # one term cannot cancel out, however small its weight
+        assert np.allclose(service.query_vector([Term("text", "beach", tiny)]), beach, atol=1e-6)
 
 
 def test_repeated_query_texts_skip_the_model(

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 Limit = Annotated[
     int | None,
-    typer.Option(help="How many hits [default: 10, or CLIPDEX_SEARCH_MAX_LIMIT if less]."),
+    typer.Option(help="How many hits (10 by default, or CLIPDEX_SEARCH_MAX_LIMIT if less)."),
 ]
 Offset = Annotated[int, typer.Option(help="Skip this many hits (paging).")]
 Folder = Annotated[
