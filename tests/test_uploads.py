@@ -43,7 +43,7 @@ def test_upload_is_indexed_and_searchable(client: TestClient, photos: Path) -> N
     response = client.post(
         "/v1/images",
         files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images],
-        data={"metadata": json.dumps({"album": "trip"})},
+        data={"metadata": json.dumps({"album": "trip", "year": 2020, "public": True})},
     )
     assert response.status_code == 202
     accepted = response.json()
@@ -54,13 +54,17 @@ def test_upload_is_indexed_and_searchable(client: TestClient, photos: Path) -> N
         "hits"
     ][0]
     assert hit["id"] == accepted["assets"][1]
-    assert hit["meta"] == {"album": "trip"}  # the upload's metadata comes back with its hits
-    assert client.get(f"/v1/assets/{hit['id']}").json()["meta"] == {"album": "trip"}
-    tagged = client.post(
-        "/v1/search",
-        json={"query": "a photo", "limit": 10, "filters": {"metadata": {"album": "trip"}}},
-    ).json()["hits"]
-    assert {h["id"] for h in tagged} == set(accepted["assets"])
+    stored = {"album": "trip", "year": "2020", "public": "true"}  # values are kept as text
+    assert hit["meta"] == stored  # the upload's metadata comes back with its hits
+    assert client.get(f"/v1/assets/{hit['id']}").json()["meta"] == stored
+    for metadata in ({"album": "trip"}, {"year": 2020, "public": True}, {"year": "2020"}):
+        tagged = client.post(
+            "/v1/search",
+            json={"query": "a photo", "limit": 10, "filters": {"metadata": metadata}},
+        ).json()["hits"]
+        assert {h["id"] for h in tagged} == set(accepted["assets"]), metadata
+    flat = client.get("/v1/search", params={"q": "a photo", "where": "year=2020"}).json()
+    assert {h["id"] for h in flat["hits"]} == set(accepted["assets"])
 
 
 def test_a_broken_image_ends_in_the_jobs_failures(client: TestClient, photos: Path) -> None:

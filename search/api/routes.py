@@ -86,7 +86,7 @@ def _filters(body: FiltersIn) -> SearchFilter:
         max_bytes=body.max_bytes,
         camera_make=body.camera_make,
         camera_model=body.camera_model,
-        metadata=tuple(sorted(body.metadata.items())),
+        metadata=body.metadata_pairs(),
     )
 
 
@@ -182,7 +182,7 @@ def _flat_options(request: Request, flat: FlatOptionsIn) -> SearchOptions:
     )  # fmt: skip
 
 
-def _where(pairs: list[str]) -> dict[str, str]:
+def _where(pairs: list[str]) -> dict[str, str | bool | int | float]:
     """``where=key=value`` pairs; a key given twice is refused, not silently collapsed."""
     found = [parse_where(pair) for pair in pairs]
     if len({key for key, _ in found}) < len(found):

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from search.engine import MAX_LABELS, MAX_TEMPLATES
 from search.query import (
@@ -89,9 +97,23 @@ class FiltersIn(BaseModel):
     camera_make: Camera | None = Field(default=None, description="EXIF make, exactly")
     camera_model: Camera | None = Field(default=None, description="EXIF model, exactly")
     metadata: Annotated[
-        dict[str, Annotated[str, Field(min_length=1, max_length=MAX_META_VALUE_CHARS)]],
-        Field(max_length=MAX_METADATA, description="user metadata: key -> exact value"),
+        dict[
+            str,
+            Annotated[str, Field(min_length=1, max_length=MAX_META_VALUE_CHARS)]
+            | StrictBool
+            | StrictInt
+            | StrictFloat,
+        ],
+        Field(
+            max_length=MAX_METADATA,
+            description="user metadata: key -> exact value; a number or boolean matches it as "
+            "stored (2020 as '2020', true as 'true')",
+        ),
     ] = {}
+
+    def metadata_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The metadata filter as stored text, by key."""
+        return tuple(sorted((key, _stored_text(value)) for key, value in self.metadata.items()))
 
 
 class SearchIn(BaseModel):
@@ -277,3 +299,10 @@ class ErrorOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "not ready"]
     detail: str | None = None
+
+
+def _stored_text(value: str | bool | int | float) -> str:
+    """How metadata stores a value: text as it is, booleans as true/false, numbers as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
