@@ -1,5 +1,5 @@
 """Failure rows: what `clipdex failures` and ``GET /v1/failures`` list (every file that could
-not be indexed), and which of them a scan finds resolved."""
+not be indexed), which of them a scan finds resolved, and which it tries again."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, not_, or_, select
+from sqlalchemy import delete, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.catalog.batching import chunked
-from core.catalog.models import Failure
+from core.catalog.models import AssetIndexState, AssetState, Failure
+from core.images import STAGE_READ
 from ingest.register import root_clause
 
 
@@ -42,3 +43,34 @@ def clear_resolved(
     for chunk in chunked(resolved):
         session.execute(delete(Failure).where(Failure.id.in_([int(i) for i in chunk])))
     return len(resolved)
+
+
+UNREADABLE = "cannot read file:"  # how core.images.read_limited words an OS error on a read
+
+
+def retry_unreadable(session: Session, version_id: int, found: Collection[str]) -> int:
+    """Assets that failed because their file could not be read (moved away for a moment, a
+    permission slip, a network mount down), whose path this scan ``found`` again, go back to
+    pending: the run reads them again instead of keeping them failed for good. A file still
+    unreadable fails again, one read per run. Returns how many went back."""
+    rows = session.execute(
+        select(Failure.path, Failure.asset_id).where(
+            Failure.stage == STAGE_READ,
+            Failure.asset_id.is_not(None),
+            Failure.reason.startswith(UNREADABLE, autoescape=True),
+        )
+    ).all()
+    back = sorted({str(asset_id) for path, asset_id in rows if path in found})
+    retried = 0
+    for chunk in chunked(back):
+        result = session.execute(
+            update(AssetIndexState)
+            .where(
+                AssetIndexState.index_version_id == version_id,
+                AssetIndexState.asset_id.in_(chunk),
+                AssetIndexState.state == AssetState.FAILED,
+            )
+            .values(state=AssetState.PENDING)
+        )
+        retried += int(getattr(result, "rowcount", 0) or 0)
+    return retried

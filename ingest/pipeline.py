@@ -28,11 +28,11 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.catalog.batching import chunked
-from core.catalog.models import Asset, AssetIndexState, AssetState, Location
+from core.catalog.models import Asset, AssetIndexState, AssetState, Failure, Location
 from core.encoder import Encoder
 from core.ids import sha256_of_bytes
 from core.images import (
@@ -244,6 +244,8 @@ class Pipeline:
             ]
             self._index.upsert(points)  # waits until applied, before the catalog says indexed
             set_states(session, self._version_id, [p.id for p in points], AssetState.INDEXED)
+            for chunk in chunked([p.id for p in points]):  # an earlier failure is over
+                session.execute(delete(Failure).where(Failure.asset_id.in_(chunk)))
             failed = _record_failures(session, self._version_id, bad)
             session.commit()
         gone = self._forgotten_meanwhile([p.id for p in points])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +29,7 @@ from core.runtime import Runtime
 from core.settings import Settings
 from core.store import VectorIndex
 from ingest.building import mirror_to_building
-from ingest.failures import clear_resolved
+from ingest.failures import clear_resolved, retry_unreadable
 from ingest.forget import refresh_payloads, remove_orphans
 from ingest.graph import build_search_graph
 from ingest.libraries import ScanPlan, own_folders, plan_scans, record_scans
@@ -169,6 +169,7 @@ def _run(
         record_failures(  # one statement per chunk, not per file (20k unreadable files)
             session, [(path, STAGE_READ, reason, None) for path, reason in failing]
         )
+        retry_unreadable(session, version.id, _PathsOf(found))
         report.removed = remove_orphans(session, version.id, index, registered.orphaned)
         mirror_to_building(session, version.id, runtime.index_of, registered.orphaned)
         refresh_payloads(session, version.id, index, registered.touched)
@@ -238,6 +239,26 @@ def _scan_all(
                 "excluded": own.excluded, "unreadable": len(own.unreadable),
             }  # fmt: skip
     return found, per_library
+
+
+class _PathsOf:
+    """``path in found`` over the scan's files, with the set built only when first asked (a
+    rescan of a million unchanged files usually has no unreadable failure to look up)."""
+
+    def __init__(self, found: Sequence[FoundFile]) -> None:
+        self._found = found
+        self._paths: set[str] | None = None
+
+    def __contains__(self, path: object) -> bool:
+        if self._paths is None:
+            self._paths = {item.path for item in self._found}
+        return path in self._paths
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def __iter__(self) -> Iterator[str]:
+        return (item.path for item in self._found)
 
 
 def _write_paths(settings: Settings) -> list[Path]:

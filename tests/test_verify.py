@@ -101,6 +101,35 @@ def test_missing_points_are_found_and_encoded_again(
         assert_found(runtime, photo)
 
 
+def test_a_file_away_during_repair_is_encoded_when_it_is_back(
+    runtime: Runtime, library: Path
+) -> None:
+    """A file that cannot be read (moved away for a moment, a permission slip) is a failure
+    while it lasts, not a bad image for good: the next ingest that finds it encodes it, and
+    its failure leaves the list."""
+    from ingest.failures import failure_rows
+
+    ingest(runtime, [library])
+    photo = sorted(library.rglob("*.jpg"))[0]
+    runtime.live_index()[1].delete([id_of(runtime, photo)])
+    away = library.parent / "away.jpg"
+    os.replace(photo, away)
+
+    done = fix(runtime)
+    assert (done.missing_points, done.encoded, done.failed) == (1, 0, 1)
+    with runtime.sessions() as session:
+        assert [row["reason"] for row in failure_rows(session)] == [
+            "cannot read file: No such file or directory"
+        ]
+    os.replace(away, photo)  # back, same bytes and modification time
+    again = ingest(runtime, [library])
+    assert (again.unchanged, again.encoded, again.failed) == (8, 1, 0)
+    with runtime.sessions() as session:
+        assert failure_rows(session) == []
+    assert check(runtime).clean
+    assert_found(runtime, photo)
+
+
 def test_orphan_points_are_deleted(runtime: Runtime, library: Path) -> None:
     ingest(runtime, [library])
     index = runtime.live_index()[1]
