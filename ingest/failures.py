@@ -35,7 +35,9 @@ def clear_resolved(
     if not roots:
         return 0
     query = select(Failure.id, Failure.path).where(
-        Failure.asset_id.is_(None), or_(*(root_clause(root, Failure.path) for root in roots))
+        Failure.asset_id.is_(None),
+        Failure.stage == STAGE_READ,  # not a manifest's bad rows ("/x/m.csv:3"), nor a worker's
+        or_(*(root_clause(root, Failure.path) for root in roots)),
     )
     if spared:
         query = query.where(not_(or_(*(root_clause(folder, Failure.path) for folder in spared))))

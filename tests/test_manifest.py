@@ -347,3 +347,17 @@ def test_a_manifest_through_real_workers(
     hits = json.loads(found.stdout)
     hits = hits["hits"] if isinstance(hits, dict) else hits
     assert len(hits) == 3 and all(hit["meta"] == {"album": "w"} for hit in hits)
+
+
+def test_a_folder_scan_keeps_the_bad_rows_of_a_manifest_inside_it(
+    runtime: Runtime, library: Path
+) -> None:
+    """A scan forgets the failures it no longer meets, but a manifest's bad rows are named
+    after the manifest's path inside the folder and are not the scan's to forget."""
+    manifest = library / "photos.csv"
+    manifest.write_text(f"path\n{sorted(library.rglob('*.jpg'))[0]}\nmissing.jpg\n")
+    ingest_manifest(runtime, manifest, LOOPBACK)
+    ingest(runtime, [library])
+    with runtime.sessions() as session:
+        rows = failure_rows(session)
+    assert [(row["path"], row["stage"]) for row in rows] == [(f"{manifest}:3", "manifest")]
