@@ -7,13 +7,14 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, not_, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.catalog.batching import chunked
 from core.catalog.models import AssetIndexState, AssetState, Failure
 from core.images import STAGE_READ
 from ingest.register import root_clause
+from ingest.spared import Spared
 
 
 def failure_rows(session: Session) -> list[dict[str, Any]]:
@@ -39,9 +40,15 @@ def clear_resolved(
         Failure.stage == STAGE_READ,  # not a manifest's bad rows ("/x/m.csv:3"), nor a worker's
         or_(*(root_clause(root, Failure.path) for root in roots)),
     )
-    if spared:
-        query = query.where(not_(or_(*(root_clause(folder, Failure.path) for folder in spared))))
-    resolved = [str(id_) for id_, path in session.execute(query) if path not in failing]
+    left = Spared(spared)
+    clause = left.clause(Failure.path)
+    if clause is not None:
+        query = query.where(clause)
+    resolved = [
+        str(id_)
+        for id_, path in session.execute(query)
+        if path not in failing and not (len(left) and not left.in_sql and left.holds(path))
+    ]
     for chunk in chunked(resolved):
         session.execute(delete(Failure).where(Failure.id.in_([int(i) for i in chunk])))
     return len(resolved)

@@ -295,11 +295,18 @@ def load_locations(
     """The catalog's locations at or below ``roots`` and not below ``spared``, by path."""
     if not roots:
         return {}
+    from ingest.spared import Spared  # it builds on root_clause, defined here
+
     c = LOCATIONS.c
     query = select(*LOCATION_COLUMNS).where(or_(*(root_clause(root, c.path) for root in roots)))
-    if spared:
-        query = query.where(not_(or_(*(root_clause(root, c.path) for root in spared))))
-    return {row[1]: KnownLocation(*row) for row in session.execute(query).all()}
+    left = Spared(spared)
+    clause = left.clause(c.path)
+    if clause is not None:
+        query = query.where(clause)
+    rows = session.execute(query).all()
+    if len(left) and not left.in_sql:
+        rows = [row for row in rows if not left.holds(row[1])]
+    return {row[1]: KnownLocation(*row) for row in rows}
 
 
 def vanished_elsewhere(

@@ -93,3 +93,47 @@ def test_a_failure_the_next_scan_does_not_meet_leaves_the_list(
     unlistable.clear()
     ingest(runtime, [library])
     assert [path for path, _ in failures(runtime)] == [str(broken)]  # still broken: it stays
+
+
+def test_hundreds_of_files_that_cannot_be_stated_keep_their_paths(
+    runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`chmod -R 644` on a big folder: it lists, but no file in it can be stat'ed. More spared
+    paths than one SQL query can hold (SQLite's expression depth was exceeded at ~500)."""
+    from PIL import Image
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for number in range(600):
+        Image.new("RGB", (8, 8), (number % 256, number // 256, 7)).save(folder / f"{number}.png")
+    first = ingest(runtime, [folder])
+    assert first.encoded == 600
+    blocked = {str(path) for path in folder.iterdir()}
+    real = os.lstat
+
+    def lstat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path) in blocked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    refused = ingest(runtime, [folder])
+    assert (refused.failed, refused.removed) == (600, 0)
+    assert live_paths(runtime) == 600
+
+    monkeypatch.setattr(os, "lstat", real)
+    (folder / "0.png").unlink()  # and one really deleted meanwhile
+    again = ingest(runtime, [folder])
+    assert (again.failed, again.removed, again.unchanged) == (0, 1, 599)
+    assert failures(runtime) == []
+
+
+def test_spared_paths_hold_what_lies_under_them() -> None:
+    from ingest.spared import Spared
+
+    spared = Spared([Path("/a/b"), Path("/a/b/c"), Path("/a/b-c"), Path("/z/file.jpg")])
+    assert len(spared) == 3  # /a/b/c lies under /a/b
+    for path in ("/a/b", "/a/b/x.jpg", "/a/b/c/d", "/a/b-c/x", "/z/file.jpg"):
+        assert spared.holds(path), path
+    for path in ("/a/bc", "/a/b-d/x", "/a", "/z/file.jpg2", "/y"):
+        assert not spared.holds(path), path

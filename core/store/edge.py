@@ -10,7 +10,6 @@ import fcntl
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from core.store.base import (
     DATETIME_FIELDS,
     INTEGER_FIELDS,
     KEYWORD_FIELDS,
-    CollectionDamaged,
     Payload,
     PointRecord,
     SearchFilter,
@@ -37,8 +35,13 @@ from core.store.base import (
     stored_hit,
     vector_as_list,
 )
-from core.store.edge_faults import reads as _reads
-from core.store.edge_files import has_keywords, raise_scan_thresholds, stored_dim
+from core.store.edge_faults import open_failure, reads
+from core.store.edge_files import (
+    has_keywords,
+    raise_scan_thresholds,
+    set_aside_folder,
+    stored_dim,
+)
 from core.store.edge_filter import to_edge_filter
 from core.store.edge_lock import locked_message, take_lock
 from core.store.edge_tuning import EdgeTuning
@@ -76,10 +79,11 @@ class EdgeStore:
         if name in self._open:
             return self._open[name]
         path = self._path(name)
-        created = not (path.is_dir() and any(path.iterdir()))
-        floor = self._min_free_bytes if created else min(self._min_free_bytes, OPEN_FLOOR)
-        check_free_space([self._root], floor)
+        created = True
         try:
+            created = not (path.is_dir() and any(path.iterdir()))
+            floor = self._min_free_bytes if created else min(self._min_free_bytes, OPEN_FLOOR)
+            check_free_space([self._root], floor)
             if created:
                 sparse = {KEYWORDS_VECTOR: self._tuning.keyword_vectors()}
                 config = self._tuning.collection_config(dim, sparse)
@@ -89,12 +93,12 @@ class EdgeStore:
                 read_for_open(path)
                 shard = qe.EdgeShard.load(str(path))
                 prefetch_vectors(path)
+        except StoreError:
+            raise  # too little free space
         except Exception as error:
             if "WouldBlock" in str(error):
                 raise StoreLocked(locked_message(self._root)) from error
-            if created or isinstance(error, OSError):  # not its files: the disk, permissions
-                raise StoreError(f"cannot open embedded collection {name!r}: {error}") from error
-            raise CollectionDamaged(name, str(error)) from error
+            raise open_failure(name, error, created) from error
         size = None if created else stored_dim(path)
         if size is not None and size != dim:  # the catalog's dim was changed (a bad restore)
             shard.close()
@@ -126,18 +130,11 @@ class EdgeStore:
         """The embedded store has no aliases: the catalog's live version is the only pointer."""
 
     def set_aside(self, name: str) -> str | None:
-        """Rename the collection's folder to a hidden ``.damaged-<name>-<UTC time>`` beside it
-        (no collection name starts with a dot), kept until its operator deletes it."""
+        """Rename the collection's folder out of the way (``edge_files.set_aside_folder``)."""
         index = self._open.pop(name, None)
         if index is not None:
             index.close()
-        path = self._path(name)
-        if not path.exists():
-            return None
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = path.with_name(f".damaged-{name}-{stamp}")
-        path.rename(aside)
-        return str(aside)
+        return set_aside_folder(self._path(name))
 
     def close(self) -> None:
         for index in self._open.values():
@@ -228,7 +225,7 @@ class EdgeIndex:
         if ids:
             self._shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
-    @_reads
+    @reads
     def search(
         self,
         vector: NDArray[np.float32],
@@ -274,7 +271,7 @@ class EdgeIndex:
             return self._query(dense, fetch, edge_filter, True, with_vectors, with_payload)
         return [stored_hit(p.id, p.score, p.payload, p.vector) for p in points]
 
-    @_reads
+    @reads
     def keyword_search(
         self,
         words: Sequence[str],
@@ -306,7 +303,7 @@ class EdgeIndex:
 
         return ranked_slice(query, partial(self.retrieve, with_vectors=with_vectors), 0, limit)
 
-    @_reads
+    @reads
     def retrieve(self, ids: Sequence[str], with_vectors: bool = False) -> list[StoredHit]:
         if not ids:
             return []
@@ -314,18 +311,18 @@ class EdgeIndex:
         records = self._shard.retrieve(list(ids), with_payload=True, with_vector=wanted)
         return [stored_hit(r.id, 1.0, r.payload, r.vector) for r in records]
 
-    @_reads
+    @reads
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
         records = self._shard.retrieve(list(ids), with_payload=False, with_vector=False)
         return {str(r.id) for r in records}
 
-    @_reads
+    @reads
     def count(self, search_filter: SearchFilter | None = None) -> int:
         return self._count(to_edge_filter(search_filter))
 
-    @_reads
+    @reads
     def count_if_cheap(self, search_filter: SearchFilter | None, limit: int) -> int | None:
         edge_filter = to_edge_filter(search_filter)
         if edge_filter is not None:
@@ -352,14 +349,14 @@ class EdgeIndex:
             if offset is None:
                 return
 
-    @_reads
+    @reads
     def _id_page(self, offset: Any) -> tuple[list[str], Any]:
         records, after = self._shard.scroll(
             qe.ScrollRequest(offset=offset, limit=_SCROLL_PAGE, with_payload=False)
         )
         return [str(r.id) for r in records], after
 
-    @_reads
+    @reads
     def build_due(self) -> int:
         info = self._shard.info()
         # The count includes keyword (sparse) vectors, indexed as they are written: one a point.

@@ -14,6 +14,22 @@ from core.store.base import CollectionDamaged, StoreError
 _F = TypeVar("_F", bound=Callable[..., Any])
 ENGINE_FAULT = "Service runtime error"
 CLOSED = "Shard is not initialized"  # used after close: clipdex's own mistake, not damage
+# Failures of the machine, not of the collection's files: no reason to set it aside.
+NOT_DAMAGE = (CLOSED, "No space left", "Too many open files", "Cannot allocate memory")
+
+
+def is_damage(error: Exception) -> bool:
+    """Whether Edge failed on the collection's own files (not on the disk, the memory)."""
+    text = str(error)
+    return ENGINE_FAULT in text and not any(marker in text for marker in NOT_DAMAGE)
+
+
+def open_failure(name: str, error: Exception, created: bool) -> StoreError:
+    """What a failure to create or load the collection ``name`` is: damage only when loading
+    files that are there fails for a reason of their own."""
+    if created or isinstance(error, OSError) or any(m in str(error) for m in NOT_DAMAGE):
+        return StoreError(f"cannot open embedded collection {name!r}: {error}")
+    return CollectionDamaged(name, str(error))
 
 
 class _Named(Protocol):
@@ -31,7 +47,7 @@ def reads(method: _F) -> _F:
         except StoreError:
             raise
         except Exception as error:
-            if ENGINE_FAULT in str(error) and CLOSED not in str(error):
+            if is_damage(error):
                 raise CollectionDamaged(self.name, str(error)) from error
             raise
 

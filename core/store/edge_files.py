@@ -28,6 +28,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 _GRAPH_CONFIG = "vector_index/hnsw_config.json"  # the dense vector's; sparse: vector_index-*
@@ -97,3 +98,14 @@ def stored_dim(collection: Path) -> int | None:
         return int(config["vectors"][""]["size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def set_aside_folder(collection: Path) -> str | None:
+    """Rename a collection's folder to a hidden ``.damaged-<name>-<UTC time>`` beside it (no
+    collection name starts with a dot), kept until its operator deletes it."""
+    if not collection.exists():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = collection.with_name(f".damaged-{collection.name}-{stamp}")
+    collection.rename(aside)
+    return str(aside)
