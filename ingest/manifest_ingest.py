@@ -192,12 +192,14 @@ def _register_files(
     is missing is a bad row. Returns how many files were given to the folder ingest."""
     paths: list[Path] = []
     gone: list[str] = []
+    folders: dict[Path, bool] = {}
     for row in rows:
         path = Path(row.source)
         if not path.is_file():
             what = "not a file" if path.exists() else "no such file"
             bad.append(BadRow(row.line, f"{what}: {row.source}"))
-            gone.append(row.source)
+            if _folder_there(path.parent, folders):  # a deleted file, not an unmounted share
+                gone.append(row.source)
         elif path.suffix.lower() not in IMAGE_EXTENSIONS:
             bad.append(BadRow(row.line, f"not an image file name: {row.source}"))
         else:
@@ -211,6 +213,17 @@ def _register_files(
         report.duplicates += run.duplicates
         report.failed += run.failed
     return len(unique)
+
+
+def _folder_there(folder: Path, seen: dict[Path, bool]) -> bool:
+    """A folder that exists and holds something (an unmounted share's mount point is empty),
+    asked once per folder."""
+    if folder not in seen:
+        try:
+            seen[folder] = folder.is_dir() and any(folder.iterdir())
+        except OSError:
+            seen[folder] = False
+    return seen[folder]
 
 
 def _assets_at(runtime: Runtime, rows: Sequence[Row]) -> dict[int, str]:

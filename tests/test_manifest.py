@@ -349,6 +349,30 @@ def test_a_manifest_through_real_workers(
     assert len(hits) == 3 and all(hit["meta"] == {"album": "w"} for hit in hits)
 
 
+
+def test_rows_on_an_unmounted_share_keep_their_paths(
+    runtime: Runtime, tmp_path: Path, photos: Path
+) -> None:
+    """The manifest's files live on a NAS that is down tonight: its rows are bad rows, but
+    nothing leaves the index (and nothing is encoded again when the share is back)."""
+    share = tmp_path / "share"
+    share.mkdir()
+    files = [Path(shutil.copy2(p, share / p.name)) for p in sorted(photos.glob("*.jpg"))[:3]]
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path\n" + "".join(f"{path}\n" for path in files))
+    assert ingest_manifest(runtime, manifest, LOOPBACK).encoded == 3
+    mounted = tmp_path / "mounted"
+    share.rename(mounted)
+    share.mkdir()  # the empty mount point
+    down = ingest_manifest(runtime, manifest, LOOPBACK)
+    assert down.removed == 0 and len(down.bad_rows) == 3
+    assert runtime.live_index()[1].count() == 3
+    share.rmdir()
+    mounted.rename(share)
+    back = ingest_manifest(runtime, manifest, LOOPBACK)
+    assert (back.encoded, back.unchanged, back.removed) == (0, 3, 0)
+
+
 def test_a_folder_scan_keeps_the_bad_rows_of_a_manifest_inside_it(
     runtime: Runtime, library: Path
 ) -> None:
