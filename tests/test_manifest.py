@@ -349,7 +349,6 @@ def test_a_manifest_through_real_workers(
     assert len(hits) == 3 and all(hit["meta"] == {"album": "w"} for hit in hits)
 
 
-
 def test_rows_on_an_unmounted_share_keep_their_paths(
     runtime: Runtime, tmp_path: Path, photos: Path
 ) -> None:
