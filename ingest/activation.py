@@ -8,6 +8,7 @@ its points, as ``clipdex verify`` makes; vectors are never touched)."""
 
 from __future__ import annotations
 
+from core.catalog.index_versions import activate_version
 from core.catalog.models import IndexVersion
 from core.runtime import Runtime
 from ingest.verify import sync_payloads
@@ -19,5 +20,8 @@ def activate_synced(
     """:meth:`Runtime.activate`, after rewriting the version's stale payloads."""
     version = runtime.version(version_id)  # an unknown id: UnknownIndexVersion, nothing done
     if not version.active:
+        with runtime.sessions() as session:  # refused (building, behind): before any pass
+            activate_version(session, version_id, caught_up)
+            session.rollback()
         sync_payloads(runtime.sessions, runtime.index_of(version), version.id)
     return runtime.activate(version_id, caught_up=caught_up)

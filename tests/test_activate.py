@@ -191,3 +191,25 @@ def test_going_back_to_a_kept_version_shows_what_the_catalog_says_now(
     assert [hit.id for hit in service.text("a photo", albums)] == [tagged]
     checks = Checks(timedelta(seconds=60), runtime.settings.blobs)
     assert verify(runtime.sessions, runtime.index_of(live), live, checks).clean
+
+
+def test_a_refused_activation_makes_no_pass_over_the_points(
+    runtime: Runtime, library: Path, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The payload pass costs a read of every point: a version that will be refused (behind
+    the live one) is refused first."""
+    import ingest.activation
+
+    ingest(runtime, [library])
+    other = OtherFake()
+    runtime._encoders[("fake2", "none")] = other
+    ready = reindex(runtime, plan_for(runtime, other, swap=False)).version
+    shutil.copy2(sorted(photos.glob("*.jpg"))[-1], library / "added.jpg")
+    ingest(runtime, [library])
+
+    def no_pass(*_: object) -> int:
+        raise AssertionError("a payload pass before the refusal")
+
+    monkeypatch.setattr(ingest.activation, "sync_payloads", no_pass)
+    with pytest.raises(VersionRefused, match="behind the live one"):
+        activate_synced(runtime, ready)
