@@ -198,7 +198,7 @@ def test_a_refused_activation_makes_no_pass_over_the_points(
 ) -> None:
     """The payload pass costs a read of every point: a version that will be refused (behind
     the live one) is refused first."""
-    import ingest.activation
+    from ingest import activation
 
     ingest(runtime, [library])
     other = OtherFake()
@@ -210,6 +210,6 @@ def test_a_refused_activation_makes_no_pass_over_the_points(
     def no_pass(*_: object) -> int:
         raise AssertionError("a payload pass before the refusal")
 
-    monkeypatch.setattr(ingest.activation, "sync_payloads", no_pass)
+    monkeypatch.setattr(activation, "sync_payloads", no_pass)
     with pytest.raises(VersionRefused, match="behind the live one"):
         activate_synced(runtime, ready)
