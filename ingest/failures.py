@@ -54,7 +54,8 @@ def clear_resolved(
     return len(resolved)
 
 
-UNREADABLE = "cannot read file:"  # how core.images.read_limited words an OS error on a read
+# How core.images.read_limited words an OS error on a read, and a read that stalled.
+UNREADABLE = ("cannot read file:", "reading took longer than")
 
 
 def retry_unreadable(session: Session, version_id: int, found: Collection[str]) -> int:
@@ -66,7 +67,7 @@ def retry_unreadable(session: Session, version_id: int, found: Collection[str]) 
         select(Failure.path, Failure.asset_id).where(
             Failure.stage == STAGE_READ,
             Failure.asset_id.is_not(None),
-            Failure.reason.startswith(UNREADABLE, autoescape=True),
+            or_(*(Failure.reason.startswith(prefix, autoescape=True) for prefix in UNREADABLE)),
         )
     ).all()
     back = sorted({str(asset_id) for path, asset_id in rows if path in found})
