@@ -214,8 +214,9 @@ class Settings(BaseSettings):
         default=256 * 1024 * 1024,
         ge=0,
         le=1024 * GIB,
-        description="Writing stops with one line below this much free disk (0: no check; at "
-        "most 1 TiB).",
+        description="Ingest, reindex, repair and uploads stop with one line below this much "
+        "free disk; searches and small writes (tags, deletes, a worker's batches) go on down to "
+        "64 MiB (0: no check; at most 1 TiB).",
     )
     allowed_image_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
