@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from core.store.edge import EdgeStore
+from core.store.edge_files import stored_dim
 from core.store.edge_tuning import EdgeTuning
 from tests.conftest import cli_env
 
@@ -53,7 +54,10 @@ def _due(home: Path) -> list[int]:
     """Vectors due a graph, per collection of the home's embedded store."""
     store = EdgeStore(home / "store", tuning=EdgeTuning(indexing_threshold=THRESHOLD))
     try:
-        return [store.open_index(c.name, 0).build_due() for c in sorted(home.glob("store/*/"))]
+        return [
+            store.open_index(c.name, stored_dim(c) or 0).build_due()
+            for c in sorted(home.glob("store/*/"))
+        ]
     finally:
         store.close()
 
